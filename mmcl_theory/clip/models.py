@@ -1,0 +1,398 @@
+"""Two-tower CLIP models in Flax (linen): ResNet and ViT image towers, a causal text transformer.
+
+Named configurations live in ``model_configs.json`` beside this file (open_clip style):
+RN50 and ViT-B-32 at 224 px with the published shapes, ViT-S-32, and small 64 px and test sizes.
+
+Conventions: images enter as uint8 (B, H, W, 3) and are normalised by :func:`preprocess`;
+tokens are int32 (B, L) and the text feature is read at the end-of-text (EOT) token.
+Both towers return L2-normalised float32 embeddings (B, embed_dim). The inverse temperature is
+exp(log_scale), log_scale initialised to log(1/0.07) and clamped at log(100).
+Parameters are float32; ``dtype`` (bf16 on GPU) is the compute dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from importlib import resources
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+LOGIT_SCALE_INIT = 1.0 / 0.07
+LOGIT_SCALE_MAX = 100.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Configs and registry
+# ----------------------------------------------------------------------------------------------
+def _check_positive(section: str, **values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{section}.{name} = {value!r}: must be an integer >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionConfig:
+    """Image tower: kind 'resnet' (layers = 4 stage depths) or 'vit' (layers = depth, patch_size)."""
+
+    kind: str
+    image_size: int
+    width: int
+    layers: int | tuple[int, ...]
+    heads: int
+    patch_size: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("resnet", "vit"):
+            raise ValueError(f"vision.kind = {self.kind!r}: must be one of 'resnet', 'vit'")
+        _check_positive("vision", image_size=self.image_size, width=self.width, heads=self.heads)
+        if self.kind == "resnet":
+            layers = tuple(self.layers) if isinstance(self.layers, (list, tuple)) else None
+            if layers is None or len(layers) != 4:
+                raise ValueError(f"vision.layers = {self.layers!r}: a ResNet needs 4 stage depths")
+            _check_positive("vision", **{f"layers[{i}]": d for i, d in enumerate(layers)})
+            object.__setattr__(self, "layers", layers)
+            if self.image_size % 32:
+                raise ValueError(f"vision.image_size = {self.image_size}: a ResNet needs a multiple of 32")
+            if (self.width * 32) % self.heads:
+                raise ValueError(f"vision.heads = {self.heads}: must divide the pooled width {self.width * 32}")
+        else:
+            _check_positive("vision", layers=self.layers, patch_size=self.patch_size)
+            if self.image_size % self.patch_size:
+                raise ValueError(
+                    f"vision.patch_size = {self.patch_size}: must divide image_size {self.image_size}")
+            if self.width % self.heads:
+                raise ValueError(f"vision.heads = {self.heads}: must divide width {self.width}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """Causal text transformer over ``context_length`` tokens of a ``vocab_size`` vocabulary."""
+
+    context_length: int
+    vocab_size: int
+    width: int
+    heads: int
+    layers: int
+
+    def __post_init__(self):
+        _check_positive("text", context_length=self.context_length, vocab_size=self.vocab_size,
+                        width=self.width, heads=self.heads, layers=self.layers)
+        if self.width % self.heads:
+            raise ValueError(f"text.heads = {self.heads}: must divide width {self.width}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig:
+    name: str
+    embed_dim: int
+    vision: VisionConfig
+    text: TextConfig
+
+    def __post_init__(self):
+        _check_positive("model", embed_dim=self.embed_dim)
+
+
+def _registry() -> dict[str, dict]:
+    text = resources.files("mmcl_theory.clip").joinpath("model_configs.json").read_text()
+    return json.loads(text)
+
+
+def list_models() -> list[str]:
+    """Names of the registered model configs."""
+    return sorted(_registry())
+
+
+def model_config(name: str, *, vocab_size: int | None = None, context_length: int | None = None,
+                 image_size: int | None = None) -> CLIPConfig:
+    """The registered config ``name``, optionally with the tokenizer's vocabulary/context and image size."""
+    reg = _registry()
+    if name not in reg:
+        raise ValueError(f"model.name = {name!r}: must be one of {sorted(reg)}")
+    raw = reg[name]
+    vision = dict(raw["vision"])
+    text = dict(raw["text"])
+    if image_size is not None:
+        vision["image_size"] = image_size
+    if vocab_size is not None:
+        text["vocab_size"] = vocab_size
+    if context_length is not None:
+        text["context_length"] = context_length
+    return CLIPConfig(name=name, embed_dim=raw["embed_dim"], vision=VisionConfig(**vision),
+                      text=TextConfig(**text))
+
+
+def config_to_dict(config: CLIPConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------
+def preprocess(images: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """uint8 (B, H, W, 3) -> (x / 255 - mean) / std with CLIP's channel statistics, in ``dtype``."""
+    x = images.astype(jnp.float32) / 255.0
+    return ((x - CLIP_MEAN) / CLIP_STD).astype(dtype)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention with a fused qkv projection: softmax(q k^T / sqrt(d_head)) v, then out-proj."""
+
+    width: int
+    heads: int
+    causal: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, t, _ = x.shape
+        d = self.width // self.heads
+        qkv = nn.Dense(3 * self.width, dtype=self.dtype, name="in_proj")(x)
+        q, k, v = jnp.split(qkv.reshape(b, t, 3 * self.heads, d), 3, axis=2)
+        out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
+        return nn.Dense(self.width, dtype=self.dtype, name="out_proj")(out.reshape(b, t, self.width))
+
+
+class ResidualBlock(nn.Module):
+    """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x)) with a 4x GELU MLP."""
+
+    width: int
+    heads: int
+    causal: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        y = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="ln_1")(x)
+        x = x + MultiHeadAttention(self.width, self.heads, self.causal, self.dtype, name="attn")(y)
+        y = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="ln_2")(x)
+        y = nn.Dense(4 * self.width, dtype=self.dtype, name="c_fc")(y)
+        y = nn.gelu(y, approximate=True)
+        return x + nn.Dense(self.width, dtype=self.dtype, name="c_proj")(y)
+
+
+class Transformer(nn.Module):
+    width: int
+    heads: int
+    layers: int
+    causal: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        for i in range(self.layers):
+            x = ResidualBlock(self.width, self.heads, self.causal, self.dtype, name=f"block_{i}")(x)
+        return x
+
+
+# ----------------------------------------------------------------------------------------------
+# Image towers
+# ----------------------------------------------------------------------------------------------
+class VisionTransformer(nn.Module):
+    """ViT: patchify (conv, no bias) + class token + positions, pre-LN transformer, LN and projection
+    of the class token. (B, H, W, 3) -> (B, embed_dim)."""
+
+    config: VisionConfig
+    embed_dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        c = self.config
+        p = c.patch_size
+        x = nn.Conv(c.width, (p, p), strides=(p, p), use_bias=False, dtype=self.dtype, name="conv1")(x)
+        b = x.shape[0]
+        x = x.reshape(b, -1, c.width)
+        scale = c.width ** -0.5
+        cls = self.param("class_embedding", nn.initializers.normal(scale), (c.width,))
+        pos = self.param("positional_embedding", nn.initializers.normal(scale), (x.shape[1] + 1, c.width))
+        x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, c.width)), x], axis=1)
+        x = x + pos.astype(x.dtype)
+        x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="ln_pre")(x)
+        x = Transformer(c.width, c.heads, c.layers, dtype=self.dtype, name="transformer")(x)
+        x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="ln_post")(x[:, 0])
+        return nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
+                        kernel_init=nn.initializers.normal(scale), name="proj")(x)
+
+
+class Bottleneck(nn.Module):
+    """ResNet-D style bottleneck (CLIP's ModifiedResNet): 1x1, 3x3, avg-pool stride, 1x1 (4x planes);
+    the shortcut average-pools then projects with a 1x1 conv when the shape changes."""
+
+    planes: int
+    stride: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        norm = lambda name, **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                                               epsilon=1e-5, dtype=self.dtype, name=name, **kw)
+        pool = lambda y: nn.avg_pool(y, (self.stride, self.stride), (self.stride, self.stride))
+        out = nn.relu(norm("bn1")(nn.Conv(self.planes, (1, 1), use_bias=False, dtype=self.dtype, name="conv1")(x)))
+        out = nn.Conv(self.planes, (3, 3), padding=1, use_bias=False, dtype=self.dtype, name="conv2")(out)
+        out = nn.relu(norm("bn2")(out))
+        if self.stride > 1:
+            out = pool(out)
+        out = nn.Conv(4 * self.planes, (1, 1), use_bias=False, dtype=self.dtype, name="conv3")(out)
+        out = norm("bn3", scale_init=nn.initializers.zeros)(out)
+        if self.stride > 1 or x.shape[-1] != 4 * self.planes:
+            if self.stride > 1:
+                x = pool(x)
+            x = nn.Conv(4 * self.planes, (1, 1), use_bias=False, dtype=self.dtype, name="downsample_conv")(x)
+            x = norm("downsample_bn")(x)
+        return nn.relu(out + x)
+
+
+class AttentionPool(nn.Module):
+    """CLIP's attention pooling: the spatial mean token (plus positions) attends over all tokens.
+    (B, h, w, C) -> (B, output_dim)."""
+
+    heads: int
+    output_dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, h, w, c = x.shape
+        x = x.reshape(b, h * w, c)
+        x = jnp.concatenate([x.mean(axis=1, keepdims=True), x], axis=1)
+        pos = self.param("positional_embedding", nn.initializers.normal(c ** -0.5), (h * w + 1, c))
+        x = x + pos.astype(x.dtype)
+        d = c // self.heads
+        q = nn.Dense(c, dtype=self.dtype, name="q_proj")(x[:, :1]).reshape(b, 1, self.heads, d)
+        k = nn.Dense(c, dtype=self.dtype, name="k_proj")(x).reshape(b, h * w + 1, self.heads, d)
+        v = nn.Dense(c, dtype=self.dtype, name="v_proj")(x).reshape(b, h * w + 1, self.heads, d)
+        out = jax.nn.dot_product_attention(q, k, v).reshape(b, c)
+        return nn.Dense(self.output_dim, dtype=self.dtype, name="c_proj")(out)
+
+
+class ModifiedResNet(nn.Module):
+    """CLIP ResNet: 3-conv stem + avg-pool, 4 bottleneck stages (strides 1, 2, 2, 2), attention pool."""
+
+    config: VisionConfig
+    embed_dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        c = self.config
+        w = c.width
+        for i, (ch, stride) in enumerate([(w // 2, 2), (w // 2, 1), (w, 1)], start=1):
+            x = nn.Conv(ch, (3, 3), strides=(stride, stride), padding=1, use_bias=False,
+                        dtype=self.dtype, name=f"stem_conv{i}")(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                             dtype=self.dtype, name=f"stem_bn{i}")(x)
+            x = nn.relu(x)
+        x = nn.avg_pool(x, (2, 2), (2, 2))
+        for stage, depth in enumerate(c.layers):
+            planes = w * 2 ** stage
+            for j in range(depth):
+                stride = 2 if (stage > 0 and j == 0) else 1
+                x = Bottleneck(planes, stride, self.dtype, name=f"layer{stage + 1}_{j}")(x, train)
+        return AttentionPool(c.heads, self.embed_dim, self.dtype, name="attnpool")(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Text tower and CLIP
+# ----------------------------------------------------------------------------------------------
+class TextTransformer(nn.Module):
+    """Causal transformer; the feature is ln_final(x) at the EOT token, projected (no bias).
+    tokens (B, L) int32 -> (B, embed_dim). The EOT position is the first token equal to ``eot_id``
+    (the last position when a truncated sequence has none)."""
+
+    config: TextConfig
+    embed_dim: int
+    eot_id: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens):
+        c = self.config
+        x = nn.Embed(c.vocab_size, c.width, embedding_init=nn.initializers.normal(0.02),
+                     dtype=self.dtype, name="token_embedding")(tokens)
+        pos = self.param("positional_embedding", nn.initializers.normal(0.01), (c.context_length, c.width))
+        x = x + pos[: tokens.shape[1]].astype(x.dtype)
+        x = Transformer(c.width, c.heads, c.layers, causal=True, dtype=self.dtype, name="transformer")(x)
+        x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="ln_final")(x)
+        is_eot = tokens == self.eot_id
+        eot = jnp.where(is_eot.any(axis=1), jnp.argmax(is_eot, axis=1), tokens.shape[1] - 1)
+        x = x[jnp.arange(x.shape[0]), eot]
+        return nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
+                        kernel_init=nn.initializers.normal(c.width ** -0.5), name="text_projection")(x)
+
+
+def _l2_normalise(x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.float32)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class CLIP(nn.Module):
+    """Two towers with L2-normalised embeddings and a learnable inverse temperature.
+
+    __call__(images (B,H,W,3) normalised, tokens (B,L)) -> (emb_image (B,D), emb_text (B,D), scale),
+    scale = exp(min(log_scale, log 100)), log_scale initialised to log(1/0.07).
+    """
+
+    config: CLIPConfig
+    eot_id: int
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        tower = VisionTransformer if self.config.vision.kind == "vit" else ModifiedResNet
+        self.visual = tower(self.config.vision, self.config.embed_dim, self.dtype)
+        self.textual = TextTransformer(self.config.text, self.config.embed_dim, self.eot_id, self.dtype)
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(math.log(LOGIT_SCALE_INIT)), ())
+
+    def encode_image(self, images, train: bool = False):
+        return _l2_normalise(self.visual(images, train))
+
+    def encode_text(self, tokens):
+        return _l2_normalise(self.textual(tokens))
+
+    def temperature_scale(self):
+        return jnp.exp(jnp.minimum(self.logit_scale, math.log(LOGIT_SCALE_MAX)))
+
+    def __call__(self, images, tokens, train: bool = False):
+        return self.encode_image(images, train), self.encode_text(tokens), self.temperature_scale()
+
+
+def create_model(config: CLIPConfig, eot_id: int, dtype=jnp.float32) -> CLIP:
+    return CLIP(config, eot_id, dtype)
+
+
+def dummy_inputs(config: CLIPConfig, batch: int = 2) -> tuple[jax.Array, jax.Array]:
+    """Zero images (batch, S, S, 3) float32 and zero tokens (batch, L) int32 for init/shape checks."""
+    s = config.vision.image_size
+    return (jnp.zeros((batch, s, s, 3), jnp.float32),
+            jnp.zeros((batch, config.text.context_length), jnp.int32))
+
+
+def init_variables(model: CLIP, rng: jax.Array) -> dict:
+    """Flax variables {'params', and 'batch_stats' for ResNets}, float32."""
+    images, tokens = dummy_inputs(model.config)
+    return dict(model.init(rng, images, tokens, train=False))
+
+
+def count_params(tree: Any) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def tower_param_counts(config: CLIPConfig) -> dict[str, int]:
+    """Parameter counts {'visual', 'textual', 'logit_scale'} from shapes only (no allocation)."""
+    model = create_model(config, eot_id=0)
+    shapes = jax.eval_shape(lambda r: init_variables(model, r), jax.random.key(0))["params"]
+    return {k: count_params(v) for k, v in shapes.items()}
+
+
+def weight_decay_mask(params: Any) -> Any:
+    """True for weights that take decay: matrices and conv kernels, incl. embeddings (ndim >= 2).
+    Norm scales/biases, biases, the class token and the temperature (all ndim < 2) are excluded."""
+    return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+
