@@ -1,0 +1,541 @@
+"""Image-text training sets read from a root path: COCO, CC3M/CC12M, webdataset shards, CSV/TSV,
+ImageNet-Captions, Tiny ImageNet. See ``load_training_set``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import tarfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .captions import image_details, label_text, parse_minus_variant, remove_details, rich_text
+from .errors import DataLayoutError, Skip
+from .facts import IMAGENET_CLASSNAMES, IMAGENET_WNIDS
+from .images import is_image_file, read_images
+
+TRAINING_SETS: tuple[str, ...] = ("coco", "cc3m", "cc12m", "webdataset", "csv", "imagenet_captions", "tiny_imagenet")
+
+COCO_CATEGORIES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)
+"""The 80 COCO object categories, used as the object vocabulary of 'label' texts for caption-only sets."""
+
+_SYNONYMS = {"man": "person", "woman": "person", "men": "person", "women": "person", "people": "person",
+             "boy": "person", "girl": "person", "child": "person", "children": "person", "kid": "person",
+             "kids": "person", "player": "person", "bike": "bicycle", "motorbike": "motorcycle",
+             "plane": "airplane", "jet": "airplane", "sofa": "couch", "television": "tv", "phone": "cell phone",
+             "table": "dining table", "fridge": "refrigerator", "doughnut": "donut", "ball": "sports ball"}
+
+
+def _plural(word: str) -> str:
+    return word + ("es" if word.endswith(("s", "sh", "ch", "x")) else "s")
+
+
+_VOCAB = {**{c: c for c in COCO_CATEGORIES}, **{_plural(c): c for c in COCO_CATEGORIES}, **_SYNONYMS}
+_VOCAB_RE = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(_VOCAB, key=len, reverse=True)) + r")\b",
+                       re.IGNORECASE)
+
+
+def caption_objects(caption: str) -> tuple[str, ...]:
+    """COCO category names mentioned in a caption (plurals and common synonyms mapped), in order, unique."""
+    found = [_VOCAB[m.group(1).lower()] for m in _VOCAB_RE.finditer(caption)]
+    return tuple(dict.fromkeys(found))
+
+
+@dataclass(frozen=True)
+class ImageTextDataset:
+    """N image-text samples. captions[i]: all captions of sample i (COCO has 5); object_names[i]: its
+    object/class names (None: derive from the caption); boxes: int (N, 4) x0 y0 x1 y1 or None."""
+
+    name: str
+    root: str
+    image_paths: list[str] | None
+    captions: list[tuple[str, ...]] | None
+    labels: np.ndarray | None = None
+    classnames: list[str] | None = None
+    object_names: list[tuple[str, ...]] | None = None
+    boxes: np.ndarray | None = None
+    skipped: list[Skip] = field(default_factory=list)
+    crop_border: int = 0
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        n = len(self)
+        for fname in ("image_paths", "captions", "labels", "object_names", "boxes"):
+            v = getattr(self, fname)
+            if v is not None and len(v) != n:
+                raise ValueError(f"{fname}: length {len(v)} must equal the number of samples {n}")
+        if self.captions is None and self.labels is None:
+            raise ValueError("captions and labels: at least one must be given")
+        if self.labels is not None:
+            if self.classnames is None:
+                raise ValueError("classnames: required when labels are given")
+            if n and not (0 <= int(np.min(self.labels)) and int(np.max(self.labels)) < len(self.classnames)):
+                raise ValueError(f"labels: must lie in [0, {len(self.classnames)}), got "
+                                 f"[{int(np.min(self.labels))}, {int(np.max(self.labels))}]")
+
+    def __len__(self) -> int:
+        for v in (self.image_paths, self.captions, self.labels):
+            if v is not None:
+                return len(v)
+        return 0
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The text variants this set supports ('caption-minus:<types>' stands for the family)."""
+        base = ("caption", "label", "caption-minus:<types>")
+        return base + ("rich",) if self.boxes is not None else base
+
+    def _chosen_captions(self, seed: int) -> list[str]:
+        if self.captions is None:
+            return self.texts("rich", seed)
+        counts = np.array([len(c) for c in self.captions])
+        pick = np.random.default_rng(seed).integers(0, np.maximum(counts, 1))
+        return [c[k] for c, k in zip(self.captions, pick)]
+
+    def _details(self) -> list[dict[str, str]]:
+        if "details" not in self._memo:
+            details = []
+            for lo in range(0, len(self), 1024):
+                paths = self.image_paths[lo: lo + 1024]
+                skipped: list[Skip] = []
+                # native-resolution images: Tiny ImageNet is 64x64; boxes are in native pixels
+                imgs = read_images(paths, 64, skipped=skipped)
+                details += [image_details(im, box) for im, box in zip(imgs, self.boxes[lo: lo + 1024])]
+            self._memo["details"] = details
+        return self._memo["details"]
+
+    def texts(self, variant: str = "caption", seed: int = 0) -> list[str]:
+        """One text per sample for the variant ('caption', 'label', 'rich', 'caption-minus:<types>');
+        deterministic given seed (seed picks among several captions of a sample)."""
+        if variant == "caption":
+            return self._chosen_captions(seed)
+        if variant == "label":
+            if self.object_names is not None:
+                return [label_text(o) for o in self.object_names]
+            if self.labels is not None:
+                return [self.classnames[k] for k in self.labels]
+            return [label_text(caption_objects(c)) for c in self._chosen_captions(seed)]
+        if variant == "rich" or (variant.startswith("caption-minus:") and self.captions is None):
+            if self.boxes is None or self.labels is None:
+                raise ValueError(f"variant 'rich' needs labels and boxes; {self.name} has none")
+            drop = parse_minus_variant(variant) if variant != "rich" else ()
+            return [rich_text(self.classnames[k], d, drop) for k, d in zip(self.labels, self._details())]
+        if variant.startswith("caption-minus:"):
+            types = parse_minus_variant(variant)
+            return [remove_details(c, types) for c in self._chosen_captions(seed)]
+        raise ValueError(f"variant must be one of {self.variants}, got {variant!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise DataLayoutError(f"{what}: expected a folder at {path}")
+    return path
+
+
+def _read_json(path: Path, what: str):
+    if not path.is_file():
+        raise DataLayoutError(f"{what}: expected the file {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataLayoutError(f"{what}: {path} is not valid JSON ({e})") from None
+
+
+def _find_one(root: Path, pattern: str, what: str) -> Path:
+    if root.is_file():
+        return root
+    hits = sorted(root.glob(pattern))
+    if len(hits) != 1:
+        raise DataLayoutError(f"{what}: expected one {pattern} file in {root}, found {len(hits)}"
+                              + (f" ({', '.join(h.name for h in hits[:4])})" if hits else "")
+                              + "; pass it with tsv=PATH")
+    return hits[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# COCO
+# ---------------------------------------------------------------------------------------------------
+
+def load_coco(root: str | Path, split: str = "train", per_caption: bool = False) -> ImageTextDataset:
+    """MSCOCO 2017: root/annotations/captions_{split}2017.json, images root/{split}2017/<file_name>;
+    root/annotations/instances_{split}2017.json (optional) gives the 'label' texts (category names
+    ordered by total box area). split: 'train', 'val' or 'train+val'. per_caption: one sample per
+    caption instead of one per image."""
+    root = Path(root)
+    splits = split.split("+")
+    if not splits or any(s not in ("train", "val") for s in splits):
+        raise ValueError(f"split must be 'train', 'val' or 'train+val', got {split!r}")
+    paths, caps, objs, skipped = [], [], [], []
+    has_instances = True
+    for s in splits:
+        ann = root / "annotations" / f"captions_{s}2017.json"
+        if not ann.is_file():
+            raise DataLayoutError(f"coco: expected {ann} (COCO 2017 layout: annotations/captions_{s}2017.json "
+                                  f"and {s}2017/*.jpg under the root)")
+        img_dir = _require_dir(root / f"{s}2017", "coco images")
+        data = _read_json(ann, "coco captions")
+        images = {im["id"]: im["file_name"] for im in data.get("images", [])}
+        by_image: dict[int, list[str]] = defaultdict(list)
+        for k, a in enumerate(data.get("annotations", [])):
+            if a.get("image_id") not in images or not isinstance(a.get("caption"), str):
+                skipped.append((f"{ann}:annotations[{k}]", "caption annotation without a known image_id or caption"))
+                continue
+            by_image[a["image_id"]].append(a["caption"].strip())
+        inst_path = root / "annotations" / f"instances_{s}2017.json"
+        area: dict[int, Counter] = defaultdict(Counter)
+        if inst_path.is_file():
+            inst = _read_json(inst_path, "coco instances")
+            cats = {c["id"]: c["name"] for c in inst.get("categories", [])}
+            for a in inst.get("annotations", []):
+                if a.get("category_id") in cats:
+                    area[a["image_id"]][cats[a["category_id"]]] += float(a.get("area", 0.0))
+        else:
+            has_instances = False
+        for image_id in sorted(by_image):
+            p = img_dir / images[image_id]
+            if not p.is_file():
+                skipped.append((str(p), "missing image file"))
+                continue
+            names = tuple(n for n, _ in sorted(area[image_id].items(), key=lambda kv: (-kv[1], kv[0])))
+            for c in (by_image[image_id] if per_caption else [None]):
+                paths.append(str(p))
+                caps.append((c,) if c is not None else tuple(by_image[image_id]))
+                objs.append(names)
+        for image_id in sorted(set(images) - set(by_image)):
+            skipped.append((str(img_dir / images[image_id]), "image without captions"))
+    return ImageTextDataset("coco", str(root), paths, caps, object_names=objs if has_instances else None,
+                            skipped=skipped)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Conceptual Captions (TSV + img2dataset 'files' output) and generic CSV/TSV
+# ---------------------------------------------------------------------------------------------------
+
+def _img2dataset_files(images: Path) -> dict[str, str]:
+    """url -> image path from img2dataset's 'files' output (<shard>/<key>.jpg with <key>.json sidecars)."""
+    by_url = {}
+    for dirpath, _, files in os.walk(images):
+        for f in files:
+            if f.endswith(".json") and not f.endswith("_stats.json"):
+                stem = os.path.join(dirpath, f[:-5])
+                img = next((stem + e for e in (".jpg", ".png", ".webp") if os.path.exists(stem + e)), None)
+                if img is None:
+                    continue
+                try:
+                    url = json.loads(Path(stem + ".json").read_text(encoding="utf-8")).get("url")
+                except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+                    continue
+                if url:
+                    by_url[url] = img
+    return by_url
+
+
+def load_conceptual_captions(root: str | Path, variant: str = "cc3m", tsv: str | Path | None = None,
+                             images: str | Path | None = None, captions_only: bool = False) -> ImageTextDataset:
+    """CC3M (TSV: caption<TAB>url) or CC12M (TSV: url<TAB>caption), paired by URL with the images that
+    img2dataset downloaded (output_format 'files': <images>/<shard>/<key>.jpg + <key>.json holding the url).
+    root: a folder with one .tsv (or the .tsv itself); images defaults to root. Rows without a downloaded
+    image are skipped ('not downloaded'). captions_only=True: keep every row, image_paths None."""
+    root = Path(root)
+    if not root.exists():
+        raise DataLayoutError(f"{variant}: root {root} does not exist")
+    tsv_path = Path(tsv) if tsv is not None else _find_one(root, "*.tsv", variant)
+    if not tsv_path.is_file():
+        raise DataLayoutError(f"{variant}: expected the TSV file {tsv_path}")
+    by_url = None
+    if not captions_only:
+        img_root = Path(images) if images is not None else (root if root.is_dir() else root.parent)
+        by_url = _img2dataset_files(_require_dir(img_root, f"{variant} images"))
+        if not by_url:
+            raise DataLayoutError(f"{variant}: no img2dataset images (<shard>/<key>.jpg with <key>.json) under "
+                                  f"{img_root}; pass images=PATH or captions_only=True")
+    cap_col = 0 if variant == "cc3m" else 1
+    paths, caps, skipped = [], [], []
+    with open(tsv_path, encoding="utf-8", errors="replace", newline="") as f:
+        for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if lineno == 1 and [c.lower() for c in row][:2] in (["caption", "url"], ["url", "caption"]):
+                continue  # header
+            if len(row) != 2 or not row[0].strip() or not row[1].strip():
+                skipped.append((f"{tsv_path}:{lineno}", f"expected 2 non-empty tab-separated fields, got {len(row)}"))
+                continue
+            caption, url = row[cap_col].strip(), row[1 - cap_col].strip()
+            if by_url is not None:
+                if url not in by_url:
+                    skipped.append((f"{tsv_path}:{lineno}", "not downloaded"))
+                    continue
+                paths.append(by_url[url])
+            caps.append((caption,))
+    return ImageTextDataset(variant, str(root), None if captions_only else paths, caps, skipped=skipped)
+
+
+def load_csv(root: str | Path, image_key: str | int = "filepath", caption_key: str | int = "title",
+             delimiter: str | None = None, image_root: str | Path | None = None) -> ImageTextDataset:
+    """A CSV/TSV file with a header naming the image-path and caption columns (open_clip's 'filepath'
+    and 'title' by default), or integer column positions for a file without header. Relative image
+    paths are resolved against image_root (default: the file's folder)."""
+    path = Path(root)
+    if not path.is_file():
+        raise DataLayoutError(f"csv: expected a CSV/TSV file at {path}")
+    delim = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+    base = Path(image_root) if image_root is not None else path.parent
+    paths, caps, skipped = [], [], []
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        reader = csv.reader(f, delimiter=delim)
+        if isinstance(image_key, int) and isinstance(caption_key, int):
+            ci, cc = image_key, caption_key
+            first = 1
+        else:
+            header = next(reader, [])
+            if image_key not in header or caption_key not in header:
+                raise DataLayoutError(f"csv: {path} header {header[:6]} must name the columns {image_key!r} and "
+                                      f"{caption_key!r} (or pass image_key/caption_key)")
+            ci, cc = header.index(image_key), header.index(caption_key)
+            first = 2
+        for lineno, row in enumerate(reader, start=first):
+            if len(row) <= max(ci, cc) or not row[ci].strip():
+                skipped.append((f"{path}:{lineno}", f"expected at least {max(ci, cc) + 1} fields, got {len(row)}"))
+                continue
+            p = Path(row[ci].strip())
+            p = p if p.is_absolute() else base / p
+            if not p.is_file():
+                skipped.append((str(p), f"missing image file (line {lineno})"))
+                continue
+            paths.append(str(p))
+            caps.append((row[cc].strip(),))
+    return ImageTextDataset("csv", str(path), paths, caps, skipped=skipped)
+
+
+# ---------------------------------------------------------------------------------------------------
+# webdataset shards
+# ---------------------------------------------------------------------------------------------------
+
+def load_webdataset(root: str | Path) -> ImageTextDataset:
+    """img2dataset webdataset output: root/*.tar, each sample <key>.jpg|.png|.webp + <key>.txt (+ <key>.json).
+    Samples are counted by reading the shards' member lists (never from key ranges); a sample without
+    image or caption is skipped. Image references are '<shard>.tar::<member>'."""
+    root = Path(root)
+    shards = sorted(root.glob("*.tar")) if root.is_dir() else [root] if root.suffix == ".tar" else []
+    if not shards:
+        raise DataLayoutError(f"webdataset: expected .tar shards (img2dataset output_format webdataset) in {root}")
+    paths, caps, skipped = [], [], []
+    for shard in shards:
+        try:
+            with tarfile.open(shard, "r") as tar:
+                samples: dict[str, dict[str, tarfile.TarInfo]] = defaultdict(dict)
+                for m in tar.getmembers():
+                    if m.isfile():
+                        key, _, ext = m.name.rpartition(".")
+                        samples[key][ext.lower()] = m
+                for key in sorted(samples):
+                    parts = samples[key]
+                    img = next((parts[e] for e in ("jpg", "jpeg", "png", "webp") if e in parts), None)
+                    if img is None or "txt" not in parts:
+                        missing = "image" if img is None else "caption (.txt)"
+                        skipped.append((f"{shard}::{key}", f"sample without {missing}"))
+                        continue
+                    text = tar.extractfile(parts["txt"]).read().decode("utf-8", errors="replace").strip()
+                    paths.append(f"{shard}::{img.name}")
+                    caps.append((text,))
+        except (tarfile.TarError, OSError, EOFError) as e:
+            skipped.append((str(shard), f"unreadable tar shard ({type(e).__name__}: {e})"))
+    return ImageTextDataset("webdataset", str(root), paths, caps, skipped=skipped)
+
+
+# ---------------------------------------------------------------------------------------------------
+# ImageNet-Captions
+# ---------------------------------------------------------------------------------------------------
+
+def load_imagenet_captions(root: str | Path, json_path: str | Path | None = None,
+                           image_root: str | Path | None = None,
+                           text_fields: tuple[str, ...] = ("title",)) -> ImageTextDataset:
+    """ImageNet-Captions (Fang et al. 2022): a JSON list (or JSON Lines) of records with filename, wnid,
+    title, description, tags. Images at image_root/<wnid>/<filename> or image_root/<filename>
+    (image_root default: root/train if it exists, else root). The caption joins text_fields (tags joined
+    by ', '); labels are ImageNet-1k indices, 'label' texts are CLIP class names."""
+    root = Path(root)
+    jp = Path(json_path) if json_path is not None else _find_one(root, "*.json", "imagenet_captions")
+    bad = [t for t in text_fields if t not in ("title", "description", "tags")]
+    if bad or not text_fields:
+        raise ValueError(f"text_fields must be a non-empty subset of ('title', 'description', 'tags'), got {text_fields}")
+    img_root = Path(image_root) if image_root is not None else (root / "train" if (root / "train").is_dir() else
+                                                                 root if root.is_dir() else root.parent)
+    text = jp.read_text(encoding="utf-8", errors="replace") if jp.is_file() else None
+    if text is None:
+        raise DataLayoutError(f"imagenet_captions: expected the JSON file {jp}")
+    skipped: list[Skip] = []
+    if text.lstrip().startswith("["):
+        try:
+            records = list(enumerate(json.loads(text), start=1))
+        except json.JSONDecodeError as e:
+            raise DataLayoutError(f"imagenet_captions: {jp} is not valid JSON ({e})") from None
+    else:
+        records = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    records.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    skipped.append((f"{jp}:{lineno}", f"malformed JSON line ({e.msg})"))
+    wnid_index = {w: i for i, w in enumerate(IMAGENET_WNIDS)}
+    paths, caps, labels = [], [], []
+    for k, rec in records:
+        where = f"{jp}:{k}"
+        if not isinstance(rec, dict) or not isinstance(rec.get("filename"), str) or rec.get("wnid") not in wnid_index:
+            skipped.append((where, "record without a filename or an ImageNet-1k wnid"))
+            continue
+        parts = []
+        for t in text_fields:
+            v = rec.get(t) or ""
+            parts.append(", ".join(map(str, v)) if isinstance(v, list) else str(v).strip())
+        caption = ". ".join(p for p in parts if p)
+        if not caption:
+            skipped.append((where, f"empty caption fields {text_fields}"))
+            continue
+        p = img_root / rec["wnid"] / rec["filename"]
+        if not p.is_file():
+            p = img_root / rec["filename"]
+        if not p.is_file():
+            skipped.append((str(p), "missing image file"))
+            continue
+        paths.append(str(p))
+        caps.append((caption,))
+        labels.append(wnid_index[rec["wnid"]])
+    return ImageTextDataset("imagenet_captions", str(root), paths, caps, labels=np.array(labels, np.int64),
+                            classnames=list(IMAGENET_CLASSNAMES), skipped=skipped)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tiny ImageNet
+# ---------------------------------------------------------------------------------------------------
+
+def tiny_imagenet_classes(root: Path, names: str = "clip") -> tuple[list[str], list[str]]:
+    """(wnids in wnids.txt order, class names): 'clip' names via the ImageNet index, or 'words' (first
+    lemma in words.txt)."""
+    wpath = root / "wnids.txt"
+    if not wpath.is_file():
+        raise DataLayoutError(f"tiny_imagenet: expected {wpath} (Tiny ImageNet-200 layout: wnids.txt, words.txt, "
+                              "train/<wnid>/images, val/images + val/val_annotations.txt)")
+    wnids = [w.strip() for w in wpath.read_text().split() if w.strip()]
+    if names == "clip":
+        index = {w: i for i, w in enumerate(IMAGENET_WNIDS)}
+        unknown = [w for w in wnids if w not in index]
+        if unknown:
+            raise DataLayoutError(f"tiny_imagenet: wnids not in ImageNet-1k: {unknown[:5]}")
+        return wnids, [IMAGENET_CLASSNAMES[index[w]] for w in wnids]
+    if names == "words":
+        words = {}
+        for line in (root / "words.txt").read_text().splitlines():
+            w, _, lemmas = line.partition("\t")
+            words[w] = lemmas.split(",")[0].strip()
+        return wnids, [words.get(w, w) for w in wnids]
+    raise ValueError(f"classnames must be 'clip' or 'words', got {names!r}")
+
+
+def _tiny_split(root: Path, split: str, wnids: list[str], per_class: int | None):
+    """(paths, labels, boxes, skipped) of a Tiny ImageNet split; boxes are x0 y0 x1 y1 in 64x64 pixels."""
+    index = {w: i for i, w in enumerate(wnids)}
+    paths, labels, boxes, skipped = [], [], [], []
+    if split == "train":
+        for w in wnids:
+            d = root / "train" / w
+            bpath = d / f"{w}_boxes.txt"
+            if not bpath.is_file():
+                skipped.append((str(bpath), "missing class box file"))
+                continue
+            rows = []
+            for lineno, line in enumerate(bpath.read_text().splitlines(), start=1):
+                parts = line.split()
+                if len(parts) != 5 or not all(p.lstrip("-").isdigit() for p in parts[1:]):
+                    skipped.append((f"{bpath}:{lineno}", "expected 'file x0 y0 x1 y1'"))
+                    continue
+                rows.append((parts[0], [int(v) for v in parts[1:]]))
+            rows.sort(key=lambda r: int(re.sub(r"\D", "", r[0].split("_")[-1]) or 0))
+            for fname, box in rows[:per_class]:
+                p = d / "images" / fname
+                if not p.is_file():
+                    skipped.append((str(p), "missing image file"))
+                    continue
+                paths.append(str(p))
+                labels.append(index[w])
+                boxes.append(box)
+    elif split == "val":
+        apath = root / "val" / "val_annotations.txt"
+        if not apath.is_file():
+            raise DataLayoutError(f"tiny_imagenet: expected {apath}")
+        seen: Counter = Counter()
+        for lineno, line in enumerate(apath.read_text().splitlines(), start=1):
+            parts = line.split()
+            if len(parts) != 6 or parts[1] not in index or not all(p.lstrip("-").isdigit() for p in parts[2:]):
+                skipped.append((f"{apath}:{lineno}", "expected 'file wnid x0 y0 x1 y1' with a known wnid"))
+                continue
+            if per_class is not None and seen[parts[1]] >= per_class:
+                continue
+            p = root / "val" / "images" / parts[0]
+            if not p.is_file():
+                skipped.append((str(p), "missing image file"))
+                continue
+            seen[parts[1]] += 1
+            paths.append(str(p))
+            labels.append(index[parts[1]])
+            boxes.append([int(v) for v in parts[2:]])
+    else:
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    return paths, np.array(labels, np.int64), np.array(boxes, np.int64).reshape(-1, 4), skipped
+
+
+def load_tiny_imagenet(root: str | Path, split: str = "train", per_class: int | None = None,
+                       classnames: str = "clip") -> ImageTextDataset:
+    """Tiny ImageNet-200 as a training set: labels = position in wnids.txt, boxes from the box files.
+    No captions: 'caption' is the 'rich' text (class name + image details), 'label' the class name.
+    per_class: keep the first k images of each class (file-number order)."""
+    root = Path(root)
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"per_class must be >= 1 or None, got {per_class}")
+    wnids, names = tiny_imagenet_classes(root, classnames)
+    paths, labels, boxes, skipped = _tiny_split(root, split, wnids, per_class)
+    return ImageTextDataset("tiny_imagenet", str(root), paths, None, labels=labels, classnames=names,
+                            boxes=boxes, skipped=skipped)
+
+
+_LOADERS = {
+    "coco": load_coco,
+    "cc3m": lambda root, **kw: load_conceptual_captions(root, "cc3m", **kw),
+    "cc12m": lambda root, **kw: load_conceptual_captions(root, "cc12m", **kw),
+    "webdataset": load_webdataset,
+    "csv": load_csv,
+    "imagenet_captions": load_imagenet_captions,
+    "tiny_imagenet": load_tiny_imagenet,
+}
+
+
+def load_training_set(name: str, root: str | Path, **options) -> ImageTextDataset:
+    """Load a training set by name (``TRAINING_SETS``) from root; options go to its loader."""
+    if name not in _LOADERS:
+        raise ValueError(f"training set name must be one of {TRAINING_SETS}, got {name!r}")
+    if not Path(root).exists():
+        raise DataLayoutError(f"{name}: root {root} does not exist")
+    try:
+        return _LOADERS[name](root, **options)
+    except TypeError as e:
+        if "argument" in str(e):
+            raise ValueError(f"{name}: bad option ({e})") from None
+        raise
