@@ -114,31 +114,34 @@ def label_text(names: Sequence[str]) -> str:
 # Tiny ImageNet 'rich' details: computed from the image and its bounding box
 # ---------------------------------------------------------------------------------------------------
 
-_HUE_NAMES = ((15, "red"), (40, "orange"), (70, "yellow"), (160, "green"), (200, "cyan"),
-              (260, "blue"), (290, "purple"), (335, "pink"), (360, "red"))
+COLOUR_NAMES: tuple[str, ...] = ("black", "white", "grey", "red", "orange", "yellow", "green", "cyan", "blue",
+                                 "purple", "pink", "brown")
+_HUE_EDGES = np.array([15, 40, 70, 160, 200, 260, 290, 335, 360])  # upper hue bound of each name below
+_HUE_NAMES = np.array([3, 4, 5, 6, 7, 8, 9, 10, 3])                 # indices into COLOUR_NAMES
+
+
+def colour_indices(rgb: np.ndarray) -> np.ndarray:
+    """Index into COLOUR_NAMES of each RGB colour, rgb (..., 3) in [0, 255] -> int (...).
+
+    value = max/255 < 0.2: black; saturation (max-min)/max < 0.2: white (value > 0.8) or grey;
+    else by hue (red < 15 deg, orange < 40, yellow < 70, green < 160, cyan < 200, blue < 260,
+    purple < 290, pink < 335, red); orange or red with hue >= 15 and value < 0.6 is brown.
+    """
+    x = np.asarray(rgb, np.float32) / 255.0
+    mx, mn = x.max(-1), x.min(-1)
+    d = np.where(mx > mn, mx - mn, 1.0)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    hue = np.where(mx == r, (60 * (g - b) / d) % 360, np.where(mx == g, 60 * (b - r) / d + 120, 60 * (r - g) / d + 240))
+    idx = _HUE_NAMES[np.minimum(np.searchsorted(_HUE_EDGES, hue, side="right"), len(_HUE_EDGES) - 1)]
+    idx = np.where((idx == 4) & (mx < 0.6) | (idx == 3) & (hue >= 15) & (hue < 335) & (mx < 0.6), 11, idx)
+    sat = (mx - mn) / np.maximum(mx, 1e-6)
+    idx = np.where(sat < 0.2, np.where(mx > 0.8, 1, 2), idx)
+    return np.where(mx < 0.2, 0, idx)
 
 
 def colour_name(rgb: np.ndarray) -> str:
-    """Name of an RGB colour (3 floats in [0, 255]): black/white/grey when unsaturated, else by hue;
-    dark orange reads as brown."""
-    r, g, b = (float(c) / 255.0 for c in rgb)
-    mx, mn = max(r, g, b), min(r, g, b)
-    if mx < 0.2:
-        return "black"
-    sat = (mx - mn) / mx
-    if sat < 0.2:
-        return "white" if mx > 0.8 else "grey"
-    d = mx - mn
-    if mx == r:
-        hue = (60 * (g - b) / d) % 360
-    elif mx == g:
-        hue = 60 * (b - r) / d + 120
-    else:
-        hue = 60 * (r - g) / d + 240
-    name = next(n for h, n in _HUE_NAMES if hue < h)
-    if name in ("orange", "red") and mx < 0.6 and hue >= 15:
-        return "brown"
-    return name
+    """Name of one RGB colour (3 values in [0, 255]); see colour_indices."""
+    return COLOUR_NAMES[int(colour_indices(np.asarray(rgb).reshape(3)))]
 
 
 def image_details(image: np.ndarray, box: Sequence[int]) -> dict[str, str]:
@@ -147,7 +150,7 @@ def image_details(image: np.ndarray, box: Sequence[int]) -> dict[str, str]:
     size: box area / image area < 0.25 'small', < 0.6 'medium-sized', else 'large';
     spatial: box centre in a 3x3 grid ('in the center', 'at the top left', ...);
     brightness: mean luma < 85 'dark', > 170 'bright', else none (phrase omitted);
-    colour: colour_name of the mean RGB inside the box.
+    colour: the most frequent colour_indices name over the pixels inside the box (ties: lower index).
     """
     h, w = image.shape[:2]
     x0, y0, x1, y1 = (int(v) for v in box)
@@ -161,7 +164,8 @@ def image_details(image: np.ndarray, box: Sequence[int]) -> dict[str, str]:
     where = "in the center" if not (col or row) else "at the " + " ".join(p for p in (row, col) if p)
     luma = float((image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).mean())
     details = {"size": size, "spatial": where,
-               "colour": colour_name(image[y0:y1 + 1, x0:x1 + 1].reshape(-1, 3).mean(axis=0))}
+               "colour": COLOUR_NAMES[int(np.bincount(colour_indices(image[y0:y1 + 1, x0:x1 + 1]).ravel(),
+                                                       minlength=len(COLOUR_NAMES)).argmax())]}
     if luma < 85:
         details["brightness"] = "dark"
     elif luma > 170:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import numpy as np
 from .errors import DataLayoutError, Skip
 from .facts import IMAGENET_A_CLASSES, IMAGENET_CLASSNAMES, IMAGENET_R_CLASSES, IMAGENET_WNIDS, TEXTURE_SHAPE_CLASSES
 from .images import is_image_file, read_images
-from .training_sets import _tiny_split, tiny_imagenet_classes
+from .training_sets import _tiny_split, call_loader, tiny_imagenet_classes
 
 EVAL_SETS: tuple[str, ...] = (
     "imagenet1k", "imagenetv2", "imagenet_sketch", "imagenet-r", "imagenet-a", "objectnet", "tiny_imagenet",
@@ -347,7 +348,7 @@ def load_tiny_imagenet_val(root: str | Path, per_class: int | None = None, class
                    np.array([index[w] for w in wnids], np.int64), skipped=skipped)
 
 
-def load_texture_vs_shape(root: str | Path, kind: str) -> EvalSet:
+def load_texture_vs_shape(root: str | Path, *, kind: str) -> EvalSet:
     """Geirhos et al. stimuli: root/<kind>/<category>/*.png with the 16 categories (sorted) as classes;
     class_groups[k] = the ImageNet-1k indices of category k (aggregate 1000-way probabilities over them)."""
     folder = {"edges": "edges", "silhouettes": "filled-silhouettes"}[kind]
@@ -377,8 +378,8 @@ _LOADERS = {
     "imagenet-a": load_imagenet_a,
     "objectnet": load_objectnet,
     "tiny_imagenet": load_tiny_imagenet_val,
-    "texture_vs_shape_edges": lambda root, **kw: load_texture_vs_shape(root, "edges", **kw),
-    "texture_vs_shape_silhouettes": lambda root, **kw: load_texture_vs_shape(root, "silhouettes", **kw),
+    "texture_vs_shape_edges": functools.partial(load_texture_vs_shape, kind="edges"),
+    "texture_vs_shape_silhouettes": functools.partial(load_texture_vs_shape, kind="silhouettes"),
 }
 
 
@@ -386,11 +387,4 @@ def load_eval_set(name: str, root: str | Path, **options) -> EvalSet:
     """Load a zero-shot evaluation set by CLIP_benchmark-style name (``EVAL_SETS``) from root."""
     if name not in _LOADERS:
         raise ValueError(f"eval set name must be one of {EVAL_SETS}, got {name!r}")
-    if not Path(root).exists():
-        raise DataLayoutError(f"{name}: root {root} does not exist")
-    try:
-        return _LOADERS[name](root, **options)
-    except TypeError as e:
-        if "argument" in str(e):
-            raise ValueError(f"{name}: bad option ({e})") from None
-        raise
+    return call_loader(name, _LOADERS[name], root, options)

@@ -4,6 +4,8 @@ ImageNet-Captions, Tiny ImageNet. See ``load_training_set``."""
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import json
 import os
 import re
@@ -249,7 +251,7 @@ def _img2dataset_files(images: Path) -> dict[str, str]:
     return by_url
 
 
-def load_conceptual_captions(root: str | Path, variant: str = "cc3m", tsv: str | Path | None = None,
+def load_conceptual_captions(root: str | Path, *, variant: str = "cc3m", tsv: str | Path | None = None,
                              images: str | Path | None = None, captions_only: bool = False) -> ImageTextDataset:
     """CC3M (TSV: caption<TAB>url) or CC12M (TSV: url<TAB>caption), paired by URL with the images that
     img2dataset downloaded (output_format 'files': <images>/<shard>/<key>.jpg + <key>.json holding the url).
@@ -518,8 +520,8 @@ def load_tiny_imagenet(root: str | Path, split: str = "train", per_class: int | 
 
 _LOADERS = {
     "coco": load_coco,
-    "cc3m": lambda root, **kw: load_conceptual_captions(root, "cc3m", **kw),
-    "cc12m": lambda root, **kw: load_conceptual_captions(root, "cc12m", **kw),
+    "cc3m": functools.partial(load_conceptual_captions, variant="cc3m"),
+    "cc12m": functools.partial(load_conceptual_captions, variant="cc12m"),
     "webdataset": load_webdataset,
     "csv": load_csv,
     "imagenet_captions": load_imagenet_captions,
@@ -531,11 +533,15 @@ def load_training_set(name: str, root: str | Path, **options) -> ImageTextDatase
     """Load a training set by name (``TRAINING_SETS``) from root; options go to its loader."""
     if name not in _LOADERS:
         raise ValueError(f"training set name must be one of {TRAINING_SETS}, got {name!r}")
+    return call_loader(name, _LOADERS[name], root, options)
+
+
+def call_loader(name: str, loader, root: str | Path, options: dict):
+    """loader(root, **options) after checking that root exists and every option is a loader parameter."""
     if not Path(root).exists():
         raise DataLayoutError(f"{name}: root {root} does not exist")
-    try:
-        return _LOADERS[name](root, **options)
-    except TypeError as e:
-        if "argument" in str(e):
-            raise ValueError(f"{name}: bad option ({e})") from None
-        raise
+    allowed = [p for p in inspect.signature(loader).parameters if p not in ("root", "variant", "kind")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {unknown}; allowed: {allowed}")
+    return loader(root, **options)
