@@ -1,8 +1,8 @@
 """Caption variants: detail-type removal, label texts, and Tiny ImageNet's image-derived 'rich' details.
 
 Detail types (``DETAIL_TYPES``) and what removing each one deletes from a caption (whole words,
-case-insensitive; articles left dangling before a removed word go with it; whitespace and
-punctuation are tidied afterwards):
+case-insensitive; a quantity phrase ending in 'of' takes its article along; whitespace, punctuation
+and a/an agreement are tidied afterwards):
     colour      colour words (red, blue, ..., plus 'colored', 'colorful', 'pale', 'dark'/'light' as shades)
     count       numbers and quantifiers (one..twenty, digits, several, many, few, couple, pair, group,
                 bunch, dozen, multiple, both, some)
@@ -68,8 +68,17 @@ def _alternation(words: Iterable[str]) -> str:
     return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in ordered)
 
 
-_WORD_RE = {t: re.compile(rf"(?:\b(?:a|an|the)\s+)?\b(?:{_alternation(ws)})\b", re.IGNORECASE)
-            for t, ws in DETAIL_WORDS.items()}
+def _detail_re(words: Sequence[str]) -> re.Pattern:
+    """Whole words/phrases; a phrase ending in 'of' ('a group of') takes its article with it."""
+    of_phrases = [w for w in words if w.endswith(" of")]
+    others = [w for w in words if not w.endswith(" of")]
+    alts = [rf"\b(?:{_alternation(others)})\b"]
+    if of_phrases:
+        alts.insert(0, rf"(?:\b(?:a|an|the)\s+)?\b(?:{_alternation(of_phrases)})\b")
+    return re.compile("|".join(alts), re.IGNORECASE)
+
+
+_WORD_RE = {t: _detail_re(ws) for t, ws in DETAIL_WORDS.items()}
 _SCENE_PHRASE_RE = re.compile(
     rf"\b{_PREPOSITIONS}\s+(?:{_DETERMINERS}\s+)?(?:[a-z\-]+\s+){{0,2}}?(?:{_alternation(DETAIL_WORDS['background'])})\b",
     re.IGNORECASE)
@@ -80,6 +89,9 @@ def _tidy(text: str) -> str:
     text = re.sub(r"\s+([,.;:!?])", r"\1", text)
     text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)
     text = re.sub(r"^[\s,;:]+|[\s,;:]+$", "", text)
+    # article agreement after a removal: 'an orange cat' minus colour -> 'a cat'
+    text = re.sub(r"\b([Aa])n?\s+(?=([A-Za-z]))",
+                  lambda m: m.group(1) + ("n " if m.group(2).lower() in "aeiou" else " "), text)
     return text.strip()
 
 
