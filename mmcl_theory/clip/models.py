@@ -6,7 +6,7 @@ RN50 and ViT-B-32 at 224 px with the published shapes, ViT-S-32, and small 64 px
 Conventions: images enter as uint8 (B, H, W, 3) and are normalised by :func:`preprocess`;
 tokens are int32 (B, L) and the text feature is read at the end-of-text (EOT) token.
 Both towers return L2-normalised float32 embeddings (B, embed_dim). The inverse temperature is
-exp(log_scale), log_scale initialised to log(1/0.07) and clamped at log(100).
+exp(log_scale), log_scale initialised to log(1/0.07) and clamped to [0, log(100)] (open_clip).
 Parameters are float32; ``dtype`` (bf16 on GPU) is the compute dtype.
 """
 
@@ -337,7 +337,7 @@ class CLIP(nn.Module):
     """Two towers with L2-normalised embeddings and a learnable inverse temperature.
 
     __call__(images (B,H,W,3) normalised, tokens (B,L)) -> (emb_image (B,D), emb_text (B,D), scale),
-    scale = exp(min(log_scale, log 100)), log_scale initialised to log(1/0.07).
+    scale = exp(clip(log_scale, 0, log 100)) in [1, 100], log_scale initialised to log(1/0.07).
     """
 
     config: CLIPConfig
@@ -357,7 +357,7 @@ class CLIP(nn.Module):
         return _l2_normalise(self.textual(tokens))
 
     def temperature_scale(self):
-        return jnp.exp(jnp.minimum(self.logit_scale, math.log(LOGIT_SCALE_MAX)))
+        return jnp.exp(jnp.clip(self.logit_scale, 0.0, math.log(LOGIT_SCALE_MAX)))
 
     def __call__(self, images, tokens, train: bool = False):
         return self.encode_image(images, train), self.encode_text(tokens), self.temperature_scale()
@@ -377,7 +377,7 @@ def dummy_inputs(config: CLIPConfig, batch: int = 2) -> tuple[jax.Array, jax.Arr
 def init_variables(model: CLIP, rng: jax.Array) -> dict:
     """Flax variables {'params', and 'batch_stats' for ResNets}, float32."""
     images, tokens = dummy_inputs(model.config)
-    return dict(model.init(rng, images, tokens, train=False))
+    return dict(jax.jit(model.init, static_argnames="train")(rng, images, tokens, train=False))
 
 
 def count_params(tree: Any) -> int:

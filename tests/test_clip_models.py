@@ -1,0 +1,120 @@
+"""CLIP model shapes, published parameter counts, normalisation, temperature, causality, decay mask."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmcl_theory.clip import models
+
+
+@functools.lru_cache(maxsize=None)
+def built(name, seed=0):
+    """(config, model, variables) of a registered config, built once per test session."""
+    cfg = models.model_config(name)
+    model = models.create_model(cfg, eot_id=cfg.text.vocab_size - 1)
+    return cfg, model, models.init_variables(model, jax.random.key(seed))
+
+
+@pytest.mark.parametrize("name, visual, textual", [
+    # OpenAI CLIP: RN50 102,007,137 params in all, visual 38,316,896; ViT-B/32 151,277,313, visual 87,849,216.
+    ("RN50", 38_316_896, 102_007_137 - 38_316_896 - 1),
+    ("ViT-B-32", 87_849_216, 151_277_313 - 87_849_216 - 1),
+])
+def test_published_parameter_counts(name, visual, textual):
+    counts = models.tower_param_counts(models.model_config(name))
+    assert counts == {"visual": visual, "textual": textual, "logit_scale": 1}
+
+
+def _tokens(batch, length, eot, rng):
+    toks = rng.integers(1, eot, (batch, length)).astype(np.int32)
+    ends = rng.integers(2, length - 1, batch)
+    toks[np.arange(length)[None] > ends[:, None]] = 0
+    toks[np.arange(batch), ends] = eot
+    return toks, ends
+
+
+@pytest.mark.parametrize("name", ["ViT-test", "RN-test"])
+def test_forward_shapes_normalised_and_initial_temperature(name):
+    cfg, model, variables = built(name)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, cfg.vision.image_size, cfg.vision.image_size, 3), dtype=np.uint8)
+    tokens, _ = _tokens(3, cfg.text.context_length, cfg.text.vocab_size - 1, rng)
+    ei, et, scale = jax.jit(model.apply)(variables, models.preprocess(images), tokens)
+    assert ei.shape == et.shape == (3, cfg.embed_dim) and ei.dtype == jnp.float32
+    np.testing.assert_allclose(np.linalg.norm(ei, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(et, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(float(scale), 1 / 0.07, rtol=1e-5)
+
+
+def test_temperature_is_clamped_at_100():
+    cfg, model, variables = built("ViT-test")
+    params = dict(variables["params"], logit_scale=jnp.array(10.0))
+    scale = model.apply({"params": params}, method=models.CLIP.temperature_scale)
+    assert float(scale) == pytest.approx(100.0)
+
+
+def test_text_feature_is_causal_and_read_at_eot():
+    cfg, model, variables = built("ViT-test")
+    eot = cfg.text.vocab_size - 1
+    rng = np.random.default_rng(1)
+    tokens, ends = _tokens(4, cfg.text.context_length, eot, rng)
+    encode = jax.jit(lambda v, t: model.apply(v, t, method=models.CLIP.encode_text))
+    enc = lambda t: np.asarray(encode(variables, t))
+    base = enc(tokens)
+    after = tokens.copy()
+    for i, e in enumerate(ends):
+        after[i, e + 1:] = 7  # tokens after EOT must not matter (causal mask + EOT pooling)
+    np.testing.assert_allclose(enc(after), base, atol=1e-6)
+    before = tokens.copy()
+    before[:, 1] = (before[:, 1] % (eot - 2)) + 1  # change a token before EOT
+    before[:, 1] = np.where(before[:, 1] == tokens[:, 1], before[:, 1] + 1, before[:, 1])
+    assert np.all(np.abs(enc(before) - base).max(axis=1) > 1e-4)
+
+
+def test_resnet_batch_stats_update_only_in_training():
+    cfg, model, variables = built("RN-test")
+    images = jax.random.normal(jax.random.key(2), (4, 32, 32, 3))
+    tokens = jnp.full((4, cfg.text.context_length), cfg.text.vocab_size - 1, jnp.int32)
+    _, updates = jax.jit(lambda v, i, t: model.apply(v, i, t, train=True, mutable=["batch_stats"]))(
+        variables, images, tokens)
+    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), variables["batch_stats"],
+                                     updates["batch_stats"])
+    assert any(jax.tree_util.tree_leaves(changed))
+
+
+def test_weight_decay_mask_excludes_norms_biases_and_temperature():
+    params = built("RN-test")[2]["params"]
+    mask = models.weight_decay_mask(params)
+    flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(mask)}
+    assert flat["['logit_scale']"] is False
+    for key, decayed in flat.items():
+        if "bias" in key or "scale" in key or "ln_" in key or "bn" in key:
+            assert decayed is False, key
+        if key.endswith("['kernel']") or "embedding" in key and "class" not in key:
+            assert decayed is True, key
+
+
+def test_bf16_compute_gives_float32_unit_embeddings():
+    cfg = models.model_config("ViT-test")
+    model = models.create_model(cfg, eot_id=cfg.text.vocab_size - 1, dtype=jnp.bfloat16)
+    variables = models.init_variables(model, jax.random.key(0))
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(variables))
+    images, tokens = models.dummy_inputs(cfg, 2)
+    ei, et, _ = jax.jit(model.apply)(variables, images.astype(jnp.bfloat16), tokens)
+    assert ei.dtype == jnp.float32
+    np.testing.assert_allclose(np.linalg.norm(ei, axis=1), 1.0, rtol=1e-3)
+
+
+def test_registry_errors_name_field_and_allowed_values():
+    with pytest.raises(ValueError, match="model.name = 'nope'"):
+        models.model_config("nope")
+    with pytest.raises(ValueError, match="vision.patch_size"):
+        models.VisionConfig(kind="vit", image_size=30, width=32, layers=2, heads=2, patch_size=8)
+    with pytest.raises(ValueError, match="text.heads"):
+        models.TextConfig(context_length=8, vocab_size=10, width=30, heads=4, layers=1)
+    assert {"RN50", "ViT-B-32", "ViT-S-32"} <= set(models.list_models())
+    assert math.isclose(models.LOGIT_SCALE_INIT, 1 / 0.07)

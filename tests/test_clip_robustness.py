@@ -1,0 +1,97 @@
+"""Effective robustness: SPEC section 9 testbed fits, ER identities, bootstrap, series, figure."""
+
+import numpy as np
+import pytest
+
+from mmcl_theory.clip import robustness as rb
+
+# SPEC section 9, from the testbed CSV (STANDARD; logit). Independent published numbers: never edit.
+SPEC = {
+    "imagenetv2": (0.923, -0.498, 0.998),
+    "imagenet_sketch": (1.071, -2.370, None),
+    "imagenet-r": (0.637, -2.108, None),
+    "imagenet-a": (1.990, -7.632, None),
+    "objectnet": (0.981, -1.928, None),
+}
+
+
+@pytest.fixture(scope="module")
+def testbed(shared_data):
+    return rb.load_testbed(shared_data / "imagenet_testbed")
+
+
+@pytest.mark.parametrize("shift", sorted(SPEC))
+def test_standard_logit_fits_reproduce_spec(testbed, shift):
+    slope, intercept, r = SPEC[shift]
+    fit = rb.fit_testbed(testbed, shift, ("STANDARD",), "logit")
+    assert fit.slope == pytest.approx(slope, abs=5e-4)
+    assert fit.intercept == pytest.approx(intercept, abs=5e-4)
+    if r is not None:
+        assert fit.r == pytest.approx(r, abs=5e-4)
+
+
+def test_x_axis_uses_same_class_imagenet_accuracy(testbed):
+    x, _ = rb.baseline_points(testbed, "imagenet-r")
+    keep = rb.baseline_mask(testbed) & np.isfinite(testbed.columns["imagenet-r"])
+    np.testing.assert_allclose(x, testbed.columns["val-on-imagenet-r-classes"][keep])
+    assert not np.allclose(x, testbed.columns["val"][keep])
+
+
+def test_low_accuracy_cnns_add_baselines(testbed):
+    n_std = rb.fit_testbed(testbed, "imagenetv2").n
+    n_both = rb.fit_testbed(testbed, "imagenetv2", ("STANDARD", "LOW_ACCURACY_CNN")).n
+    assert n_both > n_std + 50
+
+
+@pytest.mark.parametrize("kind", rb.TRANSFORMS)
+def test_fit_recovers_exact_line_and_er_is_zero_on_it(kind):
+    x = np.linspace(0.05, 0.9, 12)
+    y = rb.inverse_transform(0.8 * rb.transform(x, kind) - 0.4, kind)
+    fit = rb.fit_line(x, y, kind)
+    assert (fit.slope, fit.intercept, fit.r) == pytest.approx((0.8, -0.4, 1.0), abs=1e-9)
+    np.testing.assert_allclose(fit.effective_robustness(x, y), 0.0, atol=1e-9)
+    # 5 points above the trend at the trend's accuracy -> ER = +5
+    assert fit.effective_robustness(0.5, fit.predict(0.5) + 0.05) == pytest.approx(5.0)
+
+
+def test_bootstrap_ci_brackets_er_and_shrinks_with_less_noise():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 0.8, 60)
+    line = lambda a, noise: rb.inverse_transform(rb.transform(a) - 0.5 + noise * rng.normal(size=a.size))
+    wide = rb.bootstrap_effective_robustness(x, line(x, 0.3), [0.5], [0.4], num_samples=400)
+    tight = rb.bootstrap_effective_robustness(x, line(x, 0.01), [0.5], [0.4], num_samples=400)
+    for res in (wide, tight):
+        assert res["ci_low"][0] <= res["er"][0] <= res["ci_high"][0]
+    assert (tight["ci_high"] - tight["ci_low"])[0] < (wide["ci_high"] - wide["ci_low"])[0]
+
+
+def test_testbed_er_average_is_mean_of_shifts(testbed):
+    accs = {"imagenetv2": (0.70, 0.62), "objectnet": (0.75, 0.50)}
+    rep = rb.testbed_effective_robustness(testbed, accs, num_samples=100)
+    per = [rep["per_shift"][s]["er"] for s in accs]
+    assert rep["average"]["er"] == pytest.approx(np.mean(per))
+    fit = rb.fit_testbed(testbed, "objectnet")
+    assert rep["per_shift"]["objectnet"]["er"] == pytest.approx(100 * (0.50 - fit.predict(0.75)))
+    for s in accs:
+        lo, hi = rep["per_shift"][s]["ci"]
+        assert lo <= rep["per_shift"][s]["er"] <= hi
+
+
+def test_series_er_against_label_trend_and_figure(tmp_path):
+    steps = (100, 200, 300, 400)
+    ids = np.array([0.05, 0.10, 0.15, 0.20])
+    label = rb.Series("label", steps, ids, rb.inverse_transform(rb.transform(ids) - 1.0))
+    rich = rb.Series("rich", steps, ids, rb.inverse_transform(rb.transform(ids) - 0.5))
+    rep = rb.series_effective_robustness([label, rich], ["label"], num_samples=50)
+    assert rep["baseline_fit"]["slope"] == pytest.approx(1.0) and rep["baseline_fit"]["intercept"] == pytest.approx(-1.0)
+    assert rep["series"]["label"]["mean_er"] == pytest.approx(0.0, abs=1e-9)
+    assert all(c["er"] > 0 for c in rep["series"]["rich"]["checkpoints"])
+    out = tmp_path / "fig.png"
+    rb.plot_ood_vs_id(out, [label, rich], baseline_fit=rb.LinearFit(**rep["baseline_fit"]))
+    assert out.stat().st_size > 10_000
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert rb.main(["testbed", "--testbed", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
