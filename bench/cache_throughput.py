@@ -1,0 +1,92 @@
+"""Image-cache throughput on Tiny ImageNet: images/s building the cache, batches/s reading it.
+
+    python bench/cache_throughput.py [--root ../shared/data/tiny_imagenet] [--images 10000]
+        [--resolution 64] [--workers 1 2] [--batch 256] [--out /tmp/mmcl_cache_bench]
+
+Reads every file once to warm the page cache, then builds a fresh cache for each worker count (decode + center crop + resize from the JPEG files), then
+reads random batches (uint8 (B, R, R, 3)) from the memory-mapped shards, and compares with decoding
+the same batches straight from the files. Prints a table and writes it as JSON next to the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+import mmcl_theory
+from mmcl_theory.clip.data import build_cache, load_eval_set, load_training_set, read_images
+
+DEFAULT_ROOT = Path(os.environ.get("MMCL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "tiny_imagenet"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    p.add_argument("--images", type=int, default=10000, help="number of images (train + val, in file order)")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--read-seconds", type=float, default=3.0)
+    p.add_argument("--out", type=Path, default=Path("/tmp/mmcl_cache_bench"))
+    args = p.parse_args(argv)
+    if not args.root.is_dir():
+        print(f"error: Tiny ImageNet not found at {args.root} (pass --root)", file=sys.stderr)
+        return 2
+
+    train = load_training_set("tiny_imagenet", args.root)
+    val = load_eval_set("tiny_imagenet", args.root)
+    paths = (train.image_paths + val.image_paths)[: args.images]
+    for path in paths:  # warm the page cache, so every configuration reads the files from memory
+        Path(path).read_bytes()
+    rows = []
+    rng = np.random.default_rng(0)
+    for w in args.workers:
+        out = args.out / f"r{args.resolution}_w{w}"
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        cache = build_cache(paths, out, args.resolution, workers=w, progress=False)
+        build_s = time.perf_counter() - t0
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < args.read_seconds:
+            cache.get_batch(rng.integers(0, len(cache), args.batch))
+            n += 1
+        read_bps = n / (time.perf_counter() - t0)
+        rows.append({"workers": w, "images": len(paths), "build_images_per_s": len(paths) / build_s,
+                     "cache_batches_per_s": read_bps, "cache_images_per_s": read_bps * args.batch})
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < args.read_seconds:
+        read_images([paths[i] for i in rng.integers(0, len(paths), args.batch)], args.resolution)
+        n += 1
+    decode_bps = n / (time.perf_counter() - t0)
+
+    info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
+            "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "package_version": mmcl_theory.__version__,
+            "resolution": args.resolution, "batch": args.batch, "decode_from_files_batches_per_s": decode_bps,
+            "rows": rows}
+    print(f"cache throughput, Tiny ImageNet, {len(paths)} images -> {args.resolution}px, batch {args.batch}; "
+          f"{info['cpu_count']} CPUs, {info['date']}")
+    print(f"{'workers':>7} | {'build img/s':>11} | {'read batches/s':>14} | {'read img/s':>11}")
+    for r in rows:
+        print(f"{r['workers']:>7} | {r['build_images_per_s']:>11.0f} | {r['cache_batches_per_s']:>14.1f} | "
+              f"{r['cache_images_per_s']:>11.0f}")
+    print(f"decoding the same batches from the JPEG files: {decode_bps:.1f} batches/s "
+          f"({decode_bps * args.batch:.0f} img/s)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    tmp = args.out / "cache_throughput.json.tmp"
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, args.out / "cache_throughput.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
