@@ -50,6 +50,9 @@ def test_coco_counts_and_captions(shared_data):
     assert set(train.captions[0]) == expected
     t0, t0b, t1 = train.texts("caption", seed=0), train.texts("caption", seed=0), train.texts("caption", seed=1)
     assert t0 == t0b and t0 != t1 and t0[0] in expected
+    assert [len(t) for t in train.all_texts()] == [5] * 80 and set(train.all_texts()[0]) == expected
+    minus = train.all_texts("caption-minus:colour")[0]
+    assert minus == tuple(D.remove_details(c, ["colour"]) for c in train.captions[0])
 
 
 def test_coco_label_texts_from_instances(shared_data):

@@ -192,3 +192,31 @@ def test_cache_resumes_after_kill(shared_data, tmp_path):
     np.testing.assert_array_equal(np.asarray(cache.images), full)
     with pytest.raises(D.DataLayoutError, match="different cache"):
         D.build_cache(paths, out, 24, shard_size=64, progress=False)
+
+
+def test_cache_survives_sigkill(shared_data, tmp_path):
+    """Kill a real build process mid-way; the next build keeps its finished shards and completes."""
+    import signal
+    import subprocess
+    import sys
+
+    paths = D.load_training_set("tiny_imagenet", shared_data / "tiny_imagenet", per_class=25).image_paths
+    (tmp_path / "paths.json").write_text(json.dumps(paths))
+    out = tmp_path / "c"
+    code = ("import json, sys; from mmcl_theory.clip.data import build_cache; "
+            f"build_cache(json.load(open({str(tmp_path / 'paths.json')!r})), {str(out)!r}, 16, workers=1, "
+            "shard_size=100, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 60
+    while len(list(out.glob("shard_*.npy"))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = sorted(p.name for p in out.glob("shard_*.npy"))
+    assert 3 <= len(done_before) < 50, "the build finished before it could be killed"
+    mtimes = {n: (out / n).stat().st_mtime_ns for n in done_before}
+    cache = D.build_cache(paths, out, 16, workers=2, shard_size=100, progress=False)
+    assert {n: (out / n).stat().st_mtime_ns for n in done_before} == mtimes
+    assert len(cache) == 5000 and not list(out.glob("*.tmp"))
+    idx = [0, 299, 4999]
+    np.testing.assert_array_equal(cache.get_batch(idx), D.read_images([paths[i] for i in idx], 16))

@@ -12,6 +12,7 @@ Training sets (image-text), ``load_training_set(name, root, **options) -> ImageT
         'label'                   object / class names only (COCO: instance categories),
         'rich'                    Tiny ImageNet: class name + details from the image and its box,
         'caption-minus:<t1,t2>'   caption with detail types removed (``DETAIL_TYPES``).
+    ``.all_texts(variant) -> list[tuple[str, ...]]`` (every caption of each sample, e.g. COCO's 5),
     ``.labels: np.ndarray | None`` (int64 (N,)), ``.classnames: list[str] | None``, ``.skipped``.
 
 Zero-shot evaluation sets, ``load_eval_set(name, root, **options) -> EvalSet``:
@@ -21,7 +22,9 @@ Zero-shot evaluation sets, ``load_eval_set(name, root, **options) -> EvalSet``:
     ``.class_subset`` (int64 (K,) or None: ImageNet-1k index of each class; restrict 1000-way logits
     to ``logits[:, class_subset]``), ``.hit_sets`` (ObjectNet: per image, the set of accepted class
     indices; prediction correct if in the set), ``.class_groups`` (texture-vs-shape: ImageNet indices of
-    each of the 16 categories), ``.crop_border`` (pixels to cut before resizing; ObjectNet 2), ``.skipped``.
+    each of the 16 categories), ``.crop_border`` (pixels to cut before resizing; ObjectNet 2), ``.skipped``;
+    ``.read(indices, resolution) -> uint8 (B, R, R, 3)`` (applies crop_border) and
+    ``.correct(predictions) -> bool (N,)`` (class index predictions; uses hit_sets where given).
 
 Images and shifts:
     ``read_images(paths, resolution, *, crop_border=0, skipped=None) -> uint8 (N, R, R, 3)``

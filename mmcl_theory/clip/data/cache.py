@@ -165,7 +165,7 @@ def build_cache(dataset_or_paths, out_dir: str | Path, resolution: int, workers:
             chunk = paths[lo: lo + shard_size]
             arr = np.zeros((len(chunk), resolution, resolution, 3), np.uint8)
             skipped = []
-            for j, res in enumerate(pool.map(load, chunk, chunksize=16)):
+            for j, res in enumerate(pool.map(load, chunk)):
                 if isinstance(res, str):
                     skipped.append([lo + j, chunk[j], res])
                 else:

@@ -5,7 +5,9 @@ An image reference is a file path, or ``<shard>.tar::<member>`` for a member of 
 
 from __future__ import annotations
 
+import functools
 import io
+import os
 import tarfile
 from collections.abc import Sequence
 
@@ -23,16 +25,27 @@ def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _open(ref: str, tars: dict[str, tarfile.TarFile]) -> Image.Image:
-    if TAR_SEPARATOR in ref:
-        shard, member = ref.split(TAR_SEPARATOR, 1)
-        if shard not in tars:
-            tars[shard] = tarfile.open(shard, "r")
-        f = tars[shard].extractfile(member)
-        if f is None:
-            raise KeyError(f"{member} is not a regular file in {shard}")
-        return Image.open(io.BytesIO(f.read()))
-    return Image.open(ref)
+@functools.lru_cache(maxsize=256)
+def _tar_members(shard: str, mtime_ns: int, size: int) -> dict[str, tuple[int, int]]:
+    """member name -> (data offset, size) of one tar file (memoised per file version)."""
+    with tarfile.open(shard, "r") as tar:
+        return {m.name: (m.offset_data, m.size) for m in tar.getmembers() if m.isfile()}
+
+
+def read_bytes(ref: str) -> bytes:
+    """The bytes of an image reference: a file, or a member of a tar shard (read by offset)."""
+    if TAR_SEPARATOR not in ref:
+        with open(ref, "rb") as f:
+            return f.read()
+    shard, member = ref.split(TAR_SEPARATOR, 1)
+    st = os.stat(shard)
+    try:
+        offset, size = _tar_members(shard, st.st_mtime_ns, st.st_size)[member]
+    except KeyError:
+        raise KeyError(f"{member} is not a file in {shard}") from None
+    with open(shard, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
 
 
 def _to_square(img: Image.Image, resolution: int, crop_border: int) -> np.ndarray:
@@ -52,17 +65,15 @@ def _to_square(img: Image.Image, resolution: int, crop_border: int) -> np.ndarra
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_image(ref: str, resolution: int, crop_border: int = 0,
-                 tars: dict[str, tarfile.TarFile] | None = None) -> np.ndarray:
+def decode_image(ref: str, resolution: int, crop_border: int = 0) -> np.ndarray:
     """One image -> uint8 (resolution, resolution, 3): optional border crop, center square crop, bicubic resize.
 
     Raises ImageDecodeError naming the file when it is missing, truncated or not an image.
     """
-    tars = {} if tars is None else tars
     try:
-        with _open(ref, tars) as img:
+        with Image.open(io.BytesIO(read_bytes(ref))) as img:
             return _to_square(img, resolution, crop_border)
-    except (OSError, UnidentifiedImageError, KeyError, ValueError, SyntaxError) as e:
+    except (OSError, UnidentifiedImageError, KeyError, ValueError, SyntaxError, tarfile.TarError) as e:
         raise ImageDecodeError(f"{ref}: {type(e).__name__}: {e}") from None
 
 
@@ -76,30 +87,21 @@ def read_images(paths: Sequence[str], resolution: int, *, crop_border: int = 0,
     if resolution < 1:
         raise ValueError(f"resolution must be >= 1, got {resolution}")
     out = np.zeros((len(paths), resolution, resolution, 3), np.uint8)
-    tars: dict[str, tarfile.TarFile] = {}
-    try:
-        for i, ref in enumerate(paths):
-            try:
-                out[i] = decode_image(ref, resolution, crop_border, tars)
-            except ImageDecodeError as e:
-                if skipped is None:
-                    raise
-                skipped.append((ref, str(e).split(": ", 1)[1]))
-    finally:
-        for t in tars.values():
-            t.close()
+    for i, ref in enumerate(paths):
+        try:
+            out[i] = decode_image(ref, resolution, crop_border)
+        except ImageDecodeError as e:
+            if skipped is None:
+                raise
+            skipped.append((ref, str(e).split(": ", 1)[1]))
     return out
 
 
 def verify_image(ref: str) -> str | None:
     """None when the image decodes fully, else the reason (used by the inspection CLI)."""
-    tars: dict[str, tarfile.TarFile] = {}
     try:
-        with _open(ref, tars) as img:
+        with Image.open(io.BytesIO(read_bytes(ref))) as img:
             img.load()
         return None
-    except (OSError, UnidentifiedImageError, KeyError, ValueError, SyntaxError) as e:
+    except (OSError, UnidentifiedImageError, KeyError, ValueError, SyntaxError, tarfile.TarError) as e:
         return f"{type(e).__name__}: {e}"
-    finally:
-        for t in tars.values():
-            t.close()

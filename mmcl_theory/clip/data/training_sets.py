@@ -61,7 +61,8 @@ def caption_objects(caption: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ImageTextDataset:
     """N image-text samples. captions[i]: all captions of sample i (COCO has 5); object_names[i]: its
-    object/class names (None: derive from the caption); boxes: int (N, 4) x0 y0 x1 y1 or None."""
+    object/class names (None: derive from the caption); boxes: int (N, 4) x0 y0 x1 y1 (inclusive) in the
+    64x64 Tiny ImageNet pixel grid, or None."""
 
     name: str
     root: str
@@ -120,6 +121,16 @@ class ImageTextDataset:
                 details += [image_details(im, box) for im, box in zip(imgs, self.boxes[lo: lo + 1024])]
             self._memo["details"] = details
         return self._memo["details"]
+
+    def all_texts(self, variant: str = "caption") -> list[tuple[str, ...]]:
+        """Every text of every sample: for 'caption' and 'caption-minus:<types>' all captions of a sample
+        (COCO: 5, for retrieval or per-step sampling); other variants one text per sample."""
+        if self.captions is None or not (variant == "caption" or variant.startswith("caption-minus:")):
+            return [(t,) for t in self.texts(variant)]
+        if variant == "caption":
+            return list(self.captions)
+        types = parse_minus_variant(variant)
+        return [tuple(remove_details(c, types) for c in caps) for caps in self.captions]
 
     def texts(self, variant: str = "caption", seed: int = 0) -> list[str]:
         """One text per sample for the variant ('caption', 'label', 'rich', 'caption-minus:<types>');
