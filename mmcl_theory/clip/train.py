@@ -390,7 +390,7 @@ def make_train_step(model: models.CLIP, tx: optax.GradientTransformation, loss_n
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = {"loss": loss, "logit_scale": scale, "lr": schedule(state["step"]),
-                   "grad_norm": optax.global_norm(grads)}
+                   "grad_norm": optax.tree.norm(grads)}
         new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats,
                      "opt_state": opt_state}
         return new_state, metrics

@@ -1,0 +1,172 @@
+"""CLIP trainer: config validation, schedule, decay mask, resume == uninterrupted, kill -9, NaN stop."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from mmcl_theory.clip import models, train
+from mmcl_theory.losses import infonce_loss
+
+CONFIG = """
+[model]
+name = "ViT-test"
+[data]
+dataset = "synthetic"
+num_examples = 64
+vocab_size = 512
+[train]
+steps = {steps}
+batch_size = 8
+lr = 1e-3
+warmup_steps = 2
+log_every = 1
+checkpoint_every = {ckpt}
+"""
+
+
+def write_config(tmp_path, steps=8, ckpt=4, extra=""):
+    path = tmp_path / "run.toml"
+    path.write_text(CONFIG.format(steps=steps, ckpt=ckpt) + extra)
+    return path
+
+
+def final_params(workdir):
+    mngr = ocp.CheckpointManager(Path(workdir).resolve() / "checkpoints")
+    step = mngr.latest_step()
+    state = mngr.restore(step, args=ocp.args.StandardRestore())
+    mngr.close()
+    return step, state["params"]
+
+
+def test_infonce_of_aligned_and_collapsed_batches():
+    n = 6
+    e = jnp.eye(n, 8)
+    assert float(infonce_loss(e, e, jnp.array(100.0))) < 1e-30 + 1e-6
+    same = jnp.ones((n, 8)) / jnp.sqrt(8.0)
+    assert float(infonce_loss(same, same, jnp.array(100.0))) == pytest.approx(np.log(n), rel=1e-6)
+
+
+def test_schedule_warmup_then_cosine_to_zero():
+    t = train.TrainSection(steps=100, lr=1e-3, warmup_steps=10)
+    s = train.lr_schedule(t)
+    assert float(s(0)) == 0.0 and float(s(10)) == pytest.approx(1e-3)
+    assert float(s(55)) == pytest.approx(0.5e-3, rel=1e-4) and float(s(100)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_weight_decay_applies_to_matrices_only():
+    params = {"dense": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)}, "ln": {"scale": jnp.ones(3)},
+              "logit_scale": jnp.array(2.0)}
+    t = train.TrainSection(steps=10, lr=0.1, weight_decay=0.5)
+    tx = train.make_optimizer(t, params)
+    state = tx.init(params)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    # the schedule gives lr(0) = lr when warm-up is 0
+    updates, _ = tx.update(zeros, state, params)
+    np.testing.assert_allclose(updates["dense"]["kernel"], -0.1 * 0.5 * np.ones((3, 3)), rtol=1e-6)
+    for leaf in (updates["dense"]["bias"], updates["ln"]["scale"], updates["logit_scale"]):
+        np.testing.assert_array_equal(leaf, 0.0)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[train]\nlr = -1\n", r"train.lr = -1: must be a number in \(0, 1000\]"),
+    ("[train]\nloss = 'l2'\n", "train.loss = 'l2': must be one of 'infonce', 'linear'"),
+    ("[model]\nname = 'RN51'\n", "model.name = 'RN51'"),
+    ("[train]\nbatchsize = 4\n", r"unknown field\(s\) \['train.batchsize'\]"),
+    ("[data]\ndataset = 'coco'\n", "data.root = ''"),
+    ("[train]\nsteps = 5\nwarmup_steps = 5\n", r"train.warmup_steps = 5: must be an integer in \[0, 4\]"),
+])
+def test_config_errors_name_field_value_and_range(tmp_path, text, match):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        train.load_config(path)
+
+
+def test_cli_bad_config_prints_one_line_and_exits_2(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[train]\nbatch_size = 1\n")
+    proc = subprocess.run([sys.executable, "-m", "mmcl_theory.clip.train", "--config", str(path), "--workdir",
+                           str(tmp_path / "w")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "train.batch_size = 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    cfg = train.load_config(write_config(tmp_path, steps=8, ckpt=4))
+    work = tmp_path / "w"
+    result = train.train(cfg, work, progress=False)
+    assert result["step"] == 8
+    step, uninterrupted = final_params(work)
+    assert step == 8
+    records = train.read_metrics(work / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert {"loss", "logit_scale", "temperature", "lr", "samples_per_s"} <= set(records[-1])
+    # Pretend the run died after step 4's checkpoint: drop checkpoint 8, resume.
+    shutil.rmtree(work.resolve() / "checkpoints" / "8")
+    train.train(cfg, work, progress=False)
+    step, resumed = final_params(work)
+    assert step == 8
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), uninterrupted, resumed)
+    assert [r["step"] for r in train.read_metrics(work / "metrics.jsonl")] == list(range(1, 9))
+
+
+def test_kill_9_mid_run_then_resume_loses_no_steps(tmp_path):
+    steps = 60
+    cfg = write_config(tmp_path, steps=steps, ckpt=10)
+    work = tmp_path / "w"
+    cmd = [sys.executable, "-m", "mmcl_theory.clip.train", "--config", str(cfg), "--workdir", str(work),
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        recs = train.read_metrics(work / "metrics.jsonl")
+        if recs and recs[-1]["step"] >= 12:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = train.read_metrics(work / "metrics.jsonl")[-1]["step"]
+    assert 12 <= killed_at < steps
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from step" in done.stderr
+    recs = train.read_metrics(work / "metrics.jsonl")
+    assert [r["step"] for r in recs] == list(range(1, steps + 1))
+    assert final_params(work)[0] == steps
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    data = train.synthetic_data(64, 32, 16, 512, seed=0)
+    # Poison (token id outside the vocabulary -> NaN embedding) only examples first seen at step 5.
+    seen = set()
+    for s in range(4):
+        seen |= set(train.batch_indices(0, s, 8, 64).tolist())
+    poison = [i for i in train.batch_indices(0, 4, 8, 64) if i not in seen]
+    assert poison
+    tokens = data.tokens.copy()
+    tokens[poison, 1] = 10_000
+    data = train.TrainData(data.images, tokens, data.eot_id, data.vocab_size)
+    cfg = train.load_config(write_config(tmp_path, steps=10, ckpt=2))
+    with pytest.raises(train.NonFiniteLossError, match="Last good checkpoint: step 4"):
+        train.train(cfg, tmp_path / "w", progress=False, data=data)
+    assert final_params(tmp_path / "w")[0] == 4
+
+
+def test_batches_are_a_pure_function_of_seed_and_step():
+    a = train.batch_indices(3, 17, 8, 64)
+    assert np.array_equal(a, train.batch_indices(3, 17, 8, 64))
+    epoch = np.concatenate([train.batch_indices(3, s, 8, 64) for s in range(8)])
+    assert sorted(epoch.tolist()) == list(range(64))  # one epoch covers every example once
