@@ -245,3 +245,31 @@ def test_cli_wrong_layout_exits_2_with_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and "devkit" in r.stderr
     r = _cli("check", "coco", "--root", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and "does not exist" in r.stderr and r.stdout == ""
+
+
+def test_tiny_imagenet_layout_with_bad_records(tmp_path):
+    (tmp_path / "wnids.txt").write_text("n01443537\nn01440764\n")     # goldfish before tench: file order
+    (tmp_path / "words.txt").write_text("n01443537\tgoldfish, Carassius auratus\nn01440764\ttench, Tinca tinca\n")
+    g = tmp_path / "train" / "n01443537"
+    _png(g / "images" / "n01443537_0.JPEG", 200, (64, 64))
+    _truncated_jpeg(g / "images" / "n01443537_2.JPEG")
+    (g / "n01443537_boxes.txt").write_text("n01443537_0.JPEG\t0\t0\t63\t63\nn01443537_1.JPEG\t1\t1\t5\t5\n"
+                                           "garbage line\nn01443537_2.JPEG\t0\t0\t10\t10\n")
+    t = tmp_path / "train" / "n01440764"
+    _png(t / "images" / "n01440764_0.JPEG", 50, (64, 64))
+    (t / "n01440764_boxes.txt").write_text("n01440764_0.JPEG\t10\t10\t20\t20\n")
+    ds = D.load_training_set("tiny_imagenet", tmp_path)
+    assert ds.labels.tolist() == [0, 0, 1] and ds.classnames == ["goldfish", "tench"]
+    assert ds.skipped == [(f"{g / 'n01443537_boxes.txt'}:3", "expected 'file x0 y0 x1 y1'"),
+                          (str(g / "images" / "n01443537_1.JPEG"), "missing image file")]
+    rich = ds.texts("rich")
+    assert rich[0] == "a large grey goldfish in the center, in a bright photo" and rich[2] == "a small grey tench at the top left, in a dark photo"
+    assert ds.skipped[-1][0] == str(g / "images" / "n01443537_2.JPEG") and "black image" in ds.skipped[-1][1]
+    (tmp_path / "val" / "images").mkdir(parents=True)
+    _png(tmp_path / "val" / "images" / "val_0.JPEG", 1)
+    (tmp_path / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn01440764\t0\t0\t5\t5\n"
+                                                           "val_1.JPEG\tn99999999\t0\t0\t5\t5\n")
+    ev = D.load_eval_set("tiny_imagenet", tmp_path)
+    assert ev.labels.tolist() == [1] and ev.class_subset.tolist() == [1, 0]
+    assert ev.skipped == [(f"{tmp_path / 'val' / 'val_annotations.txt'}:2",
+                           "expected 'file wnid x0 y0 x1 y1' with a known wnid")]

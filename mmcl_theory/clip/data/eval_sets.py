@@ -82,21 +82,23 @@ class EvalSet:
 def _images_in(folder: Path, skipped: list[Skip]) -> list[str]:
     """Image files directly in folder (sorted); other files are recorded as skipped."""
     out = []
-    for f in sorted(os.listdir(folder)):
-        p = folder / f
-        if f.startswith(".") or p.is_dir():
+    with os.scandir(folder) as it:
+        entries = sorted((e.name, e.is_dir()) for e in it)
+    for f, is_dir in entries:
+        if f.startswith(".") or is_dir:
             continue
         if is_image_file(f):
-            out.append(str(p))
+            out.append(str(folder / f))
         else:
-            skipped.append((str(p), "not an image file extension"))
+            skipped.append((str(folder / f), "not an image file extension"))
     return out
 
 
 def _class_folders(root: Path, what: str, expected: str) -> list[str]:
     if not root.is_dir():
         raise DataLayoutError(f"{what}: root {root} is not a folder; expected {expected}")
-    return sorted(d for d in os.listdir(root) if (root / d).is_dir() and not d.startswith("."))
+    with os.scandir(root) as it:
+        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
 
 
 def _descend(root: Path, names: tuple[str, ...]) -> Path:

@@ -112,15 +112,21 @@ class ImageTextDataset:
 
     def _details(self) -> list[dict[str, str]]:
         if "details" not in self._memo:
-            details = []
+            details, skipped = [], []
             for lo in range(0, len(self), 1024):
-                paths = self.image_paths[lo: lo + 1024]
-                skipped: list[Skip] = []
-                # native-resolution images: Tiny ImageNet is 64x64; boxes are in native pixels
-                imgs = read_images(paths, 64, skipped=skipped)
+                # Tiny ImageNet images are 64x64, so this is the native grid of the boxes
+                imgs = read_images(self.image_paths[lo: lo + 1024], 64, skipped=skipped)
                 details += [image_details(im, box) for im, box in zip(imgs, self.boxes[lo: lo + 1024])]
+            self.skipped.extend((w, f"{r}; its 'rich' details describe a black image") for w, r in skipped)
             self._memo["details"] = details
         return self._memo["details"]
+
+    def read(self, indices, resolution: int, skipped: list[Skip] | None = None) -> np.ndarray:
+        """uint8 (B, R, R, 3) images of the samples at indices (see read_images)."""
+        if self.image_paths is None:
+            raise ValueError(f"{self.name}: loaded with captions only, there are no images")
+        return read_images([self.image_paths[i] for i in indices], resolution, crop_border=self.crop_border,
+                           skipped=skipped)
 
     def all_texts(self, variant: str = "caption") -> list[tuple[str, ...]]:
         """Every text of every sample: for 'caption' and 'caption-minus:<types>' all captions of a sample
