@@ -263,7 +263,7 @@ def test_tiny_imagenet_layout_with_bad_records(tmp_path):
     assert ds.skipped == [(f"{g / 'n01443537_boxes.txt'}:3", "expected 'file x0 y0 x1 y1'"),
                           (str(g / "images" / "n01443537_1.JPEG"), "missing image file")]
     rich = ds.texts("rich")
-    assert rich[0] == "a large grey goldfish in the center, in a bright photo" and rich[2] == "a small grey tench at the top left, in a dark photo"
+    assert rich[0] == "a large grey goldfish in the center, in a bright photo" and rich[2] == "a small black tench at the top left, in a dark photo"
     assert ds.skipped[-1][0] == str(g / "images" / "n01443537_2.JPEG") and "black image" in ds.skipped[-1][1]
     (tmp_path / "val" / "images").mkdir(parents=True)
     _png(tmp_path / "val" / "images" / "val_0.JPEG", 1)
