@@ -62,6 +62,18 @@ def test_imagenet1k_wnid_folders_use_global_index(tmp_path):
     assert sketch.labels.tolist() == ev.labels.tolist()
 
 
+def test_imagenet1k_restricted_to_shift_classes(tmp_path):
+    for w, v in (("n01440764", 1), ("n01443537", 2), ("n15075141", 3)):   # classes 0, 1, 999
+        _png(tmp_path / w / "x.JPEG", v)
+    r = D.load_eval_set("imagenet1k", tmp_path, restrict_to="imagenet-r")
+    assert r.labels.tolist() == [0] and _value(r.image_paths) == [2]      # class 1 is R's first class
+    assert len(r.classnames) == 200 and r.class_subset.tolist() == list(IMAGENET_R_CLASSES)
+    o = D.load_eval_set("imagenet1k", tmp_path, restrict_to="objectnet")
+    assert o.labels.tolist() == [124] and o.classnames[124] == "toilet paper" and len(o.class_subset) == 125
+    with pytest.raises(ValueError, match="restrict_to"):
+        D.load_eval_set("imagenet1k", tmp_path, restrict_to="imagenet-c")
+
+
 def _write_devkit(root: Path, ilsvrc_ids: dict[str, int], truth: list[int]) -> None:
     from scipy.io import savemat
     data = root / "ILSVRC2012_devkit_t12" / "data"

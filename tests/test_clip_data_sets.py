@@ -131,7 +131,8 @@ def test_objectnet_testbed_protocol_matches_challenge_mapping(shared_data):
     ev = D.load_eval_set("objectnet", root, metadata=shared_data / "imagenet_testbed")
     answers = json.loads((root / "answers-test.json").read_text())
     p2o = {int(k): v for k, v in json.loads((root / "imagenet_pytorch_id_to_objectnet_id.json").read_text()).items()}
-    assert len(ev.classnames) == 125 and len(ev.class_subset) == 125 and ev.crop_border == 2
+    from mmcl_theory.clip.data.facts import OBJECTNET_CLASSES
+    assert ev.class_subset.tolist() == list(OBJECTNET_CLASSES) and len(ev.classnames) == 125 and ev.crop_border == 2
     in_imagenet = [f for f, o in answers.items() if o in p2o.values()]
     assert len(ev) == len(in_imagenet) == 5
     for path, hits in zip(ev.image_paths, ev.hit_sets):

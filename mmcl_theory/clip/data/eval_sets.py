@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataLayoutError, Skip
-from .facts import IMAGENET_A_CLASSES, IMAGENET_CLASSNAMES, IMAGENET_R_CLASSES, IMAGENET_WNIDS, TEXTURE_SHAPE_CLASSES
+from .facts import (IMAGENET_A_CLASSES, IMAGENET_CLASSNAMES, IMAGENET_R_CLASSES, IMAGENET_WNIDS, OBJECTNET_CLASSES,
+                    TEXTURE_SHAPE_CLASSES)
 from .images import is_image_file, read_images
 from .training_sets import _tiny_split, call_loader, tiny_imagenet_classes
 
@@ -66,6 +67,25 @@ class EvalSet:
         """uint8 (B, R, R, 3) images at the indices, with this set's border crop."""
         return read_images([self.image_paths[i] for i in indices], resolution, crop_border=self.crop_border,
                            skipped=skipped)
+
+    def restrict(self, imagenet_classes, name: str | None = None) -> "EvalSet":
+        """The images whose class is among the given ImageNet-1k indices, with logits restricted to them
+        (e.g. ImageNet val on the ImageNet-R classes, the x axis of effective robustness). Needs a
+        1000-way set or a class_subset; labels are re-indexed into the sorted given classes."""
+        wanted = sorted({int(c) for c in imagenet_classes})
+        global_of = np.arange(len(self.classnames)) if self.class_subset is None else self.class_subset
+        if self.class_subset is None and len(self.classnames) != 1000:
+            raise ValueError(f"restrict: {self.name} has neither 1000 classes nor a class_subset")
+        pos = {c: k for k, c in enumerate(wanted)}
+        keep = [i for i, lab in enumerate(self.labels) if int(global_of[lab]) in pos]
+        names = {int(g): n for g, n in zip(global_of, self.classnames)}
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise ValueError(f"restrict: classes {missing[:5]} are not classes of {self.name}")
+        return EvalSet(name or f"{self.name}-on-{len(wanted)}-classes", self.root, [self.image_paths[i] for i in keep],
+                       np.array([pos[int(global_of[self.labels[i]])] for i in keep], np.int64),
+                       [names[c] for c in wanted], np.array(wanted, np.int64), crop_border=self.crop_border,
+                       skipped=list(self.skipped))
 
     def correct(self, predictions: np.ndarray) -> np.ndarray:
         """bool (N,): prediction (class index into classnames) is right; ObjectNet: in the image's hit set."""
@@ -159,10 +179,22 @@ def _devkit_labels(devkit: Path) -> list[int]:
         raise DataLayoutError(f"imagenet1k: devkit ground truth {gt} holds an ID not in {meta} ({e})") from None
 
 
-def load_imagenet1k(root: str | Path, devkit: str | Path | None = None) -> EvalSet:
+CLASS_SETS: dict[str, tuple[int, ...]] = {
+    "imagenet-r": IMAGENET_R_CLASSES, "imagenet-a": IMAGENET_A_CLASSES, "objectnet": OBJECTNET_CLASSES}
+"""Named ImageNet-1k class subsets for ``restrict_to``: the classes of ImageNet-R, ImageNet-A, ObjectNet."""
+
+
+def load_imagenet1k(root: str | Path, devkit: str | Path | None = None, restrict_to: str | None = None) -> EvalSet:
     """ImageNet-1k val: root (or root/val) with 1000 wnid folders, or the 50,000 flat
-    ILSVRC2012_val_########.JPEG files plus the devkit (root/ILSVRC2012_devkit_t12 or devkit=PATH)."""
-    root = Path(root)
+    ILSVRC2012_val_########.JPEG files plus the devkit (root/ILSVRC2012_devkit_t12 or devkit=PATH).
+    restrict_to: a CLASS_SETS name, giving val-on-<that>-classes (images and logits of those classes)."""
+    if restrict_to is not None and restrict_to not in CLASS_SETS:
+        raise ValueError(f"restrict_to must be None or one of {sorted(CLASS_SETS)}, got {restrict_to!r}")
+    full = _load_imagenet1k(Path(root), devkit)
+    return full if restrict_to is None else full.restrict(CLASS_SETS[restrict_to], f"imagenet1k-on-{restrict_to}-classes")
+
+
+def _load_imagenet1k(root: Path, devkit: str | Path | None) -> EvalSet:
     expected = "wnid folders (val/n01440764/...) or flat ILSVRC2012_val_*.JPEG files with ILSVRC2012_devkit_t12"
     val = _descend(root, ("val",))
     if not val.is_dir():

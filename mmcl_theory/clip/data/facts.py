@@ -6,6 +6,8 @@ torchvision order, also the order of CLIP's ``imagenet_classes``).
 - ``IMAGENET_WNIDS``: the 1000 sorted wnids.
 - ``IMAGENET_R_CLASSES``, ``IMAGENET_A_CLASSES``: the 200 class indices of ImageNet-R and ImageNet-A
   (imagenet-testbed, ``src/eval_settings/imagenet_r.py`` and ``imagenet_a.py``).
+- ``OBJECTNET_CLASSES``: the 125 ImageNet-1k indices that the 113 ImageNet-overlapping ObjectNet classes map
+  to (union over ObjectNet's ``objectnet_to_imagenet_1k.json``), the testbed's ObjectNet class set.
 - ``IMAGENET_CLASSNAMES``: CLIP's 1000 cleaned class names in class-index order (OpenAI CLIP,
   ``notebooks/Prompt_Engineering_for_ImageNet.ipynb``; identical to clip-benchmark's ``imagenet1k`` names).
 - ``TEXTURE_SHAPE_CLASSES``: the 16 entry-level categories of Geirhos et al. (2019) and the ImageNet
@@ -170,6 +172,17 @@ IMAGENET_A_CLASSES: tuple[int, ...] = (
     823, 831, 833, 835, 839, 845, 847, 850, 859, 862, 870, 879, 880, 888, 890, 897,
     900, 907, 913, 924, 932, 933, 934, 937, 943, 945, 947, 951, 954, 956, 957, 959,
     971, 972, 980, 981, 984, 986, 987, 988,
+)
+
+OBJECTNET_CLASSES: tuple[int, ...] = (
+    409, 412, 414, 418, 419, 423, 434, 440, 444, 446, 455, 457, 462, 463, 470, 473,
+    479, 487, 499, 504, 507, 508, 518, 530, 531, 533, 539, 543, 545, 549, 550, 559,
+    560, 563, 567, 578, 587, 588, 589, 601, 606, 608, 610, 618, 619, 620, 623, 626,
+    629, 630, 632, 644, 647, 651, 655, 658, 659, 664, 671, 673, 677, 679, 689, 694,
+    695, 696, 700, 703, 720, 721, 725, 728, 729, 731, 732, 737, 740, 742, 749, 752,
+    759, 761, 765, 769, 770, 772, 773, 774, 778, 783, 790, 792, 797, 804, 806, 809,
+    811, 813, 828, 834, 837, 841, 842, 846, 849, 850, 851, 859, 868, 879, 882, 883,
+    893, 898, 902, 906, 907, 909, 923, 930, 950, 951, 954, 968, 999,
 )
 
 TEXTURE_SHAPE_CLASSES: dict[str, tuple[int, ...]] = {
