@@ -109,6 +109,8 @@ class DataSection:
                  self.num_examples, "an integer >= 1")
         _require(self.dataset == "synthetic" or bool(self.root), "data.root", self.root,
                  "a folder (required unless dataset = 'synthetic')")
+        for name in ("root", "bpe_path", "cache_dir"):
+            object.__setattr__(self, name, os.path.expandvars(getattr(self, name)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,11 +155,19 @@ class TrainSection:
 @dataclasses.dataclass(frozen=True)
 class EvalSection:
     """Periodic zero-shot evaluation every ``every`` steps (0 = never) on ``datasets`` (names of
-    mmcl_theory.clip.evaluate), with data under ``root`` ('{dataset}' is replaced by the name)."""
+    mmcl_theory.clip.evaluate). Data under ``root`` ('{dataset}' is replaced by the name) or
+    ``roots[name]``; ``options[name]``: keyword options of the data layer's loader (e.g. per_class);
+    ``templates``: JSON list of prompt templates ('' = the data layer's built-in set);
+    ``class_space``: classes that texture-vs-shape categories aggregate over ('imagenet1k' or
+    'tiny_imagenet'); ``max_examples``: random subset per dataset (0 = all)."""
 
     every: int = 0
     datasets: tuple[str, ...] = ()
     root: str = ""
+    roots: dict = dataclasses.field(default_factory=dict)
+    options: dict = dataclasses.field(default_factory=dict)
+    templates: str = ""
+    class_space: str = "imagenet1k"
     batch_size: int = 256
     max_examples: int = 0
 
@@ -167,7 +177,11 @@ class EvalSection:
                  "an integer >= 1")
         _require(_is_int(self.max_examples) and self.max_examples >= 0, "eval.max_examples",
                  self.max_examples, "an integer >= 0 (0 = all)")
+        _require(self.class_space in ("imagenet1k", "tiny_imagenet"), "eval.class_space", self.class_space,
+                 "one of 'imagenet1k', 'tiny_imagenet'")
         object.__setattr__(self, "datasets", tuple(self.datasets))
+        object.__setattr__(self, "root", os.path.expandvars(self.root))
+        object.__setattr__(self, "roots", {k: os.path.expandvars(v) for k, v in self.roots.items()})
         _require(not (self.every and not self.datasets), "eval.datasets", list(self.datasets),
                  "non-empty when eval.every > 0")
 
@@ -224,8 +238,31 @@ def config_from_dict(raw: dict) -> TrainConfig:
     return TrainConfig(**sections)
 
 
+_PATH_FIELDS = {"data": ("root", "bpe_path", "cache_dir"), "eval": ("root", "templates")}
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    """Make the file's relative paths (after $VAR expansion) relative to the config's folder."""
+    def fix(v: str) -> str:
+        v = os.path.expandvars(v)
+        return v if not v or os.path.isabs(v) else str((base / v).resolve())
+
+    for section, fields in _PATH_FIELDS.items():
+        table = raw.get(section)
+        if isinstance(table, dict):
+            for f in fields:
+                if isinstance(table.get(f), str):
+                    table[f] = fix(table[f])
+    roots = raw.get("eval", {}).get("roots") if isinstance(raw.get("eval"), dict) else None
+    if isinstance(roots, dict):
+        for k, v in roots.items():
+            if isinstance(v, str):
+                roots[k] = fix(v)
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> TrainConfig:
-    """Read a TOML run config, apply ``section.field=value`` overrides (TOML values), validate."""
+    """Read a TOML run config, apply ``section.field=value`` overrides (TOML values), validate.
+    Relative paths in the file are relative to the file's folder; $VARS are expanded."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--config = {str(path)!r}: no such file")
@@ -233,6 +270,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> TrainConf
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: invalid TOML ({e})") from None
+    _resolve_paths(raw, path.parent)
     for item in overrides:
         key, sep, value = item.partition("=")
         section, dot, field = key.strip().partition(".")
@@ -307,9 +345,38 @@ def build_train_data(cfg: TrainConfig, workdir: Path) -> TrainData:
     if d.dataset == "synthetic":
         return synthetic_data(d.num_examples, size, ctx, base.text.vocab_size if d.tokenizer == "clip_bpe"
                               else d.vocab_size, cfg.train.seed)
-    from mmcl_theory.clip import evaluate  # the data-layer glue lives there, shared with evaluation
+    return real_train_data(cfg, workdir, size, ctx)
 
-    return evaluate.real_train_data(cfg, workdir, size, ctx)
+
+def real_train_data(cfg: TrainConfig, workdir: Path, image_size: int, context_length: int) -> TrainData:
+    """Load cfg.data.dataset through the data layer: texts of the caption variant (all captions of a
+    sample for 'caption', one drawn per step), a tokenizer (trained, or CLIP's BPE) saved as
+    WORKDIR/tokenizer.json and reused on resume, and a uint8 image cache at ``image_size``."""
+    from mmcl_theory.clip import data
+
+    d = cfg.data
+    ds = data.load_training_set(d.dataset, d.root, **d.options)
+    if ds.image_paths is None:
+        raise ValueError(f"data.dataset = {d.dataset!r}: this set has captions but no images")
+    if d.caption_variant == "caption" and ds.captions is not None:
+        groups = ds.all_texts("caption")
+    else:
+        groups = [(t,) for t in ds.texts(d.caption_variant, seed=cfg.train.seed)]
+    k = max(len(g) for g in groups)
+    texts = [g[j % len(g)] if g else "" for g in groups for j in range(k)]  # ragged -> cycle to k
+    tok_path = workdir / "tokenizer.json"
+    if tok_path.is_file():
+        tok = data.load_tokenizer(tok_path)
+    elif d.tokenizer == "train":
+        tok = data.train_tokenizer(texts, d.vocab_size, tok_path)
+    else:
+        tok = data.load_clip_bpe(d.bpe_path)
+        tok.save(tok_path)
+    tokens = tok.encode_batch(texts, context_length).reshape(len(groups), k, context_length)
+    cache_dir = Path(d.cache_dir) if d.cache_dir else workdir / "cache"
+    cache = data.build_cache(ds, cache_dir / f"{d.dataset}_{image_size}", image_size,
+                             workers=min(8, os.cpu_count() or 1), progress=jax.process_index() == 0)
+    return TrainData(cache.images, tokens[:, 0] if k == 1 else tokens, tok.eot_id, tok.vocab_size)
 
 
 class Prefetcher:
