@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
-from numbers import Real
+from numbers import Integral, Real
 from pathlib import Path
 
 import jax
@@ -74,8 +74,8 @@ class DigitsConfig:
     p: train probability that the colour agrees with the class, in [0, 1].
     r: caption richness, probability that each per-image detail word is included, in [0, 1].
     colour_in_caption: whether the caption names the colour (as M1's caption annotates z_spu).
-    spurious: 'tint' (background of the whole image takes the colour) or 'patch' (a 3x3 corner
-      patch, scaled to the image size, takes the colour).
+    spurious: 'tint' (the background of the whole image takes the colour) or 'patch' (a small
+      top-left square takes it; see colour_images).
     spurious_strength: colour amplitude in (0, 1]; pixel = ink + (1 - ink) * strength * colour.
     spurious_sigma: per-image std of the colour jitter (low variance), in [0, 1].
     dataset: 'sklearn' (embedded 8x8 digits, 1,797 images) or a directory holding MNIST idx files.
@@ -110,7 +110,7 @@ class DigitsConfig:
                     raise ValueError(f"DigitsConfig.{field}={value!r}: expected a number in [{lo}, {hi}]")
                 return  # traced or array value: validated by whoever built it
             ok = (lo < value if lo_open else lo <= value) and value <= hi
-            if integer and value != int(value):
+            if integer and not isinstance(value, Integral):
                 ok = False
             if not ok:
                 bracket = "(" if lo_open else "["

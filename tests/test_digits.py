@@ -210,7 +210,7 @@ def test_colour_is_drawn_into_the_pixels():
 @pytest.mark.parametrize(
     "field, value, fragment",
     [("p", 1.5, "[0.0, 1.0]"), ("r", -0.1, "[0.0, 1.0]"), ("temperature", 0.0, "(0.0, 100.0]"),
-     ("n_train", 10.5, "an integer"), ("spurious", "stripes", "'tint'"), ("batch_size", 5000, "n_train")],
+     ("n_train", 10.5, "an integer"), ("steps", 100.0, "an integer"), ("spurious", "stripes", "'tint'"), ("batch_size", 5000, "n_train")],
 )
 def test_config_rejects_bad_values(field, value, fragment):
     with pytest.raises(ValueError) as info:
