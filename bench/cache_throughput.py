@@ -1,7 +1,7 @@
 """Image-cache throughput on Tiny ImageNet: images/s building the cache, batches/s reading it.
 
     python bench/cache_throughput.py [--root ../shared/data/tiny_imagenet] [--images 10000]
-        [--resolution 64] [--workers 1 2] [--batch 256] [--out /tmp/mmcl_cache_bench]
+        [--resolution 64] [--workers 1 2] [--batch 256] [--out /tmp/mmcl_cache_bench] [--synthetic WxH]
 
 Reads every file once to warm the page cache, then builds a fresh cache for each worker count (decode + center crop + resize from the JPEG files), then
 reads random batches (uint8 (B, R, R, 3)) from the memory-mapped shards, and compares with decoding
@@ -28,6 +28,24 @@ from mmcl_theory.clip.data import build_cache, load_eval_set, load_training_set,
 DEFAULT_ROOT = Path(os.environ.get("MMCL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "tiny_imagenet"
 
 
+def synthetic_jpegs(folder: Path, count: int, size: str) -> list[str]:
+    """count JPEG files of size WxH (smooth random colour fields, 64 distinct ones repeated)."""
+    from PIL import Image
+
+    w, h = (int(v) for v in size.lower().split("x"))
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    bases = [Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+             for _ in range(64)]
+    paths = []
+    for i in range(count):
+        path = folder / f"{i:07d}.jpg"
+        if not path.is_file():
+            bases[i % 64].save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT)
@@ -37,14 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--read-seconds", type=float, default=3.0)
     p.add_argument("--out", type=Path, default=Path("/tmp/mmcl_cache_bench"))
+    p.add_argument("--synthetic", metavar="WxH", help="no dataset: write --images smooth random JPEGs of this size "
+                   "(e.g. 64x64, 500x375) under --out and use them instead of Tiny ImageNet")
     args = p.parse_args(argv)
-    if not args.root.is_dir():
-        print(f"error: Tiny ImageNet not found at {args.root} (pass --root)", file=sys.stderr)
+    if args.synthetic:
+        paths, source = synthetic_jpegs(args.out / f"jpeg_{args.synthetic}", args.images, args.synthetic), \
+            f"synthetic {args.synthetic} JPEGs"
+    elif args.root.is_dir():
+        train = load_training_set("tiny_imagenet", args.root)
+        val = load_eval_set("tiny_imagenet", args.root)
+        paths, source = (train.image_paths + val.image_paths)[: args.images], "Tiny ImageNet"
+    else:
+        print(f"error: Tiny ImageNet not found at {args.root} (pass --root or --synthetic)", file=sys.stderr)
         return 2
-
-    train = load_training_set("tiny_imagenet", args.root)
-    val = load_eval_set("tiny_imagenet", args.root)
-    paths = (train.image_paths + val.image_paths)[: args.images]
     for path in paths:  # warm the page cache, so every configuration reads the files from memory
         Path(path).read_bytes()
     rows = []
@@ -71,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
             "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(), "package_version": mmcl_theory.__version__,
-            "resolution": args.resolution, "batch": args.batch, "decode_from_files_batches_per_s": decode_bps,
+            "source": source, "resolution": args.resolution, "batch": args.batch, "decode_from_files_batches_per_s": decode_bps,
             "rows": rows}
-    print(f"cache throughput, Tiny ImageNet, {len(paths)} images -> {args.resolution}px, batch {args.batch}; "
+    print(f"cache throughput, {source}, {len(paths)} images -> {args.resolution}px, batch {args.batch}; "
           f"{info['cpu_count']} CPUs, {info['date']}")
     print(f"{'workers':>7} | {'build img/s':>11} | {'read batches/s':>14} | {'read img/s':>11}")
     for r in rows:

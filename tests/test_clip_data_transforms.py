@@ -171,7 +171,9 @@ def test_cache_matches_read_images_and_reports_bad_files(shared_data, tmp_path):
     np.testing.assert_array_equal(cache.images[10:13], D.read_images(paths[10:13], 32))
     assert [w for w, _ in cache.skipped] == [str(bad), str(tmp_path / "missing.jpg")]
     assert cache.skipped_rows == [70, 71] and cache.get_batch([70, 71]).max() == 0
-    assert isinstance(cache._shards[0], np.memmap) and not list(tmp_path.glob("c/*.pickle"))
+    assert isinstance(cache.images, np.memmap) and cache.images.shape == (152, 32, 32, 3)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        "images.npy", "manifest.json", "shard_00000.done.json", "shard_00001.done.json", "shard_00002.done.json"]
 
 
 def test_cache_resumes_after_kill(shared_data, tmp_path):
@@ -179,16 +181,20 @@ def test_cache_resumes_after_kill(shared_data, tmp_path):
     out = tmp_path / "c"
     D.build_cache(paths, out, 16, shard_size=64, progress=False)
     full = np.asarray(D.ImageCache(out).images)
-    # simulate a kill during shard 2: its .npy never got renamed, a partial temp file is left behind
-    (out / "shard_00002.npy").unlink()
-    (out / "shard_00002.npy.partial.tmp").write_bytes(b"partial")
+    # simulate a kill during shard 2: its rows are garbage, its marker was never written, a temp file is left
+    (out / "shard_00002.done.json").unlink()
+    rows = np.load(out / "images.npy", mmap_mode="r+")
+    rows[128:192] = 7
+    rows.flush()
+    del rows
+    (out / "shard_00002.done.json.partial.tmp").write_bytes(b"partial")
     with pytest.raises(D.DataLayoutError, match="incomplete"):
         D.ImageCache(out)
-    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("shard_*.npy")}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("shard_*.done.json")}
     time.sleep(0.01)
     cache = D.build_cache(paths, out, 16, shard_size=64, progress=False)
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard_*.npy") if p.name in mtimes} == mtimes
-    assert (out / "shard_00002.npy").is_file() and not list(out.glob("*.tmp"))
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard_*.done.json") if p.name in mtimes} == mtimes
+    assert (out / "shard_00002.done.json").is_file() and not list(out.glob("*.tmp"))
     np.testing.assert_array_equal(np.asarray(cache.images), full)
     with pytest.raises(D.DataLayoutError, match="different cache"):
         D.build_cache(paths, out, 24, shard_size=64, progress=False)
@@ -208,11 +214,11 @@ def test_cache_survives_sigkill(shared_data, tmp_path):
             "shard_size=100, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 60
-    while len(list(out.glob("shard_*.npy"))) < 3 and time.time() < deadline and proc.poll() is None:
+    while len(list(out.glob("shard_*.done.json"))) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_before = sorted(p.name for p in out.glob("shard_*.npy"))
+    done_before = sorted(p.name for p in out.glob("shard_*.done.json"))
     assert 3 <= len(done_before) < 50, "the build finished before it could be killed"
     mtimes = {n: (out / n).stat().st_mtime_ns for n in done_before}
     cache = D.build_cache(paths, out, 16, workers=2, shard_size=100, progress=False)

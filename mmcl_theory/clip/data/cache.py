@@ -1,23 +1,27 @@
-"""Image cache: decode and resize once into fixed-resolution uint8 .npy shards, then read memory-mapped.
+"""Image cache: decode and resize once into one fixed-resolution uint8 .npy file, then read it memory-mapped.
 
 Layout of ``out_dir``::
 
     manifest.json             resolution, crop_border, shard_size, count, sha256 of the image list
-    shard_00000.npy ...       uint8 (n_i, R, R, 3), rows [i*shard_size, i*shard_size + n_i)
-    shard_00000.skipped.json  [[row, path, reason], ...] images that failed to decode (row left black)
+    images.npy                uint8 (N, R, R, 3), created full-size (sparse) before decoding starts
+    shard_00000.done.json     marks rows [i*shard_size, (i+1)*shard_size) finished; holds the images
+                              of that shard that failed to decode, [[row, path, reason], ...] (black rows)
 
-Each shard is written to a temporary file and renamed when complete, its skipped list first; a
-killed build keeps its finished shards and rewrites only the missing ones on the next call.
+The rows of a shard are filled in place (by worker processes writing through their own memory map),
+flushed, and only then is the shard's marker written (temp file + rename). A killed build keeps
+every marked shard and rewrites the unmarked ones on the next call. Reading is one fancy index into
+a single memory map, ``cache.images[indices]``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,8 @@ from .errors import DataLayoutError, ImageDecodeError, Skip
 from .images import decode_image
 
 MANIFEST = "manifest.json"
+IMAGES = "images.npy"
+CHUNK = 256  # images per worker task
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -40,79 +46,59 @@ def _atomic_write_text(path: Path, text: str) -> None:
             os.remove(tmp)
 
 
-def _shard_name(i: int) -> str:
-    return f"shard_{i:05d}"
+def _marker(out: Path, i: int) -> Path:
+    return out / f"shard_{i:05d}.done.json"
 
 
 class ImageCache:
-    """A finished cache: ``len(cache)``, ``.images`` (uint8 (N, R, R, 3) view over the memory-mapped
-    shards), ``.get_batch(indices)``, ``.skipped`` (path, reason), ``.resolution``."""
+    """A finished cache: ``len(cache)``, ``.images`` (np.memmap uint8 (N, R, R, 3), read-only),
+    ``.get_batch(indices)``, ``.skipped`` [(path, reason)], ``.skipped_rows``, ``.resolution``."""
 
     def __init__(self, out_dir: str | Path):
         self.dir = Path(out_dir)
         mpath = self.dir / MANIFEST
         if not mpath.is_file():
             raise DataLayoutError(f"{self.dir}: not an image cache (expected {MANIFEST}; build it with build_cache)")
-        m = json.loads(mpath.read_text())
-        self.manifest = m
-        self.resolution, self.count, self.shard_size = m["resolution"], m["count"], m["shard_size"]
+        self.manifest = json.loads(mpath.read_text())
+        self.resolution, self.count, self.shard_size = (self.manifest[k] for k in ("resolution", "count", "shard_size"))
         n_shards = -(-self.count // self.shard_size)
-        missing = [_shard_name(i) for i in range(n_shards) if not (self.dir / f"{_shard_name(i)}.npy").is_file()]
+        missing = [i for i in range(n_shards) if not _marker(self.dir, i).is_file()]
         if missing:
-            raise DataLayoutError(f"{self.dir}: cache incomplete, {len(missing)} of {n_shards} shards missing "
-                                  f"(first {missing[0]}.npy); run build_cache again to resume")
-        self._shards = [np.load(self.dir / f"{_shard_name(i)}.npy", mmap_mode="r") for i in range(n_shards)]
+            raise DataLayoutError(f"{self.dir}: cache incomplete, {len(missing)} of {n_shards} shards unfinished "
+                                  f"(first {_marker(self.dir, missing[0]).name} missing); run build_cache again to resume")
+        self.images: np.memmap = np.load(self.dir / IMAGES, mmap_mode="r")
+        if self.images.shape != (self.count, self.resolution, self.resolution, 3) or self.images.dtype != np.uint8:
+            raise DataLayoutError(f"{self.dir / IMAGES}: shape {self.images.shape} {self.images.dtype} does not match "
+                                  f"the manifest ({self.count}, {self.resolution}, {self.resolution}, 3) uint8")
         self.skipped: list[Skip] = []
         self.skipped_rows: list[int] = []
         for i in range(n_shards):
-            for row, path, reason in json.loads((self.dir / f"{_shard_name(i)}.skipped.json").read_text()):
+            for row, path, reason in json.loads(_marker(self.dir, i).read_text()):
                 self.skipped_rows.append(row)
                 self.skipped.append((path, reason))
-        self.images = ShardedImages(self._shards, self.shard_size)
 
     def __len__(self) -> int:
         return self.count
 
     def get_batch(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        """uint8 (B, R, R, 3) rows at the given indices, in that order."""
-        return self.images[np.asarray(indices, dtype=np.int64)]
+        """uint8 (B, R, R, 3) rows at the given indices, in that order (a copy in memory)."""
+        return np.asarray(self.images[np.asarray(indices, dtype=np.int64)])
 
 
-class ShardedImages:
-    """Array-like uint8 (N, R, R, 3) over equal-size memory-mapped shards (last one may be shorter).
-    Indexing by an int, a slice or an int array returns an ndarray; ``np.asarray`` loads everything."""
-
-    def __init__(self, shards: list[np.ndarray], shard_size: int):
-        self._shards, self._size = shards, shard_size
-        n = sum(len(s) for s in shards)
-        r = shards[0].shape[1] if shards else 0
-        self.shape, self.dtype = (n, r, r, 3), np.dtype(np.uint8)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key) -> np.ndarray:
-        if isinstance(key, (int, np.integer)):
-            k = int(key) + (self.shape[0] if key < 0 else 0)
-            if not 0 <= k < self.shape[0]:
-                raise IndexError(f"index {key} out of range for {self.shape[0]} images")
-            return np.asarray(self._shards[k // self._size][k % self._size])
-        idx = np.arange(self.shape[0])[key] if isinstance(key, slice) else np.asarray(key, dtype=np.int64)
-        if idx.ndim != 1:
-            raise IndexError("index must be an int, a slice or a 1-d int array")
-        idx = np.where(idx < 0, idx + self.shape[0], idx)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.shape[0]):
-            raise IndexError(f"indices out of range for {self.shape[0]} images")
-        out = np.empty((len(idx),) + self.shape[1:], np.uint8)
-        shard = idx // self._size
-        for s in np.unique(shard):
-            sel = np.nonzero(shard == s)[0]
-            out[sel] = self._shards[s][idx[sel] - s * self._size]
-        return out
-
-    def __array__(self, dtype=None, copy=None):
-        out = self[slice(None)]
-        return out if dtype is None else out.astype(dtype)
+def _decode_into(npy_path: str, start: int, refs: list[str], resolution: int, crop_border: int) -> list[list]:
+    """Decode refs into rows start.. of the .npy file (opened r+), flush; return [[row, ref, reason]] for
+    the images that failed (their rows are set black). Runs in a worker process or inline."""
+    arr = np.load(npy_path, mmap_mode="r+")
+    skipped = []
+    for j, ref in enumerate(refs):
+        try:
+            arr[start + j] = decode_image(ref, resolution, crop_border)
+        except ImageDecodeError as e:
+            arr[start + j] = 0
+            skipped.append([start + j, ref, str(e).split(": ", 1)[1]])
+    arr.flush()
+    del arr
+    return skipped
 
 
 def build_cache(dataset_or_paths, out_dir: str | Path, resolution: int, workers: int = 2,
@@ -120,8 +106,8 @@ def build_cache(dataset_or_paths, out_dir: str | Path, resolution: int, workers:
     """Decode every image once (center crop + resize to ``resolution``) into ``out_dir``; resumable.
 
     dataset_or_paths: a dataset with ``.image_paths`` (and optionally ``.crop_border``) or a list of paths.
-    Images that fail to decode become black rows listed in ``ImageCache.skipped``. ``workers`` threads
-    decode in parallel (Pillow releases the GIL while decoding and resizing).
+    Images that fail to decode become black rows listed in ``ImageCache.skipped``. ``workers`` > 1 decodes
+    in that many spawned processes (safe next to JAX; threads do not scale, decoding holds the GIL).
     """
     paths = list(getattr(dataset_or_paths, "image_paths", dataset_or_paths) or [])
     if crop_border is None:
@@ -135,7 +121,7 @@ def build_cache(dataset_or_paths, out_dir: str | Path, resolution: int, workers:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()
-    manifest = {"format": 1, "resolution": int(resolution), "crop_border": int(crop_border),
+    manifest = {"format": 2, "resolution": int(resolution), "crop_border": int(crop_border),
                 "shard_size": int(shard_size), "count": len(paths), "paths_sha256": digest}
     mpath = out / MANIFEST
     if mpath.is_file():
@@ -143,42 +129,42 @@ def build_cache(dataset_or_paths, out_dir: str | Path, resolution: int, workers:
         if old != manifest:
             diff = {k: (old.get(k), v) for k, v in manifest.items() if old.get(k) != v}
             raise DataLayoutError(f"{out}: holds a different cache ({diff}); use another out_dir")
-    else:
-        _atomic_write_text(mpath, json.dumps(manifest, indent=1))
     for stale in out.glob("*.tmp"):  # partial files of a killed build
         stale.unlink()
+    data = out / IMAGES
+    if not (mpath.is_file() and data.is_file()):  # fresh start: no finished shard can be trusted
+        for stale in out.glob("shard_*.done.json"):
+            stale.unlink()
+        tmp = out / f"{IMAGES}.tmp"
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                  shape=(len(paths), resolution, resolution, 3)).flush()
+        os.replace(tmp, data)
+        _atomic_write_text(mpath, json.dumps(manifest, indent=1))
 
     n_shards = -(-len(paths) // shard_size)
-    todo = [i for i in range(n_shards) if not (out / f"{_shard_name(i)}.npy").is_file()]
-    done_rows = len(paths) - sum(min(shard_size, len(paths) - i * shard_size) for i in todo)
-
-    def load(ref: str) -> np.ndarray | str:
-        try:
-            return decode_image(ref, resolution, crop_border)
-        except ImageDecodeError as e:
-            return str(e).split(": ", 1)[1]
-
+    todo = [i for i in range(n_shards) if not _marker(out, i).is_file()]
+    tasks = [(i, lo, paths[lo: min(lo + CHUNK, (i + 1) * shard_size)])
+             for i in todo for lo in range(i * shard_size, min((i + 1) * shard_size, len(paths)), CHUNK)]
+    remaining = {i: sum(t[0] == i for t in tasks) for i in todo}
+    skipped: dict[int, list] = {i: [] for i in todo}
+    done_rows = len(paths) - sum(len(t[2]) for t in tasks)
     bar = tqdm(total=len(paths), initial=done_rows, unit="img", desc=f"cache {out.name}", disable=not progress)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i in todo:
-            lo = i * shard_size
-            chunk = paths[lo: lo + shard_size]
-            arr = np.zeros((len(chunk), resolution, resolution, 3), np.uint8)
-            skipped = []
-            for j, res in enumerate(pool.map(load, chunk)):
-                if isinstance(res, str):
-                    skipped.append([lo + j, chunk[j], res])
-                else:
-                    arr[j] = res
-                bar.update(1)
-            _atomic_write_text(out / f"{_shard_name(i)}.skipped.json", json.dumps(skipped))
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=_shard_name(i), suffix=".npy.tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, arr)
-                os.replace(tmp, out / f"{_shard_name(i)}.npy")
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+
+    def finished(i: int, n: int, failed: list) -> None:
+        bar.update(n)
+        skipped[i] += failed
+        remaining[i] -= 1
+        if remaining[i] == 0:
+            _atomic_write_text(_marker(out, i), json.dumps(sorted(skipped[i])))
+
+    if workers == 1:
+        for i, lo, refs in tasks:
+            finished(i, len(refs), _decode_into(str(data), lo, refs, resolution, crop_border))
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_decode_into, str(data), lo, refs, resolution, crop_border): (i, len(refs))
+                       for i, lo, refs in tasks}
+            for fut in as_completed(futures):
+                finished(*futures[fut], fut.result())
     bar.close()
     return ImageCache(out)
