@@ -23,8 +23,10 @@ Zero-shot evaluation sets, ``load_eval_set(name, root, **options) -> EvalSet``:
     to ``logits[:, class_subset]``), ``.hit_sets`` (ObjectNet: per image, the set of accepted class
     indices; prediction correct if in the set), ``.class_groups`` (texture-vs-shape: ImageNet indices of
     each of the 16 categories), ``.crop_border`` (pixels to cut before resizing; ObjectNet 2), ``.skipped``;
-    ``.read(indices, resolution) -> uint8 (B, R, R, 3)`` (applies crop_border) and
-    ``.correct(predictions) -> bool (N,)`` (class index predictions; uses hit_sets where given).
+    ``.read(indices, resolution) -> uint8 (B, R, R, 3)`` (applies crop_border),
+    ``.correct(predictions) -> bool (N,)`` (class index predictions; uses hit_sets where given), and
+    ``.restrict(imagenet_indices)`` (images and logits of those classes only). ``load_eval_set('imagenet1k',
+    root, restrict_to='imagenet-r' | 'imagenet-a' | 'objectnet')`` gives val on that shift's classes.
 
 Images and shifts:
     ``read_images(paths, resolution, *, crop_border=0, skipped=None) -> uint8 (N, R, R, 3)``
@@ -32,9 +34,10 @@ Images and shifts:
     over uint8 (N, H, W, 3); ``SHIFTS`` names the shifts.
 
 Image cache (decode once, read at memory speed):
-    ``build_cache(dataset_or_paths, out_dir, resolution, workers=2) -> ImageCache``: resumable;
-    ``ImageCache(out_dir)``: ``len()``, ``.images`` (uint8 (N, R, R, 3), backed by memory-mapped .npy
-    shards), ``.get_batch(indices) -> uint8 (B, R, R, 3)``, ``.skipped``.
+    ``build_cache(dataset_or_paths, out_dir, resolution, workers=2) -> ImageCache``: one images.npy
+    filled shard by shard (``workers`` spawned processes), resumable after a kill;
+    ``ImageCache(out_dir)``: ``len()``, ``.images`` (np.memmap uint8 (N, R, R, 3), read-only),
+    ``.get_batch(indices) -> uint8 (B, R, R, 3)``, ``.skipped`` (black rows of undecodable images).
 
 Tokenizer (BPE, lower-cased, CLIP-style ``</w>`` word ends):
     ``train_tokenizer(texts, vocab_size, path) -> BPETokenizer`` (saved as tokenizers JSON at path),
