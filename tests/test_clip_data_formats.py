@@ -4,7 +4,6 @@ ImageNet-Captions, corrupt and missing files; and the inspection CLI."""
 
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile

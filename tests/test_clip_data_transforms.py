@@ -1,7 +1,6 @@
 """clip.data caption variants, shifts, tokenizer and image cache."""
 
 import json
-import os
 import time
 
 import numpy as np

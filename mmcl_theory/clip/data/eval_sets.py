@@ -15,7 +15,7 @@ from .errors import DataLayoutError, Skip
 from .facts import (IMAGENET_A_CLASSES, IMAGENET_CLASSNAMES, IMAGENET_R_CLASSES, IMAGENET_WNIDS, OBJECTNET_CLASSES,
                     TEXTURE_SHAPE_CLASSES)
 from .images import is_image_file, read_images
-from .training_sets import _tiny_split, call_loader, tiny_imagenet_classes
+from .training_sets import tiny_imagenet_split, call_loader, tiny_imagenet_classes
 
 EVAL_SETS: tuple[str, ...] = (
     "imagenet1k", "imagenetv2", "imagenet_sketch", "imagenet-r", "imagenet-a", "objectnet", "tiny_imagenet",
@@ -376,7 +376,7 @@ def load_tiny_imagenet_val(root: str | Path, per_class: int | None = None, class
     each class (not sorted; follows wnids.txt)."""
     root = Path(root)
     wnids, names = tiny_imagenet_classes(root, classnames)
-    paths, labels, _, skipped = _tiny_split(root, "val", wnids, per_class)
+    paths, labels, _, skipped = tiny_imagenet_split(root, "val", wnids, per_class)
     index = {w: i for i, w in enumerate(IMAGENET_WNIDS)}
     return EvalSet("tiny_imagenet", str(root), paths, labels, names,
                    np.array([index[w] for w in wnids], np.int64), skipped=skipped)

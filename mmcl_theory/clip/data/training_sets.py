@@ -19,7 +19,7 @@ import numpy as np
 from .captions import image_details, label_text, parse_minus_variant, remove_details, rich_text
 from .errors import DataLayoutError, Skip
 from .facts import IMAGENET_CLASSNAMES, IMAGENET_WNIDS
-from .images import is_image_file, read_images
+from .images import read_images
 
 TRAINING_SETS: tuple[str, ...] = ("coco", "cc3m", "cc12m", "webdataset", "csv", "imagenet_captions", "tiny_imagenet")
 
@@ -469,7 +469,7 @@ def tiny_imagenet_classes(root: Path, names: str = "clip") -> tuple[list[str], l
     raise ValueError(f"classnames must be 'clip' or 'words', got {names!r}")
 
 
-def _tiny_split(root: Path, split: str, wnids: list[str], per_class: int | None):
+def tiny_imagenet_split(root: Path, split: str, wnids: list[str], per_class: int | None):
     """(paths, labels, boxes, skipped) of a Tiny ImageNet split; boxes are x0 y0 x1 y1 in 64x64 pixels."""
     index = {w: i for i, w in enumerate(wnids)}
     paths, labels, boxes, skipped = [], [], [], []
@@ -530,7 +530,7 @@ def load_tiny_imagenet(root: str | Path, split: str = "train", per_class: int | 
     if per_class is not None and per_class < 1:
         raise ValueError(f"per_class must be >= 1 or None, got {per_class}")
     wnids, names = tiny_imagenet_classes(root, classnames)
-    paths, labels, boxes, skipped = _tiny_split(root, split, wnids, per_class)
+    paths, labels, boxes, skipped = tiny_imagenet_split(root, split, wnids, per_class)
     return ImageTextDataset("tiny_imagenet", str(root), paths, None, labels=labels, classnames=names,
                             boxes=boxes, skipped=skipped)
 
