@@ -1,0 +1,284 @@
+"""Synthetic image-text data: latent features, caption annotation, train and shifted test distributions.
+
+SPEC section 1. A latent vector z in R^l (class cores, spurious features, details) is observed as
+    image  x_I = D_I z_I + xi_I,    caption  x_T = D_T z_T + xi_T,
+with D (d x l) orthonormal columns drawn from a seed and xi ~ N(0, sigma_xi^2 / d I_d), independent
+across modalities and samples. A caption *annotates* a coordinate (copies its per-image value),
+mentions it at its class-level value, or leaves it out (zero).
+
+Presets (SPEC sections 3 and 4):
+- M1: binary, intra-class contrasting.  z = [z_core, z_spu].
+- M2: K classes, inter-class feature sharing.  z = [c (K cores), s (K spurious)].
+
+Three detail types are annotated independently (SPEC section 5):
+(a) per-image variation of the class core, probability `r` (caption richness);
+(b) other classes' cores present in an image, probability `annotate` (M2 only);
+(c) the spurious/background feature, probability `spurious_annotation`.
+
+Labels are class indices 0..K-1 (M1: index 1 is y = +1). Test distributions keep the class-core
+relation and change the class-spurious agreement q: aligned (q = 1), independent (q = 1/K),
+flipped (q = 0), or any q in [0, 1]. In M2 the shifted test has no details (beta_test = 0).
+Sampling is a pure function of a PRNG key; configs are frozen dataclasses that validate themselves
+and are JAX pytrees (float fields are leaves, so configs can be stacked and vmapped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+TESTS = ("aligned", "independent", "flipped")
+
+
+def _concrete(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_floats(config, fields) -> None:
+    """Store integer values of float fields as floats (so `annotate=1` samples like `annotate=1.0`)."""
+    for f in fields:
+        value = getattr(config, f)
+        if isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(config, f, float(value))
+
+
+def _check(cls_name: str, field: str, value, low, high, *, integer=False) -> None:
+    """Raise ValueError naming the field, its value and the allowed range."""
+    if integer and not (isinstance(value, int) and not isinstance(value, bool)):
+        raise ValueError(f"{cls_name}.{field} = {value!r} must be an integer in [{low}, {high}]")
+    if not _concrete(value):
+        return  # traced or stacked values (inside jit/vmap) were validated when built
+    if not (low <= value <= high) or math.isnan(value):
+        raise ValueError(f"{cls_name}.{field} = {value!r} is out of range: allowed [{low}, {high}]")
+
+
+def _pytree(meta: tuple[str, ...]):
+    """Freeze a dataclass and register it as a pytree with `meta` as static fields."""
+
+    def wrap(cls):
+        cls = dataclasses.dataclass(frozen=True)(cls)
+        data = tuple(f.name for f in dataclasses.fields(cls) if f.name not in meta)
+        return jax.tree_util.register_dataclass(cls, data_fields=list(data), meta_fields=list(meta))
+
+    return wrap
+
+
+@_pytree(meta=("n", "d", "n_test"))
+class M1Config:
+    """Binary model M1 (SPEC section 3). Defaults are the SPEC defaults.
+
+    y uniform in {-1, +1}; a = y with probability p in training; z_core = y + sigma_core e1,
+    z_spu = a + sigma_spu e2. Caption: z_T,core = z_core with probability r, else y;
+    z_T,spu = z_spu with probability spurious_annotation, else 0.
+    """
+
+    sigma_core: float = 1.0
+    sigma_spu: float = 0.05
+    p: float = 0.95
+    r: float = 1.0
+    spurious_annotation: float = 1.0
+    sigma_xi: float = 1.0
+    n: int = 200
+    d: int = 2000
+    n_test: int = 4000
+
+    num_classes = 2
+    latent_dim = 2
+
+    def __post_init__(self):
+        name = type(self).__name__
+        _as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "spurious_annotation"))
+        for f in ("sigma_core", "sigma_spu", "sigma_xi"):
+            _check(name, f, getattr(self, f), 0.0, math.inf)
+        for f in ("p", "r", "spurious_annotation"):
+            _check(name, f, getattr(self, f), 0.0, 1.0)
+        _check(name, "n", self.n, 2, 10**8, integer=True)
+        _check(name, "n_test", self.n_test, 1, 10**8, integer=True)
+        _check(name, "d", self.d, self.latent_dim, 10**6, integer=True)
+
+
+@_pytree(meta=("K", "n", "d", "n_test"))
+class M2Config:
+    """K-class model M2 (SPEC section 4). Defaults are the SPEC reference settings (n from its SL column).
+
+    Cores c in R^K: c_y = 1 + sigma_core e; for j != y, c_j = 1 + sigma_core e_j with probability
+    beta, else 0. Spurious s in R^K: s_a = 1 + sigma_spu e, others 0; a = y with probability p,
+    else uniform over the other classes. Caption: c_T,y = c_y with probability r, else 1; each
+    present detail c_j is copied with probability `annotate`, else 0; s_T = s with probability
+    spurious_annotation, else 0.
+    """
+
+    sigma_core: float = 1.0
+    sigma_spu: float = 0.05
+    p: float = 0.9
+    r: float = 1.0
+    beta: float = 0.2
+    annotate: float = 1.0
+    spurious_annotation: float = 1.0
+    sigma_xi: float = 1.0
+    K: int = 5
+    n: int = 500
+    d: int = 3000
+    n_test: int = 4000
+
+    @property
+    def num_classes(self) -> int:
+        return self.K
+
+    @property
+    def latent_dim(self) -> int:
+        return 2 * self.K
+
+    def __post_init__(self):
+        name = type(self).__name__
+        _check(name, "K", self.K, 2, 10**4, integer=True)
+        _as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "beta", "annotate", "spurious_annotation"))
+        for f in ("sigma_core", "sigma_spu", "sigma_xi"):
+            _check(name, f, getattr(self, f), 0.0, math.inf)
+        for f in ("p", "r", "beta", "annotate", "spurious_annotation"):
+            _check(name, f, getattr(self, f), 0.0, 1.0)
+        _check(name, "n", self.n, 2, 10**8, integer=True)
+        _check(name, "n_test", self.n_test, 1, 10**8, integer=True)
+        _check(name, "d", self.d, 2 * self.K, 10**6, integer=True)
+
+
+PRESETS = {"M1": M1Config, "M2": M2Config}
+Config = M1Config | M2Config
+
+
+def make_config(preset: str, **overrides) -> Config:
+    """Build a preset config with overrides; unknown preset or field -> ValueError listing the valid ones."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: allowed {sorted(PRESETS)}")
+    cls = PRESETS[preset]
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {preset} parameter(s) {unknown}: valid keys are {valid}")
+    return cls(**overrides)
+
+
+def agreement(test: str | float, num_classes: int) -> float:
+    """Class-spurious agreement q = P(a = y) of a test distribution: aligned 1, independent 1/K, flipped 0."""
+    if isinstance(test, str):
+        table = {"aligned": 1.0, "independent": 1.0 / num_classes, "flipped": 0.0}
+        if test not in table:
+            raise ValueError(f"unknown test distribution {test!r}: allowed {list(TESTS)} or a number in [0, 1]")
+        return table[test]
+    _check("test", "q", float(test), 0.0, 1.0)
+    return float(test)
+
+
+# --------------------------------------------------------------------------- observation model
+
+
+def orthonormal_dictionary(key: jax.Array, d: int, l: int) -> jax.Array:
+    """(d, l) matrix with orthonormal columns, uniformly random (QR of a Gaussian matrix)."""
+    q, r = jnp.linalg.qr(jax.random.normal(key, (d, l)))
+    return q * jnp.sign(jnp.diagonal(r))
+
+
+def observe(key: jax.Array, z: jax.Array, dictionary: jax.Array, sigma_xi) -> jax.Array:
+    """x = D z + xi for each row of z (n, l): returns (n, d), xi ~ N(0, sigma_xi^2 / d I_d)."""
+    d = dictionary.shape[0]
+    noise = jax.random.normal(key, (z.shape[0], d)) * (sigma_xi / jnp.sqrt(d))
+    return z @ dictionary.T + noise
+
+
+class Latents(NamedTuple):
+    """z_image, z_text: (n, l); label: (n,) class index; spurious: (n,) spurious attribute index."""
+
+    z_image: jax.Array
+    z_text: jax.Array
+    label: jax.Array
+    spurious: jax.Array
+
+
+class Dataset(NamedTuple):
+    """x_image: (n, d); x_text: (n, d); label: (n,); spurious: (n,)."""
+
+    x_image: jax.Array
+    x_text: jax.Array
+    label: jax.Array
+    spurious: jax.Array
+
+
+def _m1_latents(key, cfg: M1Config, n: int, q) -> Latents:
+    k_y, k_a, k_core, k_spu, k_r, k_s = jax.random.split(key, 6)
+    sign = 2.0 * jax.random.bernoulli(k_y, 0.5, (n,)) - 1.0
+    a = jnp.where(jax.random.bernoulli(k_a, q, (n,)), sign, -sign)
+    z_core = sign + cfg.sigma_core * jax.random.normal(k_core, (n,))
+    z_spu = a + cfg.sigma_spu * jax.random.normal(k_spu, (n,))
+    t_core = jnp.where(jax.random.bernoulli(k_r, cfg.r, (n,)), z_core, sign)
+    t_spu = z_spu * jax.random.bernoulli(k_s, cfg.spurious_annotation, (n,))
+    to_index = lambda s: ((s + 1) / 2).astype(jnp.int32)
+    return Latents(jnp.stack([z_core, z_spu], 1), jnp.stack([t_core, t_spu], 1), to_index(sign), to_index(a))
+
+
+def _m2_latents(key, cfg: M2Config, n: int, q, beta) -> Latents:
+    K = cfg.K
+    k_y, k_a, k_other, k_c, k_present, k_s, k_r, k_ann, k_sa = jax.random.split(key, 9)
+    y = jax.random.randint(k_y, (n,), 0, K)
+    other = (y + jax.random.randint(k_other, (n,), 1, K)) % K  # uniform over the other classes
+    a = jnp.where(jax.random.bernoulli(k_a, q, (n,)), y, other)
+    own = jax.nn.one_hot(y, K, dtype=bool)
+    present = own | jax.random.bernoulli(k_present, beta, (n, K))
+    c = (1.0 + cfg.sigma_core * jax.random.normal(k_c, (n, K))) * present
+    s = (1.0 + cfg.sigma_spu * jax.random.normal(k_s, (n, 1))) * jax.nn.one_hot(a, K)
+    c_text_own = jnp.where(jax.random.bernoulli(k_r, cfg.r, (n, K)), c, 1.0)
+    c_text_detail = c * jax.random.bernoulli(k_ann, cfg.annotate, (n, K))
+    c_text = jnp.where(own, c_text_own, c_text_detail)
+    s_text = s * jax.random.bernoulli(k_sa, cfg.spurious_annotation, (n, 1))
+    return Latents(jnp.concatenate([c, s], 1), jnp.concatenate([c_text, s_text], 1), y, a)
+
+
+def sample_latents(key: jax.Array, cfg: Config, n: int, test: str | float | None = None) -> Latents:
+    """n latent pairs from the training distribution (test=None) or a shifted test distribution.
+
+    Training uses agreement cfg.p; a test uses agreement(test) and, in M2, no details (beta = 0).
+    """
+    if isinstance(cfg, M1Config):
+        return _m1_latents(key, cfg, n, cfg.p if test is None else agreement(test, 2))
+    q = cfg.p if test is None else agreement(test, cfg.K)
+    return _m2_latents(key, cfg, n, q, cfg.beta if test is None else 0.0)
+
+
+def dictionaries(key: jax.Array, cfg: Config) -> tuple[jax.Array, jax.Array]:
+    """(D_I, D_T): two independent (d, l) orthonormal dictionaries."""
+    k_i, k_t = jax.random.split(key)
+    return orthonormal_dictionary(k_i, cfg.d, cfg.latent_dim), orthonormal_dictionary(k_t, cfg.d, cfg.latent_dim)
+
+
+def sample_dataset(key: jax.Array, cfg: Config, dicts, n: int, test: str | float | None = None) -> Dataset:
+    """Observed image-caption pairs (n, d) through the dictionaries `dicts` = (D_I, D_T)."""
+    k_z, k_i, k_t = jax.random.split(key, 3)
+    lat = sample_latents(k_z, cfg, n, test)
+    x_image = observe(k_i, lat.z_image, dicts[0], cfg.sigma_xi)
+    x_text = observe(k_t, lat.z_text, dicts[1], cfg.sigma_xi)
+    return Dataset(x_image, x_text, lat.label, lat.spurious)
+
+
+def prompt_latents(cfg: Config, kind: str = "core") -> jax.Array:
+    """Zero-shot prompts in latent text space, (K, l).
+
+    kind="core": t_k = e_core(k), the caption naming class k only (M1: the class value -1 / +1).
+    kind="class_mean": t_k = E[z_T | y = k].
+    """
+    if kind not in ("core", "class_mean"):
+        raise ValueError(f"unknown prompt kind {kind!r}: allowed ['core', 'class_mean']")
+    if isinstance(cfg, M1Config):
+        sign = jnp.array([-1.0, 1.0])
+        spu = cfg.spurious_annotation * (2 * cfg.p - 1) * sign if kind == "class_mean" else 0 * sign
+        return jnp.stack([sign, spu], 1)
+    K = cfg.K
+    eye = jnp.eye(K)
+    if kind == "core":
+        return jnp.concatenate([eye, jnp.zeros((K, K))], 1)
+    q = (1 - cfg.p) / (K - 1)
+    cores = eye + (1 - eye) * cfg.beta * cfg.annotate
+    spurious = cfg.spurious_annotation * (eye * cfg.p + (1 - eye) * q)
+    return jnp.concatenate([cores, spurious], 1)
