@@ -84,7 +84,7 @@ class M1Config:
     sigma_xi: float = 1.0
     n: int = 200
     d: int = 2000
-    n_test: int = 4000
+    n_test: int = 2000
 
     num_classes = 2
     latent_dim = 2
@@ -123,7 +123,7 @@ class M2Config:
     K: int = 5
     n: int = 500
     d: int = 3000
-    n_test: int = 4000
+    n_test: int = 2000
 
     @property
     def num_classes(self) -> int:

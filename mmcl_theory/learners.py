@@ -40,10 +40,10 @@ class LearnerSettings:
     rank: int = 0
     rho: float = 1.0
     embed_dim: int = 8
-    width: int = 64
-    steps: int = 300
+    width: int = 32
+    steps: int = 200
     lr: float = 0.01
-    gd_steps: int = 1000
+    gd_steps: int = 300
     gd_lr: float = 0.1
     temperature: float = 0.1
     learn_temperature: bool = False
