@@ -13,12 +13,18 @@ and included independently with probability r, the caption richness), plus optio
 word. Detail words therefore annotate the per-image variation of the core around its class,
 which is what caption richness means in the theory (SPEC section 1: z_T,core = z_core).
 
-Learners, both on the same MLP image backbone and trained with optax AdamW on minibatches:
+Learners. The two trained ones share the MLP image backbone and optax AdamW minibatch training:
   mmcl_infonce_digits: image MLP + bag-of-words text encoder, symmetric InfoNCE
                        (losses.infonce_loss) on L2-normalised embeddings; zero-shot prediction
                        argmax_k <f(x), g(prompt_k)> with prompt_k = the digit word alone.
   sl_digits:           image MLP + linear 10-way head, softmax cross-entropy.
-A sweep point trains all seeds in one jit-compiled call (vmap over seeds, lax.scan over steps).
+The two linear ones are the theory's learners (SPEC section 2) applied to raw pixels and tokens:
+  mmcl_linear_digits:  closed-form minimiser of the linear contrastive loss, A* = top-embed_dim
+                       SVD of S = (X_I - mean)^T X_T / (n-1); zero-shot argmax_k (x - mean)^T A* t_k.
+  sl_min_norm_digits:  minimum-norm least-squares fit of one-vs-rest +-1 targets, W = X^+ Y
+                       (the max-margin direction when every point is a support vector).
+A sweep point runs all seeds of a learner in one jit-compiled call (vmap over seeds; lax.scan
+over training steps).
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ VOCAB = DIGIT_WORDS + tuple(w for d in DETAILS for w in DETAIL_WORDS[d]) + COLOU
 TOKEN = {w: i for i, w in enumerate(VOCAB)}
 NUM_CLASSES = 10
 
-LEARNERS = ("mmcl_infonce_digits", "sl_digits")
+LEARNERS = ("mmcl_infonce_digits", "sl_digits", "mmcl_linear_digits", "sl_min_norm_digits")
 TESTS = ("aligned", "independent", "flipped")
 SPURIOUS_KINDS = ("tint", "patch")
 
@@ -77,6 +83,9 @@ class DigitsConfig:
     spurious: 'tint' (the background of the whole image takes the colour) or 'patch' (a small
       top-left square takes it; see colour_images).
     spurious_strength: colour amplitude in (0, 1]; pixel = ink + (1 - ink) * strength * colour.
+      The default 0.1 gives the tint a class-mean signal in pixel space of the same order as the
+      digit's (M1's premise: equal class means, the spurious one of low variance); at 0.5 the
+      tint dominates the pixel norm and every learner leans on it (see README).
     spurious_sigma: per-image std of the colour jitter (low variance), in [0, 1].
     dataset: 'sklearn' (embedded 8x8 digits, 1,797 images) or a directory holding MNIST idx files.
     n_train, n_test: per-seed disjoint random train/test subsets of the dataset.
@@ -89,8 +98,8 @@ class DigitsConfig:
     r: float = 1.0
     colour_in_caption: bool = True
     spurious: str = "tint"
-    spurious_strength: float = 0.5
-    spurious_sigma: float = 0.02
+    spurious_strength: float = 0.1
+    spurious_sigma: float = 0.01
     dataset: str = "sklearn"
     n_train: int = 1200
     n_test: int = 500
@@ -511,8 +520,38 @@ def compiled_train_eval(learner: str, in_dim: int, steps: int, batch_size: int, 
     return jax.jit(jax.vmap(one_seed))
 
 
+def linear_scores(learner: str, embed_dim: int, train_x: jax.Array, train_tokens: jax.Array,
+                  train_y: jax.Array, x: jax.Array) -> jax.Array:
+    """Class scores (m, 10) of the closed-form linear learners trained on (n, D), (n, V), (n,).
+
+    mmcl_linear_digits: (x - mean_I)^T A* t_k with A* the rank-embed_dim truncation of
+    S = (X_I - 1 mean_I^T)^T X_T / (n-1) (rho = 1; zero-shot is invariant to rho) and t_k the
+    one-hot digit-word prompt. sl_min_norm_digits: x^T W, W = pinv(X_I) (2 onehot(y) - 1).
+    """
+    if learner == "mmcl_linear_digits":
+        mean = train_x.mean(0)
+        u, sigma, vt = jnp.linalg.svd((train_x - mean).T @ train_tokens / (train_x.shape[0] - 1), full_matrices=False)
+        k = min(embed_dim, sigma.shape[0])
+        prompts_in_text = vt[:k] @ jnp.asarray(prompt_tokens()).T  # (k, 10)
+        return ((x - mean) @ u[:, :k]) * sigma[:k] @ prompts_in_text
+    targets = 2.0 * jax.nn.one_hot(train_y, NUM_CLASSES) - 1.0
+    return x @ (jnp.linalg.pinv(train_x) @ targets)
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_linear_eval(learner: str, embed_dim: int):
+    """jit(vmap over seeds) of the closed-form fit and test accuracy; same arguments as
+    compiled_train_eval's function without keys. Returns accuracies (S, 3)."""
+
+    def one_seed(train_x, train_tokens, train_y, test_x, test_y):
+        scores = jax.vmap(lambda x: linear_scores(learner, embed_dim, train_x, train_tokens, train_y, x))(test_x)
+        return jnp.mean(jnp.argmax(scores, axis=-1) == test_y, axis=-1)
+
+    return jax.jit(jax.vmap(one_seed))
+
+
 def run_point(config: DigitsConfig, seeds: list[int], learners: tuple[str, ...] = LEARNERS) -> list[dict]:
-    """Trains every learner on every seed of one config; all seeds of a learner in one jit call.
+    """Fits every learner on every seed of one config; all seeds of a learner in one jit call.
 
     Returns one row per (learner, test, seed): {'learner', 'test', 'seed', 'n', 'accuracy'},
     n = n_train, accuracy on n_test held-out images coloured per TESTS.
@@ -522,15 +561,18 @@ def run_point(config: DigitsConfig, seeds: list[int], learners: tuple[str, ...] 
         raise ValueError(f"learners={unknown}: expected names from {LEARNERS}")
     seeds = [int(s) for s in seeds]
     splits = [build_split(config, s) for s in seeds]
-    batch = {k: jnp.asarray(np.stack([sp[k] for sp in splits])) for k in ("train_x", "train_tokens", "train_y", "test_x", "test_y")}
+    data = tuple(jnp.asarray(np.stack([sp[k] for sp in splits]))
+                 for k in ("train_x", "train_tokens", "train_y", "test_x", "test_y"))
     keys = jnp.stack([jax.random.key(s) for s in seeds])
     rows = []
     for learner in learners:
-        fn = compiled_train_eval(learner, batch["train_x"].shape[-1], config.steps, config.batch_size,
-                                 float(config.lr), float(config.weight_decay), config.width, config.embed_dim,
-                                 float(config.temperature))
-        accuracy, _ = fn(keys, batch["train_x"], batch["train_tokens"], batch["train_y"], batch["test_x"], batch["test_y"])
-        accuracy = np.asarray(accuracy)
+        if learner in ("mmcl_linear_digits", "sl_min_norm_digits"):
+            accuracy = np.asarray(compiled_linear_eval(learner, config.embed_dim)(*data))
+        else:
+            fn = compiled_train_eval(learner, data[0].shape[-1], config.steps, config.batch_size,
+                                     float(config.lr), float(config.weight_decay), config.width, config.embed_dim,
+                                     float(config.temperature))
+            accuracy = np.asarray(fn(keys, *data)[0])
         rows += [
             {"learner": learner, "test": test, "seed": seed, "n": config.n_train, "accuracy": float(accuracy[i, j])}
             for i, seed in enumerate(seeds) for j, test in enumerate(TESTS)

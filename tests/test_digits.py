@@ -207,6 +207,27 @@ def test_colour_is_drawn_into_the_pixels():
 # ---------------------------------------------------------------------------------------------
 
 
+def test_linear_mmcl_is_the_centred_class_mean_score_at_full_rank():
+    # full rank: (x - m)^T S t_k = (x - m) . sum_{i: y_i = k} (x_i - m) / (n - 1)  (token k = digit word k)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)), np.arange(40) % 10
+    tokens = np.zeros((40, len(dg.VOCAB)), np.float32)
+    tokens[np.arange(40), y] = 1.0
+    tokens[:, dg.TOKEN["thick"]] = rng.random(40) < 0.5  # other words do not enter the digit-word column
+    test = rng.normal(size=(7, 6))
+    m = x.mean(0)
+    expected = np.stack([(test - m) @ (x[y == k] - m).sum(0) / 39 for k in range(10)], axis=1)
+    got = dg.linear_scores("mmcl_linear_digits", 32, jnp.asarray(x), jnp.asarray(tokens), jnp.asarray(y), jnp.asarray(test))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_sl_min_norm_interpolates_when_d_exceeds_n():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(12, 50)), np.arange(12) % 10
+    scores = np.asarray(dg.linear_scores("sl_min_norm_digits", 32, jnp.asarray(x), None, jnp.asarray(y), jnp.asarray(x)))
+    np.testing.assert_allclose(scores, 2 * np.eye(10)[y] - 1, atol=1e-3)
+
+
 @pytest.mark.parametrize(
     "field, value, fragment",
     [("p", 1.5, "[0.0, 1.0]"), ("r", -0.1, "[0.0, 1.0]"), ("temperature", 0.0, "(0.0, 100.0]"),
@@ -225,7 +246,7 @@ def test_config_skips_traced_values():
 def test_run_point_end_to_end():
     config = dg.DigitsConfig(p=0.9, n_train=600, n_test=300, steps=150, width=64, batch_size=64)
     rows = dg.run_point(config, [0, 1], dg.LEARNERS)
-    assert len(rows) == 2 * 3 * 2
+    assert len(rows) == len(dg.LEARNERS) * 3 * 2
     assert {(r["learner"], r["test"], r["seed"]) for r in rows} == {
         (learner, test, seed) for learner in dg.LEARNERS for test in dg.TESTS for seed in (0, 1)}
     assert all(r["n"] == 600 and 0.0 <= r["accuracy"] <= 1.0 for r in rows)
