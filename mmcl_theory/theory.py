@@ -145,8 +145,9 @@ def _correct_probability(weights: np.ndarray, label: int, mean: np.ndarray, cov:
         if sd == 0:
             return float(mu[0] > 0)
         return float(stats.norm.cdf(mu[0] / sd))
-    Sigma = Sigma + 1e-12 * np.trace(Sigma) * np.eye(len(others))
-    mvn = stats.multivariate_normal(mean=-mu, cov=Sigma, maxpts=2_000_000, abseps=1e-7, releps=1e-7)
+    # Genz's algorithm also handles a singular Sigma (rank-limited weights): allow_singular
+    mvn = stats.multivariate_normal(mean=-mu, cov=Sigma, allow_singular=True, maxpts=2_000_000,
+                                    abseps=1e-7, releps=1e-7)
     return float(mvn.cdf(np.zeros(len(others))))
 
 
