@@ -13,8 +13,9 @@ accuracy on the shift's classes (``val-on-imagenet-r-classes`` etc. for R, A and
 With this protocol the STANDARD logit fits reproduce SPEC section 9 (``SPEC_LOGIT_FITS``).
 
 CLI: ``python -m mmcl_theory.clip.robustness testbed --testbed DIR [--results CSV]`` prints the
-baseline fits (and ER of evaluated models); ``... series --points CSV`` computes ER across checkpoint
-series with a baseline fitted over chosen series and draws the OOD-vs-ID figure.
+baseline fits (and ER of evaluated models); ``... series --results CSV --id-dataset D --ood-datasets ...``
+(or ``--points CSV``) computes ER across checkpoint series with a baseline fitted over chosen
+series (``--baseline label``) and draws the OOD-vs-ID figure.
 """
 
 from __future__ import annotations
@@ -300,7 +301,7 @@ def plot_ood_vs_id(path: str | os.PathLike, series: Sequence[Series], kind: str 
         if len(s.steps) >= 2:
             f = fit_line(s.id_acc, s.ood_acc, kind)
             ax.plot(grid, f.slope * grid + f.intercept, color=c, lw=1, ls=":", label=f"{s.name} fit")
-    ticks = np.array([t for t in (0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95) if lo * 100 <= t <= hi * 100])
+    ticks = np.array([t for t in (0.5, 1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95) if lo * 100 <= t <= hi * 100])
     ax.set_xticks(transform(ticks / 100, kind), [f"{t:g}" for t in ticks])
     ax.set_yticks(transform(ticks / 100, kind), [f"{t:g}" for t in ticks])
     ax.set_xlim(grid[0], grid[-1])
@@ -317,6 +318,42 @@ def plot_ood_vs_id(path: str | os.PathLike, series: Sequence[Series], kind: str 
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp, dpi=150)
     plt.close(fig)
+    os.replace(tmp, path)
+
+
+def series_from_results(path: str | os.PathLike, id_dataset: str, ood_datasets: Sequence[str],
+                        series_key: str = "caption_variant", metric: str = "top1") -> list[Series]:
+    """Series from ``evaluate build``'s CSV: one per value of ``series_key`` (e.g. caption variant),
+    x = ``metric`` on ``id_dataset``, y = its mean over ``ood_datasets``, at every step that has all."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"--results = {str(path)!r}: no rows")
+    table: dict[tuple[str, int], dict[str, float]] = {}
+    for r in rows:
+        if r.get(metric):
+            table.setdefault((r[series_key], int(r["step"])), {})[r["dataset"]] = float(r[metric])
+    missing = sorted({d for d in [id_dataset, *ood_datasets] if all(d not in v for v in table.values())})
+    if missing:
+        raise ValueError(f"datasets {missing}: not in {path}")
+    out = []
+    for name in dict.fromkeys(k[0] for k in sorted(table)):
+        steps = sorted(s for (n, s), v in table.items() if n == name and all(d in v for d in [id_dataset, *ood_datasets]))
+        out.append(Series(name, tuple(steps), np.array([table[(name, s)][id_dataset] for s in steps]),
+                          np.array([np.mean([table[(name, s)][d] for d in ood_datasets]) for s in steps])))
+    return out
+
+
+def write_series_csv(path: str | os.PathLike, series: Sequence[Series]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["series", "step", "id_acc", "ood_acc"])
+        for s in series:
+            for st, i, o in zip(s.steps, s.id_acc, s.ood_acc):
+                w.writerow([s.name, st, f"{i:.6f}", f"{o:.6f}"])
     os.replace(tmp, path)
 
 
@@ -369,15 +406,34 @@ def _testbed_command(args) -> None:
 
 
 def _series_command(args) -> None:
-    series = read_series_csv(args.points)
+    if bool(args.points) == bool(args.results):
+        raise ValueError("series: give exactly one of --points or --results")
+    if args.results:
+        if not (args.id_dataset and args.ood_datasets):
+            raise ValueError("series --results: needs --id-dataset and --ood-datasets")
+        series = series_from_results(args.results, args.id_dataset, args.ood_datasets)
+        per_shift = {d: series_from_results(args.results, args.id_dataset, [d]) for d in args.ood_datasets}
+        extra = {d: series_from_results(args.results, args.id_dataset, [d]) for d in args.extra_datasets}
+    else:
+        series, per_shift, extra = read_series_csv(args.points), {}, {}
     baseline = args.baseline or [s.name for s in series]
     report = series_effective_robustness(series, baseline, args.transform, args.bootstrap, args.seed)
-    report["version"] = mmcl_theory.__version__
-    report["points"] = str(args.points)
+    report.update(version=mmcl_theory.__version__, source=str(args.results or args.points),
+                  id_dataset=args.id_dataset, ood_datasets=list(args.ood_datasets or []),
+                  ood="mean top-1 over ood_datasets", baseline_note=(
+                      f"baseline trend = {args.transform} line fitted over the checkpoints of "
+                      f"{'+'.join(baseline)}; ER of a checkpoint = its OOD accuracy minus the trend at its "
+                      "ID accuracy, in points; CIs resample the baseline checkpoints"))
+    report["per_shift"] = {d: series_effective_robustness(s, baseline, args.transform, args.bootstrap, args.seed)
+                           for d, s in {**per_shift, **extra}.items()}
     for name, s in report["series"].items():
-        print(f"{name}: mean ER {s['mean_er']:+.2f} points vs the trend of {'+'.join(baseline)}")
+        print(f"{name}: mean ER {s['mean_er']:+.2f} points vs the trend of {'+'.join(baseline)} checkpoints")
+    for d, rep in report["per_shift"].items():
+        print(f"  {d:34s} " + "  ".join(f"{n} {v['mean_er']:+.2f}" for n, v in rep["series"].items()))
     if args.out:
         _write_json(Path(args.out), report)
+    if args.points_out:
+        write_series_csv(args.points_out, series)
     if args.figure:
         bf = LinearFit(**report["baseline_fit"])
         plot_ood_vs_id(args.figure, series, args.transform, baseline_fit=bf,
@@ -395,7 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", help="CSV with columns model, shift, id_acc, ood_acc (fractions)")
     p.add_argument("--out", help="JSON report path")
     q = sub.add_parser("series", help="ER across checkpoint series with a baseline fitted over series")
-    q.add_argument("--points", required=True, help="CSV with columns series, step, id_acc, ood_acc")
+    q.add_argument("--points", help="CSV with columns series, step, id_acc, ood_acc")
+    q.add_argument("--results", help="CSV of `evaluate build` (series = caption_variant)")
+    q.add_argument("--id-dataset", help="with --results: the ID dataset name")
+    q.add_argument("--ood-datasets", nargs="+", default=[], help="with --results: shifts averaged into OOD")
+    q.add_argument("--extra-datasets", nargs="+", default=[], help="with --results: more shifts reported alone")
+    q.add_argument("--points-out", help="write the (series, step, id_acc, ood_acc) points as CSV")
     q.add_argument("--baseline", nargs="+", help="series whose checkpoints define the trend (default: all)")
     q.add_argument("--out", help="JSON report path")
     q.add_argument("--figure", help="PNG path for the OOD-vs-ID figure")
