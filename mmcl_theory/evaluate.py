@@ -25,8 +25,11 @@ def accuracy(logits: jax.Array, label: jax.Array) -> jax.Array:
 
 
 def zero_shot_logits(w_image: jax.Array, w_text: jax.Array, x_image: jax.Array, prompts: jax.Array) -> jax.Array:
-    """<W_I x, W_T t_k>: W_I (p, d_I), W_T (p, d_T), x_image (n, d_I), prompts (K, d_T) -> (n, K)."""
-    return (x_image @ w_image.T) @ (prompts @ w_text.T).T
+    """<W_I x, W_T t_k> = x^T A t_k: W_I (p, d_I), W_T (p, d_T), x_image (n, d_I), prompts (K, d_T) -> (n, K).
+
+    Evaluated as x (W_I^T (W_T t)), so a full-rank closed form (p = n) costs O(n d K), not O(n d p).
+    """
+    return x_image @ (w_image.T @ (w_text @ prompts.T))
 
 
 def embedding_spread(w_image: jax.Array, x_image: jax.Array, label: jax.Array, direction: jax.Array,
