@@ -6,7 +6,9 @@
 
 Dataset names: the data layer's eval sets (imagenet1k, imagenetv2, imagenet_sketch, imagenet-r,
 imagenet-a, objectnet, tiny_imagenet, texture_vs_shape_edges, texture_vs_shape_silhouettes),
-``imagenet_robustness`` (= imagenetv2, imagenet_sketch, imagenet-r, imagenet-a, objectnet),
+``imagenet1k@SUBSET`` (ImageNet val on the classes of imagenet-r, imagenet-a or objectnet: the
+x-axis of effective robustness), ``imagenet_robustness`` (= imagenetv2, imagenet_sketch, imagenet-r,
+imagenet-a, objectnet and the three imagenet1k@ sets),
 ``NAME:SHIFT[:SEVERITY]`` for a data-layer shift of an eval set (e.g. ``tiny_imagenet:gaussian_blur:3``),
 and ``coco_retrieval`` (COCO val captions; R@1/5/10 both ways).
 
@@ -38,7 +40,8 @@ import orbax.checkpoint as ocp
 import mmcl_theory
 from mmcl_theory.clip import models
 
-ROBUSTNESS_SUITE = ("imagenetv2", "imagenet_sketch", "imagenet-r", "imagenet-a", "objectnet")
+ROBUSTNESS_SUITE = ("imagenetv2", "imagenet_sketch", "imagenet-r", "imagenet-a", "objectnet",
+                    "imagenet1k@imagenet-r", "imagenet1k@imagenet-a", "imagenet1k@objectnet")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,6 +177,7 @@ def build_task(name: str, resolution: int, root: str = "", roots: dict | None = 
 
     roots, options = roots or {}, options or {}
     base, _, shift = name.partition(":")
+    base, _, subset = base.partition("@")
     path = _root_for(base, root, roots)
     if base == "coco_retrieval":
         ds = data.load_training_set("coco", path, split="val")
@@ -186,7 +190,8 @@ def build_task(name: str, resolution: int, root: str = "", roots: dict | None = 
     if base not in data.EVAL_SETS:
         raise ValueError(f"--dataset {name!r}: must be one of {list(data.EVAL_SETS)}, imagenet_robustness, "
                          f"coco_retrieval, or NAME:SHIFT[:SEVERITY] with SHIFT in {list(data.SHIFTS)}")
-    es = data.load_eval_set(base, path, **options.get(base, {}))
+    opts = dict(options.get(base, {}), **({"restrict_to": subset} if subset else {}))
+    es = data.load_eval_set(base, path, **opts)
     idx = np.arange(len(es))
     if max_examples and max_examples < len(es):
         idx = np.random.default_rng(0).choice(len(es), max_examples, replace=False)

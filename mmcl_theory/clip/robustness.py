@@ -382,6 +382,33 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+# shift -> (evaluate dataset name of the shift, of the same-class ImageNet val)
+EVALUATE_NAMES: dict[str, tuple[str, str]] = {
+    "imagenetv2": ("imagenetv2", "imagenet1k"),
+    "imagenet_sketch": ("imagenet_sketch", "imagenet1k"),
+    "imagenet-r": ("imagenet-r", "imagenet1k@imagenet-r"),
+    "imagenet-a": ("imagenet-a", "imagenet1k@imagenet-a"),
+    "objectnet": ("objectnet", "imagenet1k@objectnet"),
+}
+
+
+def accuracies_from_evaluate(path: str | os.PathLike) -> dict[str, dict[str, tuple[float, float]]]:
+    """``evaluate build`` CSV -> {model@step: {shift: (same-class ImageNet top-1, shift top-1)}} for the
+    shifts whose two datasets were both evaluated."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    top1: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r.get("top1"):
+            top1.setdefault(f"{r['model']}@{r['step']}", {})[r["dataset"]] = float(r["top1"])
+    out = {}
+    for model, accs in top1.items():
+        pairs = {s: (accs[x], accs[y]) for s, (y, x) in EVALUATE_NAMES.items() if x in accs and y in accs}
+        if pairs:
+            out[model] = pairs
+    return out
+
+
 def _testbed_command(args) -> None:
     tb = load_testbed(args.testbed)
     fits = {s: dataclasses.asdict(fit_testbed(tb, s, args.types, args.transform)) for s in TESTBED_SHIFTS}
@@ -393,10 +420,15 @@ def _testbed_command(args) -> None:
     if args.results:
         report["models"] = {}
         with open(args.results, newline="") as f:
-            rows = list(csv.DictReader(f))
-        # rows: model, shift, id_acc, ood_acc (fractions)
-        for model in dict.fromkeys(r["model"] for r in rows):
-            accs = {r["shift"]: (float(r["id_acc"]), float(r["ood_acc"])) for r in rows if r["model"] == model}
+            header = next(csv.reader(f), [])
+        if "shift" in header:  # rows: model, shift, id_acc, ood_acc (fractions)
+            with open(args.results, newline="") as f:
+                rows = list(csv.DictReader(f))
+            models_accs = {m: {r["shift"]: (float(r["id_acc"]), float(r["ood_acc"])) for r in rows if r["model"] == m}
+                           for m in dict.fromkeys(r["model"] for r in rows)}
+        else:  # the CSV of `evaluate build`
+            models_accs = accuracies_from_evaluate(args.results)
+        for model, accs in models_accs.items():
             rep = testbed_effective_robustness(tb, accs, args.types, args.transform, args.bootstrap, args.seed)
             report["models"][model] = rep
             print(f"{model}: average ER {rep['average']['er']:+.2f} points, 95% CI "
@@ -448,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("testbed", help="fit imagenet-testbed baseline lines; ER of evaluated models")
     p.add_argument("--testbed", required=True, help="folder with robustness_top1s.csv and model_types.csv")
     p.add_argument("--types", nargs="+", default=["STANDARD"], help="baseline model types (add LOW_ACCURACY_CNN)")
-    p.add_argument("--results", help="CSV with columns model, shift, id_acc, ood_acc (fractions)")
+    p.add_argument("--results", help="CSV of `evaluate build` (with imagenet1k, imagenet1k@<shift> and the "
+                   "shifts), or with columns model, shift, id_acc, ood_acc (fractions)")
     p.add_argument("--out", help="JSON report path")
     q = sub.add_parser("series", help="ER across checkpoint series with a baseline fitted over series")
     q.add_argument("--points", help="CSV with columns series, step, id_acc, ood_acc")
