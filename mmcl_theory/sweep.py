@@ -178,8 +178,12 @@ def _theory_rows(cfg, learners, rank: int) -> list[dict]:
     return rows
 
 
-def _run_synthetic_chunk(plan: Plan, chunk: list[dict]) -> list[list[dict]]:
-    """Run points sharing static shapes in one jit-compiled call, vmapped over values and seeds."""
+def _run_synthetic_chunk(plan: Plan, chunk: list[dict], size: int) -> list[list[dict]]:
+    """Run points sharing static shapes in one jit-compiled call, vmapped over values and seeds.
+
+    The chunk is padded to `size` points (repeating its last one) so that every chunk of a sweep
+    reuses one compilation; the padding's results are dropped.
+    """
     import jax
     import jax.numpy as jnp
 
@@ -192,7 +196,8 @@ def _run_synthetic_chunk(plan: Plan, chunk: list[dict]) -> list[list[dict]]:
     sampled = tuple(l for l in plan.learners if l in LEARNERS)
     results = [_theory_rows(c, plan.learners, settings.rank) for c in configs]
     if sampled:
-        stacked = jax.tree.map(lambda *xs: jnp.asarray(xs, jnp.float32), *configs)
+        padded = configs + configs[-1:] * (size - len(configs))
+        stacked = jax.tree.map(lambda *xs: jnp.asarray(xs, jnp.float32), *padded)
         keys = jax.vmap(jax.random.key)(jnp.asarray(plan.seeds))
         stacked, keys = _shard(stacked, keys)
         run = _compiled_point(sampled, settings)
@@ -314,15 +319,16 @@ def run_sweep(plan: Plan, out: Path, chunk_size: int = 6, progress: bool = True)
     groups: dict = {}
     for p in todo:
         groups.setdefault(_static_signature(plan, p), []).append(p)
-    chunks = [g[i:i + chunk_size] for g in groups.values() for i in range(0, len(g), chunk_size)]
+    chunks = [(g[i:i + chunk_size], min(chunk_size, len(g))) for g in groups.values()
+              for i in range(0, len(g), chunk_size)]
     bar = tqdm(total=len(plan.points()), initial=len(plan.points()) - len(todo), unit="point",
                desc=plan.name, disable=not progress, file=sys.stderr)
     with open(points_file, "a") as f:
-        for chunk in chunks:
+        for chunk, size in chunks:
             if plan.model == "digits":
                 results = [_run_digits_point(plan, p) for p in chunk]
             else:
-                results = _run_synthetic_chunk(plan, chunk)
+                results = _run_synthetic_chunk(plan, chunk, size)
             for p, rows in zip(chunk, results):
                 f.write(json.dumps({"point": _point_id(p), "rows": rows}) + "\n")
                 done[_point_id(p)] = rows
