@@ -274,13 +274,16 @@ def model_from_meta(meta: dict, dtype=jnp.float32) -> models.CLIP:
 
 
 def load_variables(workdir: Path, model: models.CLIP, step: int, meta: dict) -> dict:
-    """{'params'[, 'batch_stats']} of checkpoint ``step`` (restores the whole train state)."""
+    """{'params'[, 'batch_stats']} of checkpoint ``step`` (restores the whole train state, replicated
+    over the current devices, whatever topology it was saved from)."""
     from mmcl_theory.clip import train
 
     t = train.config_from_dict(meta["config"]).train
     rng = jax.random.key(0)
     tx = train.make_optimizer(t, jax.eval_shape(lambda r: models.init_variables(model, r), rng)["params"])
-    abstract = jax.eval_shape(lambda r: train.init_state(model, tx, r), rng)
+    rep = jax.sharding.NamedSharding(train.make_mesh(), jax.sharding.PartitionSpec())
+    abstract = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
+                                      jax.eval_shape(lambda r: train.init_state(model, tx, r), rng))
     mngr = ocp.CheckpointManager(Path(workdir).resolve() / "checkpoints")
     try:
         state = train.restore_state(mngr, abstract, step)

@@ -243,21 +243,23 @@ _PATH_FIELDS = {"data": ("root", "bpe_path", "cache_dir"), "eval": ("root", "tem
 
 def _resolve_paths(raw: dict, base: Path) -> None:
     """Make the file's relative paths (after $VAR expansion) relative to the config's folder."""
-    def fix(v: str) -> str:
-        v = os.path.expandvars(v)
-        return v if not v or os.path.isabs(v) else str((base / v).resolve())
+    def fix(field: str, v: str) -> str:
+        expanded = os.path.expandvars(v)
+        if "$" in expanded:
+            raise ValueError(f"{field} = {v!r}: environment variable not set (see real_data/README.md)")
+        return expanded if not expanded or os.path.isabs(expanded) else str((base / expanded).resolve())
 
     for section, fields in _PATH_FIELDS.items():
         table = raw.get(section)
         if isinstance(table, dict):
             for f in fields:
                 if isinstance(table.get(f), str):
-                    table[f] = fix(table[f])
+                    table[f] = fix(f"{section}.{f}", table[f])
     roots = raw.get("eval", {}).get("roots") if isinstance(raw.get("eval"), dict) else None
     if isinstance(roots, dict):
         for k, v in roots.items():
             if isinstance(v, str):
-                roots[k] = fix(v)
+                roots[k] = fix(f"eval.roots.{k}", v)
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> TrainConfig:
