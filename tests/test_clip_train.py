@@ -132,19 +132,22 @@ def test_kill_9_mid_run_then_resume_loses_no_steps(tmp_path):
     cmd = [sys.executable, "-m", "mmcl_theory.clip.train", "--config", str(cfg), "--workdir", str(work),
            "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    ckpts = work / "checkpoints"
+    finished = lambda: sorted(int(p.name) for p in ckpts.glob("*") if p.name.isdigit()) if ckpts.is_dir() else []
+    deadline = time.time() + 180
+    while time.time() < deadline:  # kill once a checkpoint is final and training has gone past it
         recs = train.read_metrics(work / "metrics.jsonl")
-        if recs and recs[-1]["step"] >= 12:
+        if finished() and recs and recs[-1]["step"] >= finished()[-1] + 2:
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    saved = finished()[-1]
     killed_at = train.read_metrics(work / "metrics.jsonl")[-1]["step"]
-    assert 12 <= killed_at < steps
+    assert saved < killed_at < steps
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "resuming from step" in done.stderr
+    assert f"resuming from step {saved}" in done.stderr
     recs = train.read_metrics(work / "metrics.jsonl")
     assert [r["step"] for r in recs] == list(range(1, steps + 1))
     assert final_params(work)[0] == steps
