@@ -36,7 +36,16 @@ ANCHORS = {("ViT-B-32", 512): 5155.0, ("RN50", 256): 3379.0}
 
 
 def forward_flops_per_sample(model: models.CLIP) -> tuple[float, float]:
-    """XLA-counted forward FLOPs per sample of the image and the text encoder."""
+    """XLA-counted forward FLOPs per sample of the image and the text encoder. Backends whose
+    lowering gives no cost analysis (GPU) hand the count to a CPU-only subprocess (same HLO)."""
+    if jax.default_backend() != "cpu":
+        import subprocess
+
+        env = dict(os.environ, JAX_PLATFORMS="cpu")
+        out = subprocess.run([sys.executable, __file__, "--flops-only", model.config.name], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        fi, ft = json.loads(out.strip().splitlines()[-1])
+        return float(fi), float(ft)
     cfg = model.config
     shapes = jax.eval_shape(lambda r: models.init_variables(model, r), jax.random.key(0))
     s = cfg.vision.image_size
@@ -120,7 +129,12 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     p.add_argument("--out", help="write the results as JSON")
+    p.add_argument("--flops-only", metavar="MODEL", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.flops_only:
+        cfg = models.model_config(a.flops_only)
+        print(json.dumps(forward_flops_per_sample(models.create_model(cfg, cfg.text.vocab_size - 1))))
+        return 0
     on_gpu = jax.default_backend() == "gpu"
     names = a.model or (["ViT-B-32", "RN50"] if on_gpu else ["ViT-test"])
     default_batch = {"ViT-B-32": 512, "RN50": 256}
