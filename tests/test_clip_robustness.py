@@ -1,5 +1,8 @@
 """Effective robustness: SPEC section 9 testbed fits, ER identities, bootstrap, series, figure."""
 
+import csv
+import json
+
 import numpy as np
 import pytest
 
@@ -95,3 +98,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert rb.main(["testbed", "--testbed", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+
+
+def test_testbed_figure_from_evaluate_csv(testbed, shared_data, tmp_path):
+    rows = []
+    for variant, bonus in (("label", 0.0), ("caption", 0.08)):
+        for step, acc in ((1000, 0.05), (2000, 0.10), (3000, 0.15)):
+            for shift in rb.TESTBED_SHIFTS:
+                y, x = rb.EVALUATE_NAMES[shift]
+                rows += [(f"m_{variant}", variant, step, x, acc), (f"m_{variant}", variant, step, y, acc / 2 + bonus)]
+    path = tmp_path / "results.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "caption_variant", "step", "dataset", "top1"])
+        w.writerows(rows)
+    out, fig = tmp_path / "er.json", tmp_path / "fig.png"
+    assert rb.main(["testbed", "--testbed", str(shared_data / "imagenet_testbed"), "--results", str(path),
+                    "--out", str(out), "--figure", str(fig), "--bootstrap", "50"]) == 0
+    report = json.loads(out.read_text())
+    er = {m: r["average"]["er"] for m, r in report["models"].items()}
+    assert er["m_caption@3000"] - er["m_label@3000"] == pytest.approx(8.0, abs=1e-6)
+    assert fig.stat().st_size > 10_000
+    bx, by = rb.average_baseline_points(testbed)
+    assert bx.size > 70 and np.all(by < bx)

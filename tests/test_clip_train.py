@@ -88,6 +88,7 @@ def test_weight_decay_applies_to_matrices_only():
     ("[train]\nbatchsize = 4\n", r"unknown field\(s\) \['train.batchsize'\]"),
     ("[data]\ndataset = 'coco'\n", "data.root = ''"),
     ("[train]\nsteps = 5\nwarmup_steps = 5\n", r"train.warmup_steps = 5: must be an integer in \[0, 4\]"),
+    ("[eval]\nevery = 5\ndatasets = ['tiny_imagenet']\n", "eval.every = 5: must be 0 when data.dataset = 'synthetic'"),
 ])
 def test_config_errors_name_field_value_and_range(tmp_path, text, match):
     path = tmp_path / "bad.toml"

@@ -435,6 +435,24 @@ def _testbed_command(args) -> None:
                   f"[{rep['average']['ci'][0]:+.2f}, {rep['average']['ci'][1]:+.2f}]")
     if args.out:
         _write_json(Path(args.out), report)
+    if args.figure:
+        if not args.results:
+            raise ValueError("testbed --figure: needs --results (the CSV of `evaluate build`)")
+        bx, by = average_baseline_points(tb, args.types)
+        series = series_from_results(args.results, "imagenet1k", list(TESTBED_SHIFTS))
+        plot_ood_vs_id(args.figure, series, args.transform, baseline_points_xy=(bx, by),
+                       baseline_fit=fit_line(bx, by, args.transform),
+                       baseline_label=f"trend over {'+'.join(args.types)} testbed models",
+                       xlabel="ImageNet top-1 (%)", ylabel="mean top-1 over the 5 shifts (%)")
+
+
+def average_baseline_points(testbed: Testbed, types: Iterable[str] = ("STANDARD",)) -> tuple[np.ndarray, np.ndarray]:
+    """(ImageNet val top-1, mean top-1 over the 5 TESTBED_SHIFTS) of the baseline models that have all
+    of them: the points and trend of the averaged OOD-vs-ID figure."""
+    x = testbed.columns["val"]
+    ys = np.stack([testbed.columns[TESTBED_SHIFTS[s][0]] for s in TESTBED_SHIFTS])
+    keep = baseline_mask(testbed, types) & np.isfinite(x) & np.isfinite(ys).all(axis=0)
+    return x[keep], ys[:, keep].mean(axis=0)
 
 
 def _series_command(args) -> None:
@@ -483,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", help="CSV of `evaluate build` (with imagenet1k, imagenet1k@<shift> and the "
                    "shifts), or with columns model, shift, id_acc, ood_acc (fractions)")
     p.add_argument("--out", help="JSON report path")
+    p.add_argument("--figure", help="PNG: baseline models and trend (x = ImageNet, y = mean over the 5 shifts) "
+                   "and the evaluated models as one series per caption variant, each with its own fit")
     q = sub.add_parser("series", help="ER across checkpoint series with a baseline fitted over series")
     q.add_argument("--points", help="CSV with columns series, step, id_acc, ood_acc")
     q.add_argument("--results", help="CSV of `evaluate build` (series = caption_variant)")

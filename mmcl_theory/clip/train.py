@@ -205,6 +205,10 @@ class TrainConfig:
     eval: EvalSection
     distributed: DistributedSection
 
+    def __post_init__(self):
+        _require(not (self.eval.every and self.data.dataset == "synthetic"), "eval.every", self.eval.every,
+                 "0 when data.dataset = 'synthetic' (zero-shot evaluation needs a real dataset's tokenizer)")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
