@@ -142,76 +142,112 @@ def _projection_spread(x: np.ndarray, label: np.ndarray, direction: np.ndarray) 
     return float(np.mean([proj[label == k].std() for k in (0, 1)]))
 
 
-def check_C3(quick: bool) -> Record:
-    """Non-collapse: MMCL's within-class spread along its learned core direction grows with sigma_core; SL's stays
-    at sigma_spu scale."""
+def _c3_spreads(sc: float, n: int, seeds: int, n_test: int, on_data: bool):
+    """Per seed, lists of: MMCL spread on test data, SL spread on test data, MMCL exact spread given its direction.
+
+    The exact spread given a learned unit direction v is sqrt(sum_k (D_I^T v)_k^2 Var(z_k | class) + e), the
+    expectation over the aligned test distribution (no test-sample noise); on_data=False skips the test data.
+    """
     import jax
 
     from mmcl_theory.datamodel import dictionaries, make_config, prompt_latents, sample_dataset
     from mmcl_theory.learners import mmcl_closed_form, sl_min_norm
 
-    seeds, n_test = (3, 1000) if quick else (6, 2000)
-    sigmas = (0.25, 0.5, 1.0, 2.0)
-    rows = []
-    ok_track = True
-    details = []
-    for sc in sigmas:
-        cfg = make_config("M1", sigma_core=sc, r=1.0, n_test=n_test)
-        mmcl, sl = [], []
-        for seed in range(seeds):
-            k_dict, k_train, k_test = jax.random.split(jax.random.key(1000 + seed), 3)
-            dicts = dictionaries(k_dict, cfg)
-            train = sample_dataset(k_train, cfg, dicts, cfg.n)
+    cfg = make_config("M1", sigma_core=sc, r=1.0, n=n, n_test=n_test)
+    var = np.array([cfg.sigma_core**2, cfg.sigma_spu**2])
+    e = cfg.sigma_xi**2 / cfg.d
+    mmcl, sl, exact = [], [], []
+    for seed in range(seeds):
+        k_dict, k_train, k_test = jax.random.split(jax.random.key(1000 + seed), 3)
+        dicts = dictionaries(k_dict, cfg)
+        train = sample_dataset(k_train, cfg, dicts, cfg.n)
+        prompts = np.asarray(prompt_latents(cfg) @ dicts[1].T, np.float64)
+        w_i, w_t = (np.asarray(w, np.float64) for w in mmcl_closed_form(train.x_image, train.x_text, 2, 1.0))
+        v_mmcl = w_i.T @ (w_t @ (prompts[1] - prompts[0]))  # A (t_+ - t_-), A = W_I^T W_T
+        lat = np.asarray(dicts[0], np.float64).T @ (v_mmcl / np.linalg.norm(v_mmcl))
+        exact.append(float(np.sqrt(lat**2 @ var + e)))
+        if on_data:
             test = sample_dataset(k_test, cfg, dicts, n_test, "aligned")  # majority groups only (a = y)
             x, label = np.asarray(test.x_image, np.float64), np.asarray(test.label)
-            prompts = np.asarray(prompt_latents(cfg) @ dicts[1].T, np.float64)
-            w_i, w_t = (np.asarray(w, np.float64) for w in mmcl_closed_form(train.x_image, train.x_text, 2, 1.0))
-            v_mmcl = w_i.T @ (w_t @ (prompts[1] - prompts[0]))  # A (t_+ - t_-), A = W_I^T W_T
-            w_sl = np.asarray(sl_min_norm(train.x_image, train.label, 2), np.float64)
             mmcl.append(_projection_spread(x, label, v_mmcl))
+            w_sl = np.asarray(sl_min_norm(train.x_image, train.label, 2), np.float64)
             sl.append(_projection_spread(x, label, w_sl[:, 1] - w_sl[:, 0]))
-        e = cfg.sigma_xi**2 / cfg.d
-        w, m = 1 + cfg.r * sc**2, 2 * cfg.p - 1
-        pop_mmcl = math.sqrt((w**2 * sc**2 + m**2 * cfg.sigma_spu**2) / (w**2 + m**2) + e)
-        spu_only, core_only = math.sqrt(cfg.sigma_spu**2 + e), math.sqrt(sc**2 + e)
-        (mm, mm_se), (s, s_se) = mean_se(mmcl), mean_se(sl)
-        track = abs(mm - pop_mmcl) <= Z * mm_se
+    return mmcl, sl, exact
+
+
+def _c3_population(sc: float) -> tuple[float, float, float]:
+    """(MMCL spread, spurious-only spread, core-only spread) in the population, M1 defaults otherwise, r = 1."""
+    from mmcl_theory.datamodel import make_config
+
+    cfg = make_config("M1", sigma_core=sc, r=1.0)
+    e = cfg.sigma_xi**2 / cfg.d
+    w, m = 1 + cfg.r * sc**2, 2 * cfg.p - 1
+    mmcl = math.sqrt((w**2 * sc**2 + m**2 * cfg.sigma_spu**2) / (w**2 + m**2) + e)
+    return mmcl, math.sqrt(cfg.sigma_spu**2 + e), math.sqrt(sc**2 + e)
+
+
+def check_C3(quick: bool) -> Record:
+    """Non-collapse: MMCL's within-class spread along its learned core direction grows with sigma_core; SL's stays
+    at sigma_spu scale."""
+    if quick:
+        seeds, n_test, sigmas, n_large, large_seeds = 3, 1000, (0.25, 1.0, 2.0), 1000, 3
+    else:
+        seeds, n_test, sigmas, n_large, large_seeds = 5, 2000, (0.25, 0.5, 1.0, 2.0), 2000, 4
+    rows = []
+    for sc in sigmas:
+        mmcl, sl, small_exact = _c3_spreads(sc, 200, seeds, n_test, True)
+        _, _, big = _c3_spreads(sc, n_large, large_seeds, n_test, False)
+        pop, spu_only, core_only = _c3_population(sc)
+        (mm, mm_se), (s, s_se), (b, b_se) = mean_se(mmcl), mean_se(sl), mean_se(big)
         near_spu = abs(math.log(s / spu_only)) < abs(math.log(s / core_only))
-        ok_track &= track
-        rows.append((sc, mm, mm_se, pop_mmcl, s, s_se, spu_only, core_only, track, near_spu))
-    grows = all(b[1] - Z * b[2] > a[1] + Z * a[2] for a, b in zip(rows, rows[1:]))
-    sl_near = all(r[9] for r in rows)
-    table = ["| sigma_core | MMCL spread | MMCL closed form | SL spread | spurious-only sqrt(sigma_spu^2+e) | "
-             "core-only sqrt(sigma_core^2+e) |", "| --- | --- | --- | --- | --- | --- |"]
-    table += [f"| {r[0]} | {fmt(r[1], r[2])} | {r[3]:.3f} | {fmt(r[4], r[5])} | {r[6]:.3f} | {r[7]:.3f} |" for r in rows]
-    measured = "; ".join(f"sigma_core={r[0]}: MMCL {r[1]:.3f}, SL {r[4]:.3f}" for r in rows)
-    ok = grows and ok_track and sl_near
-    why = []
-    why.append("MMCL spread increases with sigma_core beyond 3 s.e." if grows else "MMCL spread does NOT increase significantly at every step")
-    why.append("MMCL matches its closed form within 3 s.e." if ok_track else "MMCL spread differs from its closed form by > 3 s.e. at some sigma_core")
-    why.append("SL spread nearer the spurious-only scale than the core-only scale at every sigma_core" if sl_near
-               else "SL spread is nearer the core-only scale at some sigma_core")
+        rows.append(dict(sc=sc, mm=mm, mm_se=mm_se, pop=pop, s=s, s_se=s_se, spu=spu_only, core=core_only,
+                         big=b, big_se=b_se, small=float(np.mean(small_exact)), track=abs(b - pop) <= Z * b_se, near=near_spu))
+    grows = all(b["mm"] - Z * b["mm_se"] > a["mm"] + Z * a["mm_se"] for a, b in zip(rows, rows[1:]))
+    sl_near = all(r["near"] for r in rows)
+    tracks = all(r["track"] for r in rows)
+    table = ["| sigma_core | MMCL spread, n=200 | MMCL exact spread given its direction, n=200 / n=" + str(n_large) +
+             " | MMCL closed form (n -> inf) | "
+             "SL spread, n=200 | spurious-only sqrt(sigma_spu^2+e) | core-only sqrt(sigma_core^2+e) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    table += [f"| {r['sc']} | {fmt(r['mm'], r['mm_se'])} | {r['small']:.3f} / {fmt(r['big'], r['big_se'], 4)} | {r['pop']:.4f} | "
+              f"{fmt(r['s'], r['s_se'])} | {r['spu']:.3f} | {r['core']:.3f} |" for r in rows]
+    measured = "; ".join(f"sigma_core={r['sc']}: MMCL {r['mm']:.3f}, SL {r['s']:.3f}" for r in rows)
+    bias = ", ".join(f"{r['sc']}: {100 * (r['small'] / r['pop'] - 1):+.1f}%" for r in rows)
+    why = ["MMCL spread increases with sigma_core beyond 3 s.e." if grows else
+           "MMCL spread does NOT increase significantly at every step",
+           "SL spread nearer the spurious-only than the core-only scale at every sigma_core" if sl_near else
+           "SL spread nearer the core-only scale at some sigma_core",
+           f"MMCL's exact spread at n={n_large} within 3 s.e. of its closed form" if tracks else
+           f"MMCL at n={n_large} differs from its closed form by > 3 s.e. at some sigma_core"]
     return Record(
         "C3", "Non-collapse: the within-class spread of MMCL image representations along the learned core "
               "direction grows with sigma_core, while SL's projection of the majority group stays at sigma_spu scale.",
         PAPER,
-        "MMCL: sqrt((w^2 sigma_core^2 + m^2 sigma_spu^2)/(w^2 + m^2) + e) (population closed form, w = 1 + r "
-        "sigma_core^2, m = 2p-1, e = sigma_xi^2/d), increasing in sigma_core; SL: nearer sqrt(sigma_spu^2 + e) "
-        "than sqrt(sigma_core^2 + e)",
-        f"{measured} ({seeds} seeds each, n=200, d=2000, n_test={n_test})",
-        verdict(ok), "; ".join(why),
+        "MMCL: increasing in sigma_core, population value sqrt((w^2 sigma_core^2 + m^2 sigma_spu^2)/(w^2 + m^2) + e) "
+        "(w = 1 + r sigma_core^2, m = 2p-1, e = sigma_xi^2/d); SL: nearer sqrt(sigma_spu^2 + e) than "
+        "sqrt(sigma_core^2 + e)",
+        f"{measured} ({seeds} seeds each, n=200, d=2000, n_test={n_test}; closed-form comparison at n={n_large}, "
+        f"{large_seeds} seeds)",
+        verdict(grows and sl_near and tracks), "; ".join(why),
         ["Measure (precise): on the aligned test set (only the majority groups a = y), project each image x onto the "
          "unit-norm direction in image space that the learner's class score reads, and take the within-class "
          "standard deviation, averaged over the two classes. MMCL (closed form, rank 2 = the latent dimension, "
          "rho=1): v = A (t_+ - t_-), A = W_I^T W_T, t_k the observed core prompts, so v/|v| is the learned core "
-         "direction as seen through the class-name captions. SL (min-norm): v = W[:,1] - W[:,0]. Both are in the "
-         "same units (image space, unit-norm direction), and include the test image noise (variance e along any "
+         "direction as read through the class-name captions. SL (min-norm): v = W[:,1] - W[:,0]. Both are in the "
+         "same units (image space, unit-norm direction) and include the test image noise (variance e along any "
          "unit direction).",
-         "Pass when: consecutive MMCL spreads rise by more than 3 s.e. each side; MMCL is within 3 s.e. of its "
-         "closed form; SL's spread is nearer (in log ratio) the spurious-only scale than the core-only scale.",
+         "Pass when: consecutive MMCL spreads (n=200) rise by more than 3 s.e. each side; SL's spread is nearer (in "
+         "log ratio) the spurious-only scale than the core-only scale; at large n, MMCL's exact spread given its "
+         "learned direction (the test-distribution expectation, sqrt(sum_k (D_I^T v)_k^2 Var(z_k | class) + e), "
+         "free of test-sample noise) is within 3 s.e. of the population closed form.",
          *table,
+         f"Finding: at n=200 MMCL's exact spread sits above its n -> infinity closed form ({bias}): a finite-sample "
+         "effect (the noise in S attenuates the weaker, spurious-leaning singular direction more than the core one, "
+         "tilting the learned direction towards the core). It shrinks with n; a first version of this check compared "
+         "at n=200 and failed on this bias, so the closed-form comparison is made at large n, where the closed form "
+         "applies.",
          "SL's spread is small because its min-norm direction is mostly spent memorising noise and, within the "
-         "latent plane, mostly spurious; it does not grow with sigma_core while MMCL's does (roughly as sigma_core)."])
+         "latent plane, mostly spurious; it does not grow with sigma_core, while MMCL's grows roughly as sigma_core."])
 
 
 # ================================================================== C4
@@ -272,10 +308,10 @@ def check_C5(quick: bool) -> Record:
     from mmcl_theory.datamodel import make_config
     from mmcl_theory.theory import population_zero_shot_accuracy
 
-    seeds, n_test = (3, 1000) if quick else (6, 2000)
+    seeds, n_test, betas = (3, 500, (0.4,)) if quick else (6, 2000, (0.2, 0.4))
     ok = True
     lines, meas, why = [], [], []
-    for beta in (0.2, 0.4):
+    for beta in betas:
         res = {}
         for ann in (0.0, 1.0):
             cfg = make_config("M2", sigma_core=1.0, beta=beta, annotate=ann, n_test=n_test)
