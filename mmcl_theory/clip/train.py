@@ -605,8 +605,8 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
         start = int(state["step"])
         if is_main:
             print(f"resuming from step {start} in {workdir}", file=sys.stderr)
-    if is_main:
-        truncate_metrics(metrics_path, start) if metrics_path.exists() else metrics_path.touch()
+    if is_main and metrics_path.exists():
+        truncate_metrics(metrics_path, start)
 
     step_fn = jit_train_step(make_train_step(model, tx, t.loss, lr_schedule(t)), mesh)
     evaluator = None
