@@ -101,3 +101,4 @@ def test_rerun_of_a_finished_sweep_recomputes_nothing(tmp_path):
     # a different configuration in the same directory is refused, not mixed in
     assert main(["core_variance", "--quick", "--out", str(out), "--no-progress", "--learners", "theory_mmcl",
                  "--set", "p=0.8"]) == 2
+
