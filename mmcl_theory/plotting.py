@@ -1,4 +1,9 @@
-"""One matplotlib style for every figure: theory curves as lines, measured points with seed error bars."""
+"""One matplotlib style for every figure: theory curves as lines, measured points with seed error bars.
+
+Figures are drawn at double-column width (7.2 in) with 8-9 pt text, so they stay readable when
+scaled to a single column. Learners and parameters get readable labels; the legend sits under the
+panels and the one-line caption under the legend.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +16,35 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STYLE = {
-    "figure.dpi": 120, "savefig.dpi": 150, "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8,
-    "legend.fontsize": 7, "lines.linewidth": 1.3, "lines.markersize": 4, "axes.grid": True, "grid.alpha": 0.3,
+    "figure.dpi": 120, "savefig.dpi": 200, "font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 9,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8, "lines.linewidth": 1.4,
+    "lines.markersize": 4.5, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+    "axes.spines.right": False, "legend.handlelength": 2.2,
 }
 LEARNER_STYLE = {  # colour, marker; theory learners are drawn as lines without markers
     "theory_mmcl": ("black", None), "bayes_core": ("grey", None),
     "mmcl_closed_form": ("tab:blue", "o"), "mmcl_linear_gd": ("tab:cyan", "x"),
     "mmcl_infonce_linear": ("tab:green", "s"), "mmcl_infonce_mlp": ("tab:olive", "^"),
     "sl_min_norm": ("tab:red", "o"), "sl_logistic": ("tab:orange", "s"), "sl_mlp": ("tab:purple", "^"),
+    "mmcl_infonce_digits": ("tab:green", "s"), "sl_digits": ("tab:red", "o"),
+}
+LEARNER_LABEL = {
+    "theory_mmcl": "MMCL theory (population)", "bayes_core": "Bayes, core only",
+    "mmcl_closed_form": "MMCL closed form", "mmcl_linear_gd": "MMCL linear loss, GD",
+    "mmcl_infonce_linear": "MMCL InfoNCE, linear", "mmcl_infonce_mlp": "MMCL InfoNCE, MLP",
+    "sl_min_norm": "SL min-norm", "sl_logistic": "SL logistic", "sl_mlp": "SL MLP",
+    "mmcl_infonce_digits": "MMCL InfoNCE (digits)", "sl_digits": "SL (digits)",
+}
+PARAM_LABEL = {
+    "r": "caption richness r", "sigma_core": r"core within-class s.d. $\sigma_{core}$",
+    "sigma_spu": r"spurious s.d. $\sigma_{spu}$", "p": "train class-spurious agreement p",
+    "beta": r"detail frequency $\beta$", "annotate": "detail annotation probability",
+    "spurious_annotation": "spurious annotation probability", "n": "training sample size n",
+    "sigma_xi": r"noise $\sigma_\xi$", "d": "dimension d",
 }
 TESTS = ("aligned", "independent", "flipped")
+TEST_LABEL = {"aligned": "aligned test (q = 1)", "independent": "independent test", "flipped": "flipped test (q = 0)"}
+_EXTRA_COLOURS = ["tab:brown", "tab:pink", "tab:gray", "darkgreen", "navy"]
 
 
 def mean_and_se(values: list[float]) -> tuple[float, float]:
@@ -40,6 +64,19 @@ def summarise(rows: list[dict]) -> dict[tuple, tuple[float, float, int]]:
     return {k: (*mean_and_se(v), len(v)) for k, v in groups.items()}
 
 
+def _learner_order(stats) -> list[str]:
+    present = list(dict.fromkeys(k[3] for k in stats))
+    known = [l for l in LEARNER_STYLE if l in present]
+    return known + [l for l in present if l not in LEARNER_STYLE]
+
+
+def _series_label(s: str) -> str:
+    if not s:
+        return ""
+    name, _, value = s.partition("=")
+    return f"{PARAM_LABEL.get(name, name).split(' $')[0]} = {value}" if name != "annotate" else f"annotate = {value}"
+
+
 def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
     """Accuracy against the swept parameter, one panel per test distribution.
 
@@ -47,16 +84,28 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
     over seeds. A second axis (series) is drawn with line styles; several swept params get one row each.
     """
     stats = summarise(rows)
-    params = sorted({k[0] for k in stats})
+    params = list(dict.fromkeys(k[0] for k in stats))
     series = sorted({k[1] for k in stats})
+    learners = _learner_order(stats)
     dashes = ["-", "--", ":", "-."]
+    extra = iter(_EXTRA_COLOURS)
+    style = {l: LEARNER_STYLE.get(l) or (next(extra, "black"), "D") for l in learners}
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(params), 3, figsize=(7.0, 2.3 * len(params) + 0.4), squeeze=False, sharey=True)
+        panel_in, xlabel_in = 1.65, 0.5  # panel height; x tick labels + axis label under each row
+        height = (panel_in + xlabel_in) * len(params)
+        n_items = len(learners) * max(len(series), 1)
+        ncol = 3 if n_items > 4 else max(n_items, 1)
+        legend_rows = math.ceil(n_items / ncol)
+        bottom_in = 0.08 + 0.16 * legend_rows + (0.2 if caption else 0.0)
+        top_in = (0.3 if title else 0.05) + 0.25  # suptitle + panel titles
+        fig, axes = plt.subplots(len(params), 3, figsize=(7.2, height + bottom_in + top_in), squeeze=False,
+                                 sharey=True)
+        handles = {}
         for i, param in enumerate(params):
             for j, test in enumerate(TESTS):
                 ax = axes[i, j]
-                for learner in LEARNER_STYLE:
-                    colour, marker = LEARNER_STYLE[learner]
+                for learner in learners:
+                    colour, marker = style[learner]
                     for s_idx, s in enumerate(series):
                         pts = sorted((k[2], v) for k, v in stats.items()
                                      if k[0] == param and k[1] == s and k[3] == learner and k[4] == test)
@@ -64,23 +113,30 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
                             continue
                         xs = [x for x, _ in pts]
                         ms = [v[0] for _, v in pts]
-                        label = learner + (f" ({s})" if s else "")
+                        label = LEARNER_LABEL.get(learner, learner) + (f" ({_series_label(s)})" if s else "")
                         ls = dashes[s_idx % len(dashes)]
                         if marker is None:
-                            ax.plot(xs, ms, color=colour, linestyle=ls, label=label)
+                            (h,) = ax.plot(xs, ms, color=colour, linestyle=ls, linewidth=2.0, alpha=0.85, zorder=2, label=label)
                         else:
-                            ax.errorbar(xs, ms, yerr=[v[1] for _, v in pts], color=colour, marker=marker,
-                                        linestyle=ls, linewidth=0.8, capsize=2, label=label)
-                ax.set_title(f"{test} test")
-                ax.set_xlabel(param)
-                ax.set_ylim(-0.02, 1.02)
+                            h = ax.errorbar(xs, ms, yerr=[v[1] for _, v in pts], color=colour, marker=marker,
+                                            linestyle=ls, linewidth=0.9, capsize=2, zorder=3, label=label,
+                                            markerfacecolor="white" if s_idx % 2 else colour)
+                        handles.setdefault(label, h)
+                if i == 0:
+                    ax.set_title(TEST_LABEL.get(test, test))
+                ax.set_xlabel(PARAM_LABEL.get(param, param))
+                if param == "n":
+                    ax.set_xscale("log")
+                ax.set_ylim(-0.03, 1.03)
             axes[i, 0].set_ylabel("accuracy")
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False)
-        fig.suptitle(title)
+        total = height + bottom_in + top_in
+        fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=ncol, frameon=False,
+                   bbox_to_anchor=(0.5, (0.22 if caption else 0.03) / total))
+        if title:
+            fig.suptitle(title, y=1 - 0.04 / total, va="top", fontsize=10, fontweight="bold")
         if caption:
-            fig.text(0.5, 1.0 - 0.02, caption, ha="center", va="top", fontsize=7, style="italic")
-        n_legend_rows = math.ceil(len(labels) / 4)
-        fig.tight_layout(rect=(0, 0.04 * n_legend_rows + 0.02, 1, 0.95))
+            fig.text(0.5, 0.04 / total, caption, ha="center", va="bottom", fontsize=7.5, style="italic", wrap=True)
+        fig.subplots_adjust(left=0.075, right=0.99, wspace=0.08, hspace=xlabel_in / panel_in,
+                            top=1 - top_in / total, bottom=(bottom_in + xlabel_in) / total)
         fig.savefig(path)
         plt.close(fig)

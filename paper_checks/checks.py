@@ -350,7 +350,8 @@ def check_C5(quick: bool) -> Record:
 
 
 def _find_real_data() -> list[Path]:
-    pats = ["figures/real_data_*.csv", "real_data/results/**/*.csv", "real_data/results/**/*.json"]
+    pats = ["figures/real_data_*.csv", "real_data/results/**/*.csv", "real_data/results/**/*.json",
+            "real_data/results/**/er_summary.txt"]
     found = []
     for p in pats:
         found += [Path(f) for f in glob.glob(str(ROOT / p), recursive=True)]
@@ -372,11 +373,32 @@ def _series_points(path: Path) -> dict[str, list[tuple[float, float]]] | None:
     return out
 
 
+def _mean_er_bootstrap_se(label_pts: np.ndarray, cap_pts: np.ndarray, samples: int = 2000) -> float:
+    """Standard deviation of the mean ER (points) over bootstrap refits of the label trend (logit axes).
+
+    The trend's uncertainty is shared by every checkpoint, so averaging checkpoints does not reduce it.
+    """
+    logit = lambda a: np.log(a) - np.log1p(-a)
+    x, y = logit(label_pts[:, 0]), logit(label_pts[:, 1])
+    cx = logit(cap_pts[:, 0])
+    rng = np.random.default_rng(0)
+    means = []
+    for _ in range(samples):
+        idx = rng.integers(0, len(x), len(x))
+        if np.ptp(x[idx]) == 0:
+            continue
+        slope, intercept = np.polyfit(x[idx], y[idx], 1)
+        means.append(np.mean(100 * (cap_pts[:, 1] - 1 / (1 + np.exp(-(slope * cx + intercept))))))
+    return float(np.std(means, ddof=1))
+
+
 def check_C6(quick: bool) -> Record:
     """Real data: caption-trained models above label-trained ones in the OOD-vs-ID plane (higher ER)."""
     claim = ("On real images, models trained with captions lie above models trained with labels in the OOD-vs-ID "
              "plane (higher effective robustness).")
-    expected = "caption/rich series' effective robustness > label series' (logit-scale fit over the label checkpoints)"
+    expected = ("effective robustness (ER) of the caption ('rich') checkpoints > 0 against the logit-linear trend of "
+                "the label checkpoints: mean ER - 3 s.e. > 0, the s.e. combining the spread over checkpoints and "
+                "the trend's own uncertainty (bootstrap over the label checkpoints)")
     files = _find_real_data()
     for path in files:
         pts = _series_points(path) if path.suffix == ".csv" else None
@@ -386,23 +408,44 @@ def check_C6(quick: bool) -> Record:
         caps = [k for k in pts if k != label and any(w in k.lower() for w in ("rich", "caption"))]
         if label is None or not caps or len(pts[label]) < 2:
             continue
-        from mmcl_theory.clip.robustness import fit_line
+        from mmcl_theory.clip.robustness import read_series_csv, series_effective_robustness
 
+        series = read_series_csv(path)
+        rep = series_effective_robustness(series, [label])  # bootstrap CIs over the label checkpoints
         lab = np.array(pts[label])
-        fit = fit_line(lab[:, 0], lab[:, 1], "logit")  # baseline trend over the label-trained checkpoints
-        ers = {k: fit.effective_robustness(np.array(pts[k])[:, 0], np.array(pts[k])[:, 1]) for k in caps}
-        er_text = "; ".join(f"{k}: mean ER {100 * np.mean(v):+.2f} points over {len(v)} checkpoints "
-                            f"(s.e. {100 * np.std(v, ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0:.2f})"
-                            for k, v in ers.items())
-        ok = all(np.mean(v) - Z * (np.std(v, ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0) > 0
-                 for v in ers.values())
+        ok, texts, details = True, [], []
+        for k in caps:
+            cks = rep["series"][k]["checkpoints"]
+            er = np.array([c["er"] for c in cks])  # percentage points
+            m, se_ck = mean_se(er)
+            se_fit = _mean_er_bootstrap_se(lab, np.array(pts[k]))
+            se = math.hypot(se_ck, se_fit)
+            above = sum(c["ci"][0] > 0 for c in cks)
+            ok &= m - Z * se > 0
+            ids = np.array(pts[k])[:, 0]
+            texts.append(f"{k}: mean ER {m:+.2f} +- {se:.2f} points over {len(er)} checkpoints (s.e. from "
+                         f"checkpoints {se_ck:.2f} and from the trend fit {se_fit:.2f}; {above} of {len(er)} "
+                         "checkpoints with 95% bootstrap CI above 0)")
+            details.append(f"{k} per checkpoint (step: ER [95% CI]): " + "; ".join(
+                f"{c['step']}: {c['er']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]" for c in cks))
+            details.append(f"{k} ID accuracy range {ids.min():.3f}-{ids.max():.3f} vs label {lab[:, 0].min():.3f}-"
+                           f"{lab[:, 0].max():.3f}: the label trend is extrapolated below its range where they do not "
+                           "overlap.")
+        summary = [f for f in _find_real_data() if f.name == "er_summary.txt"]
         return Record("C6", claim, PAPER, expected,
-                      f"{er_text}; label checkpoints {len(lab)} (file {path.relative_to(ROOT)})",
-                      verdict(ok), "caption series above the label trend by > 3 s.e." if ok else
-                      "caption series not above the label trend by > 3 s.e.",
-                      [f"Read {path.relative_to(ROOT)} (columns series, step, id_acc, ood_acc).",
-                       "ER = OOD accuracy minus the label series' logit-linear trend at the same ID accuracy "
-                       "(mmcl_theory.clip.robustness.fit_line / effective_robustness)."])
+                      "; ".join(texts) + f"; baseline: {len(lab)} label checkpoints (file {path.relative_to(ROOT)})",
+                      verdict(ok), ("caption series above the label trend by > 3 s.e." if ok else
+                                    "not confirmed: the caption series' mean ER is not above 0 by 3 s.e. (with a "
+                                    "positive mean this is inconclusive rather than a refutation)"),
+                      [f"Read {path.relative_to(ROOT)} (columns series, step, id_acc, ood_acc), written by the "
+                       "real-data track (Tiny ImageNet, label vs rich captions); ER computed with "
+                       "mmcl_theory.clip.robustness.series_effective_robustness (logit axes, trend over the label "
+                       "checkpoints, bootstrap over them).",
+                       *details,
+                       "Caveats: one training seed per variant; checkpoints of one run are correlated, so the s.e. "
+                       "over checkpoints understates the uncertainty; accuracies are low (ID 9-17%), far below the "
+                       "regime of the paper's CLIP models."
+                       + (f" Per-shift ERs: see {summary[0].relative_to(ROOT)}." if summary else "")])
     looked = "figures/real_data_*.csv, real_data/results/**/*.csv|json"
     reason = (f"no real-data series results found (looked for {looked}; found "
               f"{', '.join(str(p.relative_to(ROOT)) for p in files) or 'nothing'}): the real-data track "

@@ -1,0 +1,255 @@
+"""`python -m mmcl_theory.figures [--from DIR] [--quick] [--only NAMES]`: regenerate every figure into figures/.
+
+For each named sweep (SPEC section 8) it runs the sweep afresh (resumable, in runs/figures[-quick]/NAME)
+or, with --from DIR, reads DIR/NAME/results.json as written by `python -m mmcl_theory.sweep NAME
+--out DIR/NAME`. It then writes figures/NAME.png (theory curves, measured points with seed error
+bars, one panel per test distribution, the shared style of plotting.py) and figures/NAME.csv (the
+rows it was drawn from, in the results contract). The real-data OOD-vs-ID figure is drawn by the
+real-data track's plotting function (mmcl_theory.clip.robustness.plot_ood_vs_id) when its series CSV
+exists, and skipped with a note otherwise. figures/README.md lists every figure with its caption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import glob
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES_DIR = ROOT / "figures"
+
+# name -> (title, one-line caption). Captions say what is plotted and at which settings.
+SWEEP_FIGURES = {
+    "caption_richness": (
+        "Caption richness (M1)",
+        "Richer captions (per-image core detail annotated with prob. r) raise MMCL's flipped-test accuracy; SL stays "
+        "at the spurious solution. M1 defaults, n=200, d=2000."),
+    "core_variance": (
+        "Within-class core variance (M1)",
+        "MMCL with rich captions keeps the core's within-class variation and stays robust as sigma_core grows; "
+        "SL relies on the low-variance spurious feature. r=1, n=200."),
+    "spurious_strength": (
+        "Spurious correlation strength (M1)",
+        "Training agreement p between class and spurious feature: SL collapses on the flipped test as p grows, "
+        "MMCL (r=1) degrades gracefully, as the closed form predicts."),
+    "feature_sharing": (
+        "Inter-class feature sharing (M2)",
+        "Other classes' objects appearing as details (frequency beta): annotating them (dashed) raises MMCL's "
+        "shifted accuracy, leaving them out (solid) lowers it; SL fails. K=5, n=500."),
+    "detail_types": (
+        "Detail types (M2)",
+        "Annotation probability of each detail type, others at 0.5: core detail (r) and other-class details "
+        "(annotate) help; spurious/background words do not change the theory. K=5, beta=0.4."),
+    "sample_size": (
+        "Sample size (M1)",
+        "Finite-sample learners approach the population closed form as n grows (r=1, d=2000); SL min-norm stays "
+        "at the spurious solution on the flipped test."),
+    "digits": (
+        "Coloured digits (M3, semi-synthetic)",
+        "Real digit images with a colour tint as the spurious feature: zero-shot MMCL (InfoNCE) vs SL (same MLP) "
+        "across p; line style = caption richness r. No closed form applies."),
+}
+# Learners left out of a figure's fresh run, with the reason (printed and written to figures/README.md).
+EXCLUDE = {
+    "feature_sharing": (("mmcl_infonce_mlp",),
+                        "mmcl_infonce_mlp is left out: its XLA compilation for M2 (d=3000) hangs on this CPU "
+                        "(jax 0.10; reported to the sweep owner)"),
+}
+REAL_DATA_NAME = "real_data_ood_vs_id"
+
+
+def available() -> list[str]:
+    """The sweep figures whose definitions exist (digits only once synthetic/digits.toml does)."""
+    from .sweep import available_sweeps
+
+    have = set(available_sweeps())
+    return [n for n in SWEEP_FIGURES if n in have]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def fresh_rows(name: str, quick: bool, runs: Path) -> tuple[list[dict], dict]:
+    """Run (or resume) sweep `name` into runs/NAME; returns (rows, meta)."""
+    from .sweep import make_plan, run_sweep, write_results
+
+    plan = make_plan(name, quick)
+    exclude = EXCLUDE.get(name, ((), ""))[0]
+    if any(l in plan.learners for l in exclude):
+        plan = make_plan(name, quick, learners=[l for l in plan.learners if l not in exclude])
+    out = runs / name
+    start = time.perf_counter()
+    rows = run_sweep(plan, out)
+    seconds = time.perf_counter() - start
+    write_results(rows, plan, out, seconds)
+    return rows, {"seeds": len(plan.seeds), "seconds": seconds, "source": str(out / "results.json"),
+                  "learners": list(plan.learners)}
+
+
+def stored_rows(name: str, directory: Path) -> tuple[list[dict], dict]:
+    """Rows from DIR/NAME/results.json (written by the sweep CLI)."""
+    path = directory / name / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--from {directory}: no {path.relative_to(directory)} (run "
+                                f"`python -m mmcl_theory.sweep {name} --out {directory / name}`)")
+    meta = json.loads(path.read_text())
+    rows = meta["rows"]
+    return rows, {"seeds": len(meta.get("plan", {}).get("seeds", [])) or len({r["seed"] for r in rows if r["seed"] >= 0}),
+                  "seconds": meta.get("seconds"), "source": str(path), "learners": sorted({r["learner"] for r in rows})}
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    from .sweep import CONTRACT
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CONTRACT, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({**r, "accuracy": f"{float(r['accuracy']):.6g}"})
+    _atomic_write(path, buf.getvalue())
+
+
+def draw_sweep(name: str, rows: list[dict], out_dir: Path, seeds: int) -> Path:
+    from .plotting import plot_sweep
+
+    title, caption = SWEEP_FIGURES[name]
+    note = f" Points: mean +- s.e. over {seeds} seeds; lines: theory."
+    png = out_dir / f"{name}.png"
+    tmp = out_dir / f".{name}.tmp.png"
+    plot_sweep(rows, tmp, title, caption + note)
+    os.replace(tmp, png)
+    write_csv(rows, out_dir / f"{name}.csv")
+    return png
+
+
+# ------------------------------------------------------------------ real-data figure
+
+
+def find_real_data_series() -> Path | None:
+    """A series CSV (columns series, step, id_acc, ood_acc) from the real-data track, if one exists."""
+    candidates = sorted(glob.glob(str(ROOT / "figures" / "real_data_*.csv"))) + \
+        sorted(glob.glob(str(ROOT / "real_data" / "results" / "**" / "*.csv"), recursive=True))
+    for c in candidates:
+        with open(c, newline="") as f:
+            header = next(csv.reader(f), [])
+        if {"series", "step", "id_acc", "ood_acc"} <= set(header):
+            return Path(c)
+    return None
+
+
+def draw_real_data(out_dir: Path) -> tuple[Path | None, str]:
+    """Draw the OOD-vs-ID figure with the real-data track's own function; (path or None, note)."""
+    try:
+        from .clip import robustness
+    except ImportError as e:
+        return None, f"skipped: mmcl_theory.clip.robustness cannot be imported ({e})"
+    if not hasattr(robustness, "plot_ood_vs_id"):
+        return None, "skipped: mmcl_theory.clip.robustness has no plot_ood_vs_id"
+    src = find_real_data_series()
+    if src is None:
+        return None, ("skipped: no real-data series CSV yet (figures/real_data_*.csv or real_data/results/**/*.csv "
+                      "with columns series, step, id_acc, ood_acc); run real_data/tiny_imagenet_experiment.py")
+    series = robustness.read_series_csv(src)
+    baseline = [s for s in series if "label" in s.name.lower()] or series
+    report = robustness.series_effective_robustness(series, [s.name for s in baseline])
+    fit = robustness.LinearFit(**report["baseline_fit"])
+    png = out_dir / f"{REAL_DATA_NAME}.png"
+    robustness.plot_ood_vs_id(png, series, baseline_fit=fit,
+                              baseline_label=f"trend over {'+'.join(s.name for s in baseline)} checkpoints",
+                              title="Real data: OOD vs ID, caption vs label training")
+    return png, f"drawn from {src.relative_to(ROOT)}"
+
+
+# ------------------------------------------------------------------ README
+
+
+def write_readme(out_dir: Path, entries: list[dict], command: str) -> None:
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# Figures", "",
+             f"Regenerated by `{command}` (mmcl-theory {__version__}, {date}). Every sweep figure has the CSV it "
+             "was drawn from beside it (columns: sweep, model, param, value, series, learner, test, seed, n, "
+             "accuracy; theory rows have seed -1). Panels: aligned / independent / flipped test; lines are the "
+             "population theory (and the core-only Bayes accuracy), points are the mean +- standard error over "
+             "seeds. Sources: the curves are this package's derivations for its models M1/M2 (SPEC.md sections 3-4), "
+             "standing in for the paper's unavailable constants, not numbers from the paper.", ""]
+    for e in entries:
+        if e.get("png"):
+            lines += [f"## {e['title']}", "", f"![{e['name']}]({e['png']})", "", f"*{e['caption']}*", "",
+                      f"Data: [{e['csv']}]({e['csv']}); {e['note']}", ""]
+        else:
+            lines += [f"## {e['title']}", "", f"Not drawn: {e['note']}", ""]
+    _atomic_write(out_dir / "README.md", "\n".join(lines))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mmcl_theory.figures", description=__doc__.split("\n")[0])
+    ap.add_argument("--from", dest="from_dir", type=Path,
+                    help="read DIR/NAME/results.json instead of running the sweeps")
+    ap.add_argument("--quick", action="store_true", help="run the sweeps' quick variants (fresh runs only)")
+    ap.add_argument("--only", help="comma-separated figure names (default: all available)")
+    ap.add_argument("--out", type=Path, default=FIGURES_DIR, help="output folder (default figures/)")
+    ap.add_argument("--runs", type=Path, help="where fresh sweeps run (default runs/figures[-quick])")
+    args = ap.parse_args(argv)
+    names = available() + [REAL_DATA_NAME]
+    chosen = [n.strip() for n in args.only.split(",")] if args.only else names
+    unknown = [n for n in chosen if n not in SWEEP_FIGURES and n != REAL_DATA_NAME]
+    if unknown:
+        print(f"error: unknown figure(s) {', '.join(unknown)}: known {', '.join(names)}", file=sys.stderr)
+        return 2
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    out_dir = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = args.runs or Path("runs") / ("figures-quick" if args.quick else "figures")
+    entries, failed = [], []
+    for name in chosen:
+        if name == REAL_DATA_NAME:
+            png, note = draw_real_data(out_dir)
+            print(f"[figures] {name}: {note}", file=sys.stderr)
+            entries.append({"name": name, "title": "Real data: OOD vs ID (caption vs label training)",
+                            "png": png.name if png else None, "csv": None,
+                            "caption": "OOD accuracy (average over shifts) against ID accuracy, logit axes: "
+                                       "caption-trained vs label-trained checkpoints, with the label trend.",
+                            "note": note})
+            continue
+        if name not in available():
+            entries.append({"name": name, "title": SWEEP_FIGURES[name][0], "png": None,
+                            "note": f"no sweep definition synthetic/{name}.toml"})
+            continue
+        print(f"[figures] {name} ...", file=sys.stderr, flush=True)
+        try:
+            rows, meta = stored_rows(name, args.from_dir) if args.from_dir else fresh_rows(name, args.quick, runs)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"[figures] {name}: {e}", file=sys.stderr)
+            failed.append(name)
+            entries.append({"name": name, "title": SWEEP_FIGURES[name][0], "png": None, "note": str(e)})
+            continue
+        png = draw_sweep(name, rows, out_dir, meta["seeds"])
+        note = (f"{meta['seeds']} seeds, learners {', '.join(meta['learners'])}; from {'stored results' if args.from_dir else 'a fresh run'}"
+                + (f" ({meta['seconds']:.0f} s)" if meta.get("seconds") else "")
+                + (f"; {EXCLUDE[name][1]}" if name in EXCLUDE and not args.from_dir else "") + ".")
+        entries.append({"name": name, "title": SWEEP_FIGURES[name][0], "png": png.name, "csv": f"{name}.csv",
+                        "caption": SWEEP_FIGURES[name][1], "note": note})
+        print(f"[figures] {name}: wrote {png} and {name}.csv", file=sys.stderr)
+    if set(chosen) == set(names):  # the README lists every figure; a partial run leaves it alone
+        cmd = "python -m mmcl_theory.figures" + (f" --from {args.from_dir}" if args.from_dir else "") + \
+              (" --quick" if args.quick else "")
+        write_readme(out_dir, entries, cmd)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
