@@ -21,9 +21,10 @@ Learners. The two trained ones share the MLP image backbone and optax AdamW mini
                        argmax_k <f(x), g(prompt_k)> with prompt_k = the digit word alone.
   sl_digits:           image MLP + linear 10-way head, softmax cross-entropy.
 The two linear ones are the theory's learners (SPEC section 2) applied to raw pixels and tokens:
-  mmcl_linear_digits:  closed-form minimiser of the linear contrastive loss, A* = top-embed_dim
-                       SVD of S = (X_I - mean)^T X_T / (n-1); zero-shot argmax_k (x - mean)^T A* t_k.
-  sl_min_norm_digits:  minimum-norm least-squares fit of one-vs-rest +-1 targets, W = X^+ Y
+  mmcl_linear_digits:  closed-form minimiser of the linear contrastive loss (learners.mmcl_closed_form),
+                       A* = top-embed_dim SVD of S = (X_I - mean)^T X_T / (n-1);
+                       zero-shot argmax_k (x - mean)^T A* t_k.
+  sl_min_norm_digits:  minimum-norm fit of one-vs-rest +-1 targets (learners.sl_min_norm), W = X^+ Y
                        (the max-margin direction when every point is a support vector).
 A sweep point runs all seeds of a learner in one jit-compiled call (vmap over seeds; lax.scan
 over training steps).
@@ -42,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mmcl_theory.learners import mmcl_closed_form, sl_min_norm
 from mmcl_theory.losses import infonce_loss
 
 # --------------------------------------------------------------------------------------------
@@ -529,18 +531,14 @@ def linear_scores(learner: str, embed_dim: int, train_x: jax.Array, train_tokens
                   train_y: jax.Array, x: jax.Array) -> jax.Array:
     """Class scores (m, 10) of the closed-form linear learners trained on (n, D), (n, V), (n,).
 
-    mmcl_linear_digits: (x - mean_I)^T A* t_k with A* the rank-embed_dim truncation of
-    S = (X_I - 1 mean_I^T)^T X_T / (n-1) (rho = 1; zero-shot is invariant to rho) and t_k the
-    one-hot digit-word prompt. sl_min_norm_digits: x^T W, W = pinv(X_I) (2 onehot(y) - 1).
+    mmcl_linear_digits: (x - mean_I)^T A* t_k, A* = W_I^T W_T from learners.mmcl_closed_form at
+    rank embed_dim (rho = 1; zero-shot is invariant to rho), t_k the one-hot digit-word prompt.
+    sl_min_norm_digits: x^T W with W = learners.sl_min_norm (pinv(X_I) (2 onehot(y) - 1)).
     """
     if learner == "mmcl_linear_digits":
-        mean = train_x.mean(0)
-        u, sigma, vt = jnp.linalg.svd((train_x - mean).T @ train_tokens / (train_x.shape[0] - 1), full_matrices=False)
-        k = min(embed_dim, sigma.shape[0])
-        prompts_in_text = vt[:k] @ jnp.asarray(prompt_tokens()).T  # (k, 10)
-        return ((x - mean) @ u[:, :k]) * sigma[:k] @ prompts_in_text
-    targets = 2.0 * jax.nn.one_hot(train_y, NUM_CLASSES) - 1.0
-    return x @ (jnp.linalg.pinv(train_x) @ targets)
+        w_image, w_text = mmcl_closed_form(train_x, train_tokens, rank=embed_dim)
+        return ((x - train_x.mean(0)) @ w_image.T) @ (w_text @ jnp.asarray(prompt_tokens()).T)
+    return x @ sl_min_norm(train_x, train_y, NUM_CLASSES)
 
 
 @functools.lru_cache(maxsize=8)
