@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mmcl_theory.learners import mmcl_closed_form, sl_min_norm
+from mmcl_theory.learners import apply_mlp, init_mlp, mmcl_closed_form, sl_min_norm
 from mmcl_theory.losses import infonce_loss
 
 # --------------------------------------------------------------------------------------------
@@ -431,22 +431,6 @@ def build_split(config: DigitsConfig, seed: int) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 
 
-def init_mlp(key: jax.Array, sizes: tuple[int, ...]) -> list[dict[str, jax.Array]]:
-    """He-initialised dense layers sizes[0] -> ... -> sizes[-1]: [{'w': (a, b), 'b': (b,)}, ...]."""
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        {"w": jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), "b": jnp.zeros(b)}
-        for k, a, b in zip(keys, sizes[:-1], sizes[1:])
-    ]
-
-
-def mlp(params: list[dict[str, jax.Array]], x: jax.Array) -> jax.Array:
-    """ReLU MLP, linear last layer: (..., sizes[0]) -> (..., sizes[-1])."""
-    for layer in params[:-1]:
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
-    return x @ params[-1]["w"] + params[-1]["b"]
-
-
 def _normalise(x):
     return x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-8)
 
@@ -473,18 +457,18 @@ def prompt_tokens() -> np.ndarray:
 
 def predict(params: dict, learner: str, x: jax.Array) -> jax.Array:
     """Class scores (n, 10): zero-shot <f(x)/|f(x)|, g(t_k)/|g(t_k)|> for MMCL, logits for SL."""
-    emb = mlp(params["image"], x)
+    emb = apply_mlp(params["image"], x)
     if learner == "mmcl_infonce_digits":
         prompts = _normalise(jnp.asarray(prompt_tokens()) @ params["text"])
         return _normalise(emb) @ prompts.T
-    return mlp(params["head"], emb)
+    return apply_mlp(params["head"], emb)
 
 
 def loss(params: dict, learner: str, x: jax.Array, tokens: jax.Array, y: jax.Array, temperature: float) -> jax.Array:
     """Minibatch loss: symmetric InfoNCE on normalised (f(x), g(t)) with logit scale 1/tau (MMCL),
     or softmax cross-entropy of head(f(x)) against y (SL)."""
     if learner == "mmcl_infonce_digits":
-        emb_image = _normalise(mlp(params["image"], x))
+        emb_image = _normalise(apply_mlp(params["image"], x))
         emb_text = _normalise(tokens @ params["text"])
         return infonce_loss(emb_image, emb_text, jnp.asarray(1.0 / temperature))
     return optax.softmax_cross_entropy_with_integer_labels(predict(params, learner, x), y).mean()
