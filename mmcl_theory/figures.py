@@ -27,36 +27,43 @@ from . import __version__
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES_DIR = ROOT / "figures"
 
-# name -> (title, one-line caption). Captions say what is plotted and at which settings.
+# name -> (title, one-line caption for figures/README.md, settings line printed under the figure).
 SWEEP_FIGURES = {
     "caption_richness": (
         "Caption richness (M1)",
-        "Richer captions (per-image core detail annotated with prob. r) raise MMCL's flipped-test accuracy; SL stays "
-        "at the spurious solution. M1 defaults, n=200, d=2000."),
+        "Richer captions (per-image core detail annotated with prob. r) raise closed-form MMCL's flipped-test "
+        "accuracy from 0.54 to 0.71, on the population curve; SL min-norm stays near 0. M1 defaults.",
+        "M1 defaults: sigma_core 1, sigma_spu 0.05, p 0.95, n 200, d 2000"),
     "core_variance": (
         "Within-class core variance (M1)",
-        "MMCL with rich captions keeps the core's within-class variation and stays robust as sigma_core grows; "
-        "SL relies on the low-variance spurious feature. r=1, n=200."),
+        "As the core's within-class spread sigma_core grows, SL's flipped accuracy collapses to 0 (it takes the "
+        "low-variance spurious feature) while MMCL with rich captions stays near 0.7, on its closed form.",
+        "M1, r = 1, other parameters at the defaults (n 200, d 2000)"),
     "spurious_strength": (
         "Spurious correlation strength (M1)",
-        "Training agreement p between class and spurious feature: SL collapses on the flipped test as p grows, "
-        "MMCL (r=1) degrades gracefully, as the closed form predicts."),
+        "As the training class-spurious agreement p grows, SL's flipped accuracy falls to 0 while MMCL (r=1) "
+        "degrades from 0.84 to 0.69, following its closed form.",
+        "M1, r = 1, other parameters at the defaults (n 200, d 2000)"),
     "feature_sharing": (
         "Inter-class feature sharing (M2)",
         "Other classes' objects appearing as details (frequency beta): annotating them (dashed) raises MMCL's "
-        "shifted accuracy, leaving them out (solid) lowers it; SL fails. K=5, n=500."),
+        "shifted accuracy, leaving them out (solid) lowers it; SL fails. K=5, n=500.",
+        "M2: K 5, p 0.9, sigma_core 1, r 1, n 500, d 3000; solid: annotate 0, dashed: annotate 1"),
     "detail_types": (
         "Detail types (M2)",
         "Annotation probability of each detail type, others at 0.5: core detail (r) and other-class details "
-        "(annotate) help; spurious/background words do not change the theory. K=5, beta=0.4."),
+        "(annotate) help; spurious/background words leave the theory and closed-form MMCL unchanged. K=5, beta=0.4.",
+        "M2: K 5, sigma_core 1, beta 0.4, n 500, d 3000; one row per detail type"),
     "sample_size": (
         "Sample size (M1)",
         "Finite-sample learners approach the population closed form as n grows (r=1, d=2000); SL min-norm stays "
-        "at the spurious solution on the flipped test."),
+        "at the spurious solution on the flipped test.",
+        "M1, r = 1, d 2000, other parameters at the defaults"),
     "digits": (
         "Coloured digits (M3, semi-synthetic)",
         "Real digit images with a colour tint as the spurious feature: zero-shot MMCL (InfoNCE) vs SL (same MLP) "
-        "across p; line style = caption richness r. No closed form applies."),
+        "across p; line style = caption richness r. No closed form applies.",
+        "sklearn digits, colour tint spurious; line style: caption richness r"),
 }
 # Learners left out of a figure's fresh run, with the reason (printed and written to figures/README.md).
 EXCLUDE = {
@@ -124,11 +131,11 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def draw_sweep(name: str, rows: list[dict], out_dir: Path, seeds: int) -> Path:
     from .plotting import plot_sweep
 
-    title, caption = SWEEP_FIGURES[name]
-    note = f" Points: mean +- s.e. over {seeds} seeds; lines: theory."
+    title, _, settings = SWEEP_FIGURES[name]
+    note = f"{settings}. Points: mean +- s.e. over {seeds} seeds; lines: theory."
     png = out_dir / f"{name}.png"
     tmp = out_dir / f".{name}.tmp.png"
-    plot_sweep(rows, tmp, title, caption + note)
+    plot_sweep(rows, tmp, title, note)
     os.replace(tmp, png)
     write_csv(rows, out_dir / f"{name}.csv")
     return png
