@@ -128,11 +128,11 @@ def write_csv(rows: list[dict], path: Path) -> None:
     _atomic_write(path, buf.getvalue())
 
 
-def draw_sweep(name: str, rows: list[dict], out_dir: Path, seeds: int) -> Path:
+def draw_sweep(name: str, rows: list[dict], out_dir: Path, seeds: int, quick: bool = False) -> Path:
     from .plotting import plot_sweep
 
     title, _, settings = SWEEP_FIGURES[name]
-    note = f"{settings}. Points: mean +- s.e. over {seeds} seeds; lines: theory."
+    note = f"{settings}{' (quick variant)' if quick else ''}. Points: mean +- s.e. over {seeds} seeds; lines: theory."
     png = out_dir / f"{name}.png"
     tmp = out_dir / f".{name}.tmp.png"
     plot_sweep(rows, tmp, title, note)
@@ -206,6 +206,8 @@ def main(argv=None) -> int:
                     help="read DIR/NAME/results.json instead of running the sweeps")
     ap.add_argument("--quick", action="store_true", help="run the sweeps' quick variants (fresh runs only)")
     ap.add_argument("--only", help="comma-separated figure names (default: all available)")
+    ap.add_argument("--quick-for", default="", metavar="NAMES",
+                    help="comma-separated figures to run in their quick variant (the others full); noted in README")
     ap.add_argument("--out", type=Path, default=FIGURES_DIR, help="output folder (default figures/)")
     ap.add_argument("--runs", type=Path, help="where fresh sweeps run (default runs/figures[-quick])")
     args = ap.parse_args(argv)
@@ -222,6 +224,7 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = args.runs or Path("runs") / ("figures-quick" if args.quick else "figures")
     entries, failed = [], []
+    quick_for = {n.strip() for n in args.quick_for.split(",") if n.strip()}
     for name in chosen:
         if name == REAL_DATA_NAME:
             png, note = draw_real_data(out_dir)
@@ -238,14 +241,18 @@ def main(argv=None) -> int:
             continue
         print(f"[figures] {name} ...", file=sys.stderr, flush=True)
         try:
-            rows, meta = stored_rows(name, args.from_dir) if args.from_dir else fresh_rows(name, args.quick, runs)
+            quick = args.quick or name in quick_for
+            rows, meta = (stored_rows(name, args.from_dir) if args.from_dir else
+                          fresh_rows(name, quick, runs.with_name(runs.name + "-quick") if quick and not args.quick
+                                     else runs))
         except (FileNotFoundError, ValueError) as e:
             print(f"[figures] {name}: {e}", file=sys.stderr)
             failed.append(name)
             entries.append({"name": name, "title": SWEEP_FIGURES[name][0], "png": None, "note": str(e)})
             continue
-        png = draw_sweep(name, rows, out_dir, meta["seeds"])
-        note = (f"{meta['seeds']} seeds, learners {', '.join(meta['learners'])}; from {'stored results' if args.from_dir else 'a fresh run'}"
+        png = draw_sweep(name, rows, out_dir, meta["seeds"], quick and not args.from_dir)
+        note = (("QUICK variant of the sweep (fewer values and seeds, shorter training); " if quick and not args.from_dir
+                 else "") + f"{meta['seeds']} seeds, learners {', '.join(meta['learners'])}; from {'stored results' if args.from_dir else 'a fresh run'}"
                 + (f" ({meta['seconds']:.0f} s)" if meta.get("seconds") else "")
                 + (f"; {EXCLUDE[name][1]}" if name in EXCLUDE and not args.from_dir else "") + ".")
         entries.append({"name": name, "title": SWEEP_FIGURES[name][0], "png": png.name, "csv": f"{name}.csv",
@@ -253,7 +260,7 @@ def main(argv=None) -> int:
         print(f"[figures] {name}: wrote {png} and {name}.csv", file=sys.stderr)
     if set(chosen) == set(names):  # the README lists every figure; a partial run leaves it alone
         cmd = "python -m mmcl_theory.figures" + (f" --from {args.from_dir}" if args.from_dir else "") + \
-              (" --quick" if args.quick else "")
+              (" --quick" if args.quick else "") + (f" --quick-for {args.quick_for}" if quick_for else "")
         write_readme(out_dir, entries, cmd)
     return 1 if failed else 0
 
