@@ -26,14 +26,16 @@ LEARNER_STYLE = {  # colour, marker; theory learners are drawn as lines without 
     "mmcl_closed_form": ("tab:blue", "o"), "mmcl_linear_gd": ("tab:cyan", "x"),
     "mmcl_infonce_linear": ("tab:green", "s"), "mmcl_infonce_mlp": ("tab:olive", "^"),
     "sl_min_norm": ("tab:red", "o"), "sl_logistic": ("tab:orange", "s"), "sl_mlp": ("tab:purple", "^"),
-    "mmcl_infonce_digits": ("tab:green", "s"), "sl_digits": ("tab:red", "o"),
+    "mmcl_infonce_digits": ("tab:green", "s"), "sl_digits": ("tab:orange", "s"),
+    "mmcl_linear_digits": ("tab:blue", "o"), "sl_min_norm_digits": ("tab:red", "o"),
 }
 LEARNER_LABEL = {
     "theory_mmcl": "MMCL theory (population)", "bayes_core": "Bayes, core only",
     "mmcl_closed_form": "MMCL closed form", "mmcl_linear_gd": "MMCL linear loss, GD",
     "mmcl_infonce_linear": "MMCL InfoNCE, linear", "mmcl_infonce_mlp": "MMCL InfoNCE, MLP",
     "sl_min_norm": "SL min-norm", "sl_logistic": "SL logistic", "sl_mlp": "SL MLP",
-    "mmcl_infonce_digits": "MMCL InfoNCE (digits)", "sl_digits": "SL (digits)",
+    "mmcl_infonce_digits": "MMCL InfoNCE, MLP", "sl_digits": "SL cross-entropy, MLP",
+    "mmcl_linear_digits": "MMCL closed form (linear loss)", "sl_min_norm_digits": "SL min-norm",
 }
 PARAM_LABEL = {
     "r": "caption richness r", "sigma_core": r"core within-class s.d. $\sigma_{core}$",
@@ -74,7 +76,7 @@ def _series_label(s: str) -> str:
     if not s:
         return ""
     name, _, value = s.partition("=")
-    return f"{PARAM_LABEL.get(name, name).split(' $')[0]} = {value}" if name != "annotate" else f"annotate = {value}"
+    return f"{name} = {value}"
 
 
 def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
@@ -94,7 +96,8 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
         panel_in, xlabel_in = 1.65, 0.5  # panel height; x tick labels + axis label under each row
         height = (panel_in + xlabel_in) * len(params)
         n_items = len(learners) * max(len(series), 1)
-        ncol = 3 if n_items > 4 else max(n_items, 1)
+        longest = max((len(LEARNER_LABEL.get(l, l)) + (14 if series != [""] else 0) for l in learners), default=10)
+        ncol = max(1, min(n_items, 3 if longest <= 32 else 2))
         legend_rows = math.ceil(n_items / ncol)
         bottom_in = 0.08 + 0.16 * legend_rows + (0.2 if caption else 0.0)
         top_in = (0.3 if title else 0.05) + 0.25  # suptitle + panel titles
