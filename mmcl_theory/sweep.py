@@ -132,6 +132,9 @@ def make_plan(name: str, quick: bool = False, seeds: int | None = None, learners
             raise SweepError(f"unknown --set key {key!r} for model {model}: valid keys are "
                              f"{', '.join(config_keys + settings_keys)}")
     params = spec["param"] if isinstance(spec["param"], list) else [spec["param"]]
+    swept = [k for k in (overrides or {}) if k in params or k == spec.get("series")]
+    if swept:
+        raise SweepError(f"--set {swept[0]} would be overwritten: sweep {name!r} varies {swept[0]!r} itself")
     for p in params + ([spec["series"]] if spec.get("series") else []):
         if p not in config_keys:
             raise SweepError(f"sweep {name!r} varies {p!r}, which is not a {model} parameter")

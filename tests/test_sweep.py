@@ -34,6 +34,7 @@ def test_named_sweeps_exist_and_validate():
     (["no_such_sweep"], "known sweeps are"),
     (["caption_richness", "--set", "bogus=1"], "valid keys are"),
     (["caption_richness", "--set", "p=1.5"], "p = 1.5 is out of range"),
+    (["caption_richness", "--set", "r=0.5"], "varies 'r' itself"),
     (["caption_richness", "--set", "sigma_core=-1"], "sigma_core = -1.0 is out of range"),
     (["caption_richness", "--learners", "sl_magic"], "valid learners are"),
     (["caption_richness", "--seeds", "0"], "--seeds = 0"),
