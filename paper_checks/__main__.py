@@ -18,6 +18,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help=f"comma-separated check ids (default: all of {', '.join(CHECKS)})")
     ap.add_argument("--out", type=Path, help="report path (default paper_checks/REPORT.md; "
                                              "paper_checks/REPORT-quick.md with --quick)")
+    ap.add_argument("--resume", type=Path, metavar="DIR",
+                    help="save each finished check in DIR and reuse checks already saved there (same version, mode)")
     args = ap.parse_args(argv)
     only = [c.strip() for c in args.only.split(",")] if args.only else None
     bad = [c for c in only or [] if c not in CHECKS]
@@ -28,7 +30,7 @@ def main(argv=None) -> int:
 
     jax.config.update("jax_platforms", "cpu")
     start = time.perf_counter()
-    records = run_all(args.quick, only)
+    records = run_all(args.quick, only, resume_dir=args.resume)
     text = render(records, args.quick, time.perf_counter() - start)
     here = Path(__file__).resolve().parent
     out = args.out or here / ("REPORT-quick.md" if args.quick else "REPORT.md")
