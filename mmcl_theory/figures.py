@@ -48,7 +48,7 @@ SWEEP_FIGURES = {
         "Inter-class feature sharing (M2)",
         "Other classes' objects appearing as details (frequency beta): annotating them (dashed) raises MMCL's "
         "shifted accuracy, leaving them out (solid) lowers it; SL fails. K=5, n=500.",
-        "M2: K 5, p 0.9, sigma_core 1, r 1, n 500, d 3000; solid: annotate 0, dashed: annotate 1"),
+        "M2: K 5, p 0.9, sigma_core 1, n 500, d 3000; solid: annotate 0, dashed: annotate 1"),
     "detail_types": (
         "Detail types (M2)",
         "Annotation probability of each detail type, others at 0.5: core detail (r) and other-class details "
@@ -170,11 +170,14 @@ def draw_real_data(out_dir: Path) -> tuple[Path | None, str]:
     if src is None:
         return None, ("skipped: no real-data series CSV yet (figures/real_data_*.csv or real_data/results/**/*.csv "
                       "with columns series, step, id_acc, ood_acc); run real_data/tiny_imagenet_experiment.py")
+    png = out_dir / f"{REAL_DATA_NAME}.png"
+    if out_dir.resolve() == FIGURES_DIR.resolve() and png.is_file() and png.stat().st_mtime >= src.stat().st_mtime:
+        return png, (f"kept: {png.name} is newer than {src.relative_to(ROOT)} (drawn by the real-data track with its "
+                     "own labels; delete it to redraw)")
     series = robustness.read_series_csv(src)
     baseline = [s for s in series if "label" in s.name.lower()] or series
     report = robustness.series_effective_robustness(series, [s.name for s in baseline])
     fit = robustness.LinearFit(**report["baseline_fit"])
-    png = out_dir / f"{REAL_DATA_NAME}.png"
     robustness.plot_ood_vs_id(png, series, baseline_fit=fit,
                               baseline_label=f"trend over {'+'.join(s.name for s in baseline)} checkpoints",
                               title="Real data: OOD vs ID, caption vs label training")
@@ -192,7 +195,9 @@ def write_readme(out_dir: Path, entries: list[dict], command: str) -> None:
              "accuracy; theory rows have seed -1). Panels: aligned / independent / flipped test; lines are the "
              "population theory (and the core-only Bayes accuracy), points are the mean +- standard error over "
              "seeds. Sources: the curves are this package's derivations for its models M1/M2 (SPEC.md sections 3-4), "
-             "standing in for the paper's unavailable constants, not numbers from the paper.", ""]
+             "standing in for the paper's unavailable constants, not numbers from the paper. The InfoNCE learners are "
+             "shown as measured: in M1 with rich captions they weight the spurious feature negatively (aligned "
+             "accuracy drops, flipped rises), which the linear-loss theory does not describe.", ""]
     for e in entries:
         if e.get("png"):
             lines += [f"## {e['title']}", "", f"![{e['name']}]({e['png']})", "", f"*{e['caption']}*", "",
@@ -254,8 +259,9 @@ def main(argv=None) -> int:
             continue
         png = draw_sweep(name, rows, out_dir, meta["seeds"], quick and not args.from_dir)
         note = (("QUICK variant of the sweep (fewer values and seeds, shorter training); " if quick and not args.from_dir
-                 else "") + f"{meta['seeds']} seeds, learners {', '.join(meta['learners'])}; from {'stored results' if args.from_dir else 'a fresh run'}"
-                + (f" ({meta['seconds']:.0f} s)" if meta.get("seconds") else "")
+                 else "") + f"{meta['seeds']} seeds, learners {', '.join(meta['learners'])}; "
+                + (f"from stored results {meta['source']}" if args.from_dir else
+                   f"run by this command in {Path(meta['source']).parent} (resumable: finished points are reused)")
                 + (f"; {EXCLUDE[name][1]}" if name in EXCLUDE and not args.from_dir else "") + ".")
         entries.append({"name": name, "title": SWEEP_FIGURES[name][0], "png": png.name, "csv": f"{name}.csv",
                         "caption": SWEEP_FIGURES[name][1], "note": note})
