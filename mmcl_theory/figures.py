@@ -237,7 +237,8 @@ def main(argv=None) -> int:
             png, note = draw_real_data(out_dir)
             print(f"[figures] {name}: {note}", file=sys.stderr)
             entries.append({"name": name, "title": "Real data: OOD vs ID (caption vs label training)",
-                            "png": png.name if png else None, "csv": None,
+                            "png": png.name if png else None,
+                            "csv": (os.path.relpath(find_real_data_series(), out_dir) if png else None),
                             "caption": "OOD accuracy (average over shifts) against ID accuracy, logit axes: "
                                        "caption-trained vs label-trained checkpoints, with the label trend.",
                             "note": note})
