@@ -234,17 +234,13 @@ def _compiled_point(learners, settings):
 
 
 def _shard(stacked, keys):
-    """Spread the sweep-value axis over all local accelerators when it divides evenly.
-
-    CPU runs are not sharded: with forced host devices (--xla_force_host_platform_device_count=2)
-    jax 0.10.2 hung in our test of this path, so it is left out rather than shipped untested.
-    """
+    """Spread the sweep-value axis over all local devices when it divides evenly."""
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     devices = jax.local_devices()
     n_points = jax.tree.leaves(stacked)[0].shape[0]
-    if len(devices) == 1 or n_points % len(devices) or devices[0].platform == "cpu":
+    if len(devices) == 1 or n_points % len(devices):
         return stacked, keys
     mesh = Mesh(devices, ("points",))
     stacked = jax.device_put(stacked, NamedSharding(mesh, PartitionSpec("points")))
