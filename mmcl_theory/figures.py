@@ -68,8 +68,8 @@ SWEEP_FIGURES = {
 # Learners left out of a figure's fresh run, with the reason (printed and written to figures/README.md).
 EXCLUDE = {
     "feature_sharing": (("mmcl_infonce_mlp",),
-                        "mmcl_infonce_mlp is left out: its XLA compilation for M2 (d=3000) hangs on this CPU "
-                        "(jax 0.10; reported to the sweep owner)"),
+                        "mmcl_infonce_mlp is left out: its XLA compilation for M2 (d=3000) never finished on this CPU "
+                        "(process idle in a futex wait; reported to the sweep owner)"),
 }
 REAL_DATA_NAME = "real_data_ood_vs_id"
 
