@@ -104,15 +104,3 @@ def test_rerun_of_a_finished_sweep_recomputes_nothing(tmp_path):
                  "--set", "p=0.8"]) == 2
 
 
-
-def test_sharded_over_two_host_devices_gives_the_single_device_results(tmp_path):
-    """core_variance has 7 values: chunks of 6 points are split over 2 forced host devices."""
-    common = ["core_variance", "--no-progress", "--seeds", "2", "--learners", "mmcl_closed_form,sl_min_norm", *SMALL]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    sharded = subprocess.run([sys.executable, "-m", "mmcl_theory.sweep", *common, "--out", str(tmp_path / "two")],
-                             capture_output=True, text=True, timeout=300, env=env)
-    assert sharded.returncode == 0, sharded.stderr
-    assert main([*common, "--out", str(tmp_path / "one")]) == 0
-    read = lambda d: sorted((r["value"], r["learner"], r["test"], r["seed"], round(float(r["accuracy"]), 5))
-                            for r in csv.DictReader(open(tmp_path / d / "results.csv")))
-    assert read("two") == read("one")
