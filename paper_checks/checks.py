@@ -318,9 +318,7 @@ def check_C5(quick: bool) -> Record:
         res = {}
         for ann in (0.0, 1.0):
             cfg = make_config("M2", sigma_core=1.0, beta=beta, annotate=ann, n_test=n_test)
-            # one seed per compiled call: the seed-vmapped M2 program (6 seeds, d=3000) deadlocked in XLA's CPU
-            # runtime here (jax 0.10; hang with the process idle), per-seed calls do not
-            res[ann] = evaluate(cfg, seeds, ("mmcl_closed_form", "sl_min_norm"), None, 1)
+            res[ann] = evaluate(cfg, seeds, ("mmcl_closed_form", "sl_min_norm"))
         f = TEST_INDEX["flipped"]
         ann_acc, un_acc = res[1.0]["mmcl_closed_form"][:, f], res[0.0]["mmcl_closed_form"][:, f]
         sl_acc = res[1.0]["sl_min_norm"][:, f]  # SL sees images and labels only: annotation does not change it
