@@ -118,3 +118,66 @@ def test_registry_errors_name_field_and_allowed_values():
         models.TextConfig(context_length=8, vocab_size=10, width=30, heads=4, layers=1)
     assert {"RN50", "ViT-B-32", "ViT-S-32"} <= set(models.list_models())
     assert math.isclose(models.LOGIT_SCALE_INIT, 1 / 0.07)
+
+
+# ----------------------------------------------------------------------------------------------
+# Additions for the objectives: token outputs (FILIP), linear head, SimCLR MLP, text depth
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, patches", [("ViT-test", (32 // 8) ** 2), ("RN-test", (32 // 32) ** 2)])
+def test_image_tokens_share_parameters_with_the_global_embedding(name, patches):
+    cfg, model, variables = built(name)
+    images = jax.random.normal(jax.random.key(3), (2, 32, 32, 3))
+    emb, tokens = jax.jit(lambda v, x: model.apply(v, x, method=models.CLIP.encode_image_tokens))(variables, images)
+    assert tokens.shape == (2, patches, cfg.embed_dim)
+    np.testing.assert_allclose(np.linalg.norm(tokens, axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(emb, model.apply(variables, images, method=models.CLIP.encode_image), atol=1e-6)
+
+
+def test_text_tokens_mask_padding_and_eot_token_is_the_global_embedding():
+    cfg, model, variables = built("ViT-test")
+    eot = cfg.text.vocab_size - 1
+    tokens, ends = _tokens(3, cfg.text.context_length, eot, np.random.default_rng(4))
+    emb, token_emb, mask = model.apply(variables, tokens, method=models.CLIP.encode_text_tokens)
+    assert token_emb.shape == (3, cfg.text.context_length, cfg.embed_dim)
+    expected_mask = np.arange(cfg.text.context_length)[None] <= ends[:, None]  # real tokens up to EOT
+    np.testing.assert_array_equal(mask, expected_mask)
+    np.testing.assert_allclose(emb, model.apply(variables, tokens, method=models.CLIP.encode_text), atol=1e-6)
+    np.testing.assert_allclose(token_emb[np.arange(3), ends], emb, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ViT-test", "RN-test"])
+def test_heads_add_parameters_without_changing_the_towers(name):
+    cfg, plain, plain_vars = built(name)
+    model = models.create_model(cfg, eot_id=cfg.text.vocab_size - 1, num_classes=7, ssl_dim=16)
+    variables = models.init_variables(model, jax.random.key(0))
+    params = variables["params"]
+    assert set(params) == {"visual", "textual", "logit_scale", "classifier", "ssl_head"}
+    same = jax.tree_util.tree_map(lambda a, b: bool(jnp.array_equal(a, b)),
+                                  {k: params[k] for k in plain_vars["params"]}, plain_vars["params"])
+    assert all(jax.tree_util.tree_leaves(same))
+    images = jax.random.normal(jax.random.key(5), (2, 32, 32, 3))
+    logits = model.apply(variables, images, method=models.CLIP.classify)
+    assert logits.shape == (2, 7) and logits.dtype == jnp.float32
+    np.testing.assert_array_equal(logits, 0.0)  # zero-initialised head: uniform start
+    e = cfg.embed_dim  # head: e*7 + 7; SimCLR MLP: e*4e + 4e, 4e*4e + 4e, 4e*16 + 16
+    assert models.count_params(params["classifier"]) == e * 7 + 7
+    assert models.count_params(params["ssl_head"]) == (e * 4 * e + 4 * e) + (16 * e * e + 4 * e) + (4 * e * 16 + 16)
+    assert model.apply(variables, images, method=models.CLIP.ssl_project).shape == (2, 16)
+
+
+def test_supervised_model_without_text_tower():
+    cfg = models.model_config("ViT-test")
+    model = models.create_model(cfg, eot_id=cfg.text.vocab_size - 1, num_classes=3, text_tower=False)
+    assert set(models.init_variables(model, jax.random.key(0))["params"]) == {"visual", "logit_scale", "classifier"}
+
+
+def test_text_depth_option_changes_one_block_per_layer():
+    # One pre-LN block of width w: ln_1 2w, in_proj 3w^2 + 3w, out_proj w^2 + w, ln_2 2w,
+    # c_fc 4w^2 + 4w, c_proj 4w^2 + w = 12 w^2 + 13 w; the text tower of ViT-test has w = 32.
+    w = 32
+    deep = models.tower_param_counts(models.model_config("ViT-test", text_layers=3))["textual"]
+    shallow = models.tower_param_counts(models.model_config("ViT-test", text_layers=1))["textual"]
+    assert deep - shallow == 2 * (12 * w * w + 13 * w)
+    assert models.model_config("ViT-B-32", text_layers=models.CURTAILED_TEXT_LAYERS).text.layers == 3
+    with pytest.raises(ValueError, match="text.layers"):
+        models.model_config("ViT-test", text_layers=0)

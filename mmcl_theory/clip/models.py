@@ -2,6 +2,14 @@
 
 Named configurations live in ``model_configs.json`` beside this file (open_clip style):
 RN50 and ViT-B-32 at 224 px with the published shapes, ViT-S-32, and small 64 px and test sizes.
+``model_config(name, text_layers=k)`` changes the text-tower depth (the CLIP benchmark of Cui et al.
+2022 curtails it; ``CURTAILED_TEXT_LAYERS``).
+
+Beyond the two global embeddings, the model has what the objectives of
+``mmcl_theory.clip.objectives`` need, all optional and outside the plain CLIP parameter tree:
+token-level outputs for FILIP (``encode_image_tokens``, ``encode_text_tokens``; same parameters),
+a linear classification head for the supervised baseline (``num_classes``; with
+``text_tower=False`` the text tower is not built) and a SimCLR projection MLP for SLIP (``ssl_dim``).
 
 Conventions: images enter as uint8 (B, H, W, 3) and are normalised by :func:`preprocess`;
 tokens are int32 (B, L) and the text feature is read at the end-of-text (EOT) token.
@@ -27,6 +35,10 @@ CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 LOGIT_SCALE_INIT = 1.0 / 0.07
 LOGIT_SCALE_MAX = 100.0
+# Curtailed text-encoder depth: a quarter of the 12-layer CLIP text transformer. Cui et al. (2022)
+# report that curtailing the text encoder cuts training cost at little accuracy loss; the depth
+# is a config value (model.text_layers), this is the default of the curtailed setting.
+CURTAILED_TEXT_LAYERS = 3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,8 +123,9 @@ def list_models() -> list[str]:
 
 
 def model_config(name: str, *, vocab_size: int | None = None, context_length: int | None = None,
-                 image_size: int | None = None) -> CLIPConfig:
-    """The registered config ``name``, optionally with the tokenizer's vocabulary/context and image size."""
+                 image_size: int | None = None, text_layers: int | None = None) -> CLIPConfig:
+    """The registered config ``name``, optionally with the tokenizer's vocabulary/context, the image
+    size and the text-tower depth (``text_layers``; None = the registry's)."""
     reg = _registry()
     if name not in reg:
         raise ValueError(f"model.name = {name!r}: must be one of {sorted(reg)}")
@@ -125,6 +138,8 @@ def model_config(name: str, *, vocab_size: int | None = None, context_length: in
         text["vocab_size"] = vocab_size
     if context_length is not None:
         text["context_length"] = context_length
+    if text_layers is not None:
+        text["layers"] = text_layers
     return CLIPConfig(name=name, embed_dim=raw["embed_dim"], vision=VisionConfig(**vision),
                       text=TextConfig(**text))
 
@@ -197,14 +212,15 @@ class Transformer(nn.Module):
 # ----------------------------------------------------------------------------------------------
 class VisionTransformer(nn.Module):
     """ViT: patchify (conv, no bias) + class token + positions, pre-LN transformer, LN and projection
-    of the class token. (B, H, W, 3) -> (B, embed_dim)."""
+    of the class token. (B, H, W, 3) -> (B, embed_dim); with ``return_tokens`` also the patch tokens
+    through the same LN and projection, (B, (H/p)(W/p), embed_dim)."""
 
     config: VisionConfig
     embed_dim: int
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, return_tokens: bool = False):
         c = self.config
         p = c.patch_size
         x = nn.Conv(c.width, (p, p), strides=(p, p), use_bias=False, dtype=self.dtype, name="conv1")(x)
@@ -217,9 +233,13 @@ class VisionTransformer(nn.Module):
         x = x + pos.astype(x.dtype)
         x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="ln_pre")(x)
         x = Transformer(c.width, c.heads, c.layers, dtype=self.dtype, name="transformer")(x)
-        x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="ln_post")(x[:, 0])
-        return nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
-                        kernel_init=nn.initializers.normal(scale), name="proj")(x)
+        ln_post = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="ln_post")
+        proj = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
+                        kernel_init=nn.initializers.normal(scale), name="proj")
+        if return_tokens:
+            out = proj(ln_post(x))
+            return out[:, 0], out[:, 1:]
+        return proj(ln_post(x[:, 0]))
 
 
 class Bottleneck(nn.Module):
@@ -252,14 +272,16 @@ class Bottleneck(nn.Module):
 
 class AttentionPool(nn.Module):
     """CLIP's attention pooling: the spatial mean token (plus positions) attends over all tokens.
-    (B, h, w, C) -> (B, output_dim)."""
+    (B, h, w, C) -> (B, output_dim); with ``return_tokens`` also the spatial tokens through the value
+    and output projections (dense features, as the pooled output of a one-token attention),
+    (B, h*w, output_dim)."""
 
     heads: int
     output_dim: int
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, return_tokens: bool = False):
         b, h, w, c = x.shape
         x = x.reshape(b, h * w, c)
         x = jnp.concatenate([x.mean(axis=1, keepdims=True), x], axis=1)
@@ -270,7 +292,10 @@ class AttentionPool(nn.Module):
         k = nn.Dense(c, dtype=self.dtype, name="k_proj")(x).reshape(b, h * w + 1, self.heads, d)
         v = nn.Dense(c, dtype=self.dtype, name="v_proj")(x).reshape(b, h * w + 1, self.heads, d)
         out = jax.nn.dot_product_attention(q, k, v).reshape(b, c)
-        return nn.Dense(self.output_dim, dtype=self.dtype, name="c_proj")(out)
+        c_proj = nn.Dense(self.output_dim, dtype=self.dtype, name="c_proj")
+        if return_tokens:
+            return c_proj(out), c_proj(v[:, 1:].reshape(b, h * w, c))
+        return c_proj(out)
 
 
 class ModifiedResNet(nn.Module):
@@ -281,7 +306,7 @@ class ModifiedResNet(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, return_tokens: bool = False):
         c = self.config
         w = c.width
         for i, (ch, stride) in enumerate([(w // 2, 2), (w // 2, 1), (w, 1)], start=1):
@@ -296,7 +321,7 @@ class ModifiedResNet(nn.Module):
             for j in range(depth):
                 stride = 2 if (stage > 0 and j == 0) else 1
                 x = Bottleneck(planes, stride, self.dtype, name=f"layer{stage + 1}_{j}")(x, train)
-        return AttentionPool(c.heads, self.embed_dim, self.dtype, name="attnpool")(x)
+        return AttentionPool(c.heads, self.embed_dim, self.dtype, name="attnpool")(x, return_tokens)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -305,7 +330,9 @@ class ModifiedResNet(nn.Module):
 class TextTransformer(nn.Module):
     """Causal transformer; the feature is ln_final(x) at the EOT token, projected (no bias).
     tokens (B, L) int32 -> (B, embed_dim). The EOT position is the first token equal to ``eot_id``
-    (the last position when a truncated sequence has none)."""
+    (the last position when a truncated sequence has none). With ``return_tokens`` also every
+    position through the same LN and projection, (B, L, embed_dim), and the mask (B, L) bool of the
+    real tokens (positions up to and including EOT; the padding after it is False)."""
 
     config: TextConfig
     embed_dim: int
@@ -313,7 +340,7 @@ class TextTransformer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, tokens):
+    def __call__(self, tokens, return_tokens: bool = False):
         c = self.config
         x = nn.Embed(c.vocab_size, c.width, embedding_init=nn.initializers.normal(0.02),
                      dtype=self.dtype, name="token_embedding")(tokens)
@@ -323,9 +350,13 @@ class TextTransformer(nn.Module):
         x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="ln_final")(x)
         is_eot = tokens == self.eot_id
         eot = jnp.where(is_eot.any(axis=1), jnp.argmax(is_eot, axis=1), tokens.shape[1] - 1)
-        x = x[jnp.arange(x.shape[0]), eot]
-        return nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
-                        kernel_init=nn.initializers.normal(c.width ** -0.5), name="text_projection")(x)
+        proj = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
+                        kernel_init=nn.initializers.normal(c.width ** -0.5), name="text_projection")
+        if return_tokens:
+            out = proj(x)
+            mask = jnp.arange(tokens.shape[1])[None, :] <= eot[:, None]
+            return out[jnp.arange(x.shape[0]), eot], out, mask
+        return proj(x[jnp.arange(x.shape[0]), eot])
 
 
 def _l2_normalise(x: jax.Array) -> jax.Array:
@@ -333,22 +364,49 @@ def _l2_normalise(x: jax.Array) -> jax.Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+class SimCLRProjection(nn.Module):
+    """SLIP's projection MLP for the SimCLR term: Dense(hidden), ReLU, Dense(hidden), ReLU,
+    Dense(out_dim) (SLIP's 3 layers, without its batch norm). (B, D) -> (B, out_dim)."""
+
+    hidden_dim: int
+    out_dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x))
+        x = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype, name="fc2")(x))
+        return nn.Dense(self.out_dim, dtype=self.dtype, name="fc3")(x)
+
+
 class CLIP(nn.Module):
     """Two towers with L2-normalised embeddings and a learnable inverse temperature.
 
     __call__(images (B,H,W,3) normalised, tokens (B,L)) -> (emb_image (B,D), emb_text (B,D), scale),
     scale = exp(clip(log_scale, 0, log 100)) in [1, 100], log_scale initialised to log(1/0.07).
+
+    Optional parts (none by default, so the plain CLIP parameter tree is unchanged):
+    ``num_classes`` > 0 adds ``classifier``, a linear head on the unnormalised image feature
+    (``classify``); ``ssl_dim`` > 0 adds ``ssl_head``, a SimCLR projection MLP (``ssl_project``);
+    ``text_tower=False`` leaves the text tower out of ``init_variables`` (supervised baseline).
     """
 
     config: CLIPConfig
     eot_id: int
     dtype: Any = jnp.float32
+    num_classes: int = 0
+    ssl_dim: int = 0
+    text_tower: bool = True
 
     def setup(self):
         tower = VisionTransformer if self.config.vision.kind == "vit" else ModifiedResNet
         self.visual = tower(self.config.vision, self.config.embed_dim, self.dtype)
         self.textual = TextTransformer(self.config.text, self.config.embed_dim, self.eot_id, self.dtype)
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(math.log(LOGIT_SCALE_INIT)), ())
+        if self.num_classes:
+            self.classifier = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros)
+        if self.ssl_dim:
+            self.ssl_head = SimCLRProjection(4 * self.config.embed_dim, self.ssl_dim, self.dtype)
 
     def encode_image(self, images, train: bool = False):
         return _l2_normalise(self.visual(images, train))
@@ -356,15 +414,48 @@ class CLIP(nn.Module):
     def encode_text(self, tokens):
         return _l2_normalise(self.textual(tokens))
 
+    def encode_image_tokens(self, images, train: bool = False):
+        """(emb_image (B, D), patch tokens (B, P, D)), both normalised; emb_image as encode_image."""
+        emb, tokens = self.visual(images, train, return_tokens=True)
+        return _l2_normalise(emb), _l2_normalise(tokens)
+
+    def encode_text_tokens(self, tokens):
+        """(emb_text (B, D), token embeddings (B, L, D), both normalised; mask (B, L) bool of the real
+        tokens); emb_text as encode_text."""
+        emb, token_emb, mask = self.textual(tokens, return_tokens=True)
+        return _l2_normalise(emb), _l2_normalise(token_emb), mask
+
+    def classify(self, images, train: bool = False):
+        """Class logits (B, num_classes) float32 of the linear head on the image feature."""
+        return self.classifier(self.visual(images, train)).astype(jnp.float32)
+
+    def ssl_project(self, images, train: bool = False):
+        """SimCLR projections (B, ssl_dim) float32 (unnormalised) of the image feature."""
+        return self.ssl_head(self.visual(images, train)).astype(jnp.float32)
+
     def temperature_scale(self):
         return jnp.exp(jnp.clip(self.logit_scale, 0.0, math.log(LOGIT_SCALE_MAX)))
 
     def __call__(self, images, tokens, train: bool = False):
         return self.encode_image(images, train), self.encode_text(tokens), self.temperature_scale()
 
+    def initialise(self, images, tokens):
+        """Touch every part this model has (for init): the image tower, the text tower when
+        ``text_tower``, the head and the SimCLR MLP when configured, and the temperature."""
+        outputs = [self.encode_image(images), self.temperature_scale()]
+        if self.text_tower:
+            outputs.append(self.encode_text(tokens))
+        if self.num_classes:
+            outputs.append(self.classify(images))
+        if self.ssl_dim:
+            outputs.append(self.ssl_project(images))
+        return outputs
 
-def create_model(config: CLIPConfig, eot_id: int, dtype=jnp.float32) -> CLIP:
-    return CLIP(config, eot_id, dtype)
+
+def create_model(config: CLIPConfig, eot_id: int, dtype=jnp.float32, *, num_classes: int = 0,
+                 ssl_dim: int = 0, text_tower: bool = True) -> CLIP:
+    """The CLIP module; num_classes/ssl_dim/text_tower as in :class:`CLIP` (defaults: plain CLIP)."""
+    return CLIP(config, eot_id, dtype, num_classes=num_classes, ssl_dim=ssl_dim, text_tower=text_tower)
 
 
 def dummy_inputs(config: CLIPConfig, batch: int = 2) -> tuple[jax.Array, jax.Array]:
@@ -375,8 +466,12 @@ def dummy_inputs(config: CLIPConfig, batch: int = 2) -> tuple[jax.Array, jax.Arr
 
 
 def init_variables(model: CLIP, rng: jax.Array) -> dict:
-    """Flax variables {'params', and 'batch_stats' for ResNets}, float32."""
+    """Flax variables {'params', and 'batch_stats' for ResNets}, float32. A plain CLIP is
+    initialised through __call__; optional parts through CLIP.initialise (parameters are drawn per
+    module path, so the towers get the same values either way)."""
     images, tokens = dummy_inputs(model.config)
+    if model.num_classes or model.ssl_dim or not model.text_tower:
+        return dict(jax.jit(lambda r: model.init(r, images, tokens, method=CLIP.initialise))(rng))
     return dict(jax.jit(model.init, static_argnames="train")(rng, images, tokens, train=False))
 
 

@@ -1,0 +1,201 @@
+"""Training objectives of the real-data trainer, as pure functions over arrays.
+
+Sources (the variants compared by Cui et al. 2022, "Democratizing contrastive language-image
+pre-training: a CLIP benchmark of data, model, and supervision", and the supervised baseline of
+Fang et al. 2022, "Data determines distributional robustness in contrastive language image
+pre-training (CLIP)"):
+
+- ``clip_loss``: symmetric InfoNCE over global embeddings (Radford et al. 2021, CLIP).
+- ``softmax_cross_entropy`` / ``sigmoid_cross_entropy``: the supervised baseline, an image tower
+  with a linear head trained on class labels (single-label softmax; multi-label sigmoid, e.g. COCO
+  instance categories), as Fang et al. train a cross-entropy classifier on the same images.
+- ``nt_xent_loss`` and ``slip_loss``: SimCLR's normalised-temperature cross-entropy over two
+  augmented views, added to CLIP with a weight (Mu et al. 2022, SLIP).
+- ``token_similarities`` and ``filip_loss``: FILIP's token-wise late interaction (Yao et al. 2022):
+  each image patch takes its best-matching text token and each text token its best-matching patch;
+  padding tokens are masked out.
+- ``nearest_neighbours``, ``nn_supervision_loss``, ``enqueue``: DeCLIP's nearest-neighbour
+  supervision (Li et al. 2022): the nearest neighbour, in a FIFO queue of earlier text embeddings,
+  of each caption's embedding is an extra positive for its image, with its own weight.
+- ``declip_loss`` (CLIP + nearest-neighbour term) and ``defilip_loss`` (FILIP + nearest-neighbour
+  term). The full DeCLIP/DeFILIP of the benchmark also have SimSiam, masked-language-model and
+  multi-view terms; here only the nearest-neighbour supervision is implemented (docs/models.md).
+
+Losses are computed in float32 (bf16 inputs are upcast, float64 kept); "normalised" means unit L2
+norm along the last axis; every loss is a mean over the batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from mmcl_theory.losses import infonce_loss
+
+OBJECTIVES = ("clip", "supervised", "slip", "filip", "declip", "defilip")
+
+
+def _at_least_f32(x: jax.Array) -> jax.Array:
+    """x in float32, or float64 when it already is (bf16 compute upcast; float64 kept for checks)."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def clip_loss(emb_image: jax.Array, emb_text: jax.Array, logit_scale: jax.Array) -> jax.Array:
+    """CLIP's symmetric InfoNCE (Radford et al. 2021).
+
+    emb_image, emb_text: (B, D) normalised, row i of each a matched pair; logit_scale: scalar 1/tau.
+    With S = logit_scale * emb_image emb_text^T,
+    loss = -(1/2B) sum_i [log softmax_j(S_ij)|_{j=i} + log softmax_j(S_ji)|_{j=i}].
+    """
+    return infonce_loss(emb_image, emb_text, logit_scale)
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Single-label cross-entropy of a linear head: mean_i [logsumexp_c z_ic - z_{i,y_i}].
+
+    logits: (B, C) float; labels: (B,) int in [0, C).
+    """
+    log_p = jax.nn.log_softmax(_at_least_f32(logits), axis=-1)
+    return -jnp.mean(jnp.take_along_axis(log_p, labels[:, None].astype(jnp.int32), axis=-1))
+
+
+def sigmoid_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Multi-label binary cross-entropy, mean over examples and classes:
+    (1/BC) sum_ic [softplus(z_ic) - y_ic z_ic] = -(1/BC) sum_ic [y log s(z) + (1 - y) log(1 - s(z))].
+
+    logits: (B, C) float; targets: (B, C) in {0, 1} (any float dtype or bool).
+    """
+    z = _at_least_f32(logits)
+    return jnp.mean(jax.nn.softplus(z) - _at_least_f32(targets) * z)
+
+
+def _normalise(x: jax.Array) -> jax.Array:
+    x = _at_least_f32(x)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def nt_xent_loss(view_1: jax.Array, view_2: jax.Array, temperature: float = 0.1) -> jax.Array:
+    """SimCLR's NT-Xent over two views (Chen et al. 2020; the self-supervised term of SLIP).
+
+    view_1, view_2: (B, D) projections of two augmentations of the same B images (normalised here).
+    Stack z = [view_1; view_2] (2B, D), s_kl = <z_k, z_l> / temperature; the positive of k is its
+    other view p(k) = (k + B) mod 2B, and the anchor itself is excluded from the denominator:
+    loss = (1/2B) sum_k [-s_{k,p(k)} + log sum_{l != k} exp(s_kl)].
+    """
+    b = view_1.shape[0]
+    z = _normalise(jnp.concatenate([view_1, view_2], axis=0))
+    sim = (z @ z.T) / temperature
+    sim = jnp.where(jnp.eye(2 * b, dtype=bool), -jnp.inf, sim)
+    positive = (jnp.arange(2 * b) + b) % (2 * b)
+    log_p = jax.nn.log_softmax(sim, axis=1)
+    return -jnp.mean(log_p[jnp.arange(2 * b), positive])
+
+
+def slip_loss(emb_image: jax.Array, emb_text: jax.Array, logit_scale: jax.Array, ssl_view_1: jax.Array,
+              ssl_view_2: jax.Array, ssl_weight: float, ssl_temperature: float = 0.1) -> jax.Array:
+    """SLIP (Mu et al. 2022): clip_loss(emb_image, emb_text) + ssl_weight * nt_xent_loss(views).
+
+    emb_image, emb_text: (B, D) normalised; ssl_view_1, ssl_view_2: (B, P) SimCLR projections of two
+    augmented views of the same images; SLIP's defaults are ssl_weight 1 and temperature 0.1.
+    """
+    return (clip_loss(emb_image, emb_text, logit_scale)
+            + ssl_weight * nt_xent_loss(ssl_view_1, ssl_view_2, ssl_temperature))
+
+
+def token_similarities(image_tokens: jax.Array, text_tokens: jax.Array,
+                       text_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """FILIP's token-wise late-interaction similarities (Yao et al. 2022).
+
+    image_tokens: (Bi, P, D) normalised patch embeddings; text_tokens: (Bt, T, D) normalised token
+    embeddings; text_mask: (Bt, T) bool, True at real tokens (padding False; every row needs at least
+    one True). With s_ijpt = <image_tokens_ip, text_tokens_jt>:
+      image_to_text_ij = (1/P) sum_p max_{t: mask_jt} s_ijpt        (each patch's best token)
+      text_to_image_ij = sum_{t: mask_jt} max_p s_ijpt / sum_t mask_jt (each real token's best patch)
+    Returns (image_to_text, text_to_image), both (Bi, Bt). Memory is O(Bi Bt P T).
+    """
+    mask = text_mask.astype(bool)
+    sim = jnp.einsum("ipd,jtd->ijpt", _at_least_f32(image_tokens), _at_least_f32(text_tokens))
+    best_token = jnp.max(jnp.where(mask[None, :, None, :], sim, -jnp.inf), axis=3)  # (Bi, Bt, P)
+    image_to_text = jnp.mean(best_token, axis=2)
+    best_patch = jnp.max(sim, axis=2)  # (Bi, Bt, T)
+    counts = jnp.maximum(jnp.sum(mask, axis=1), 1).astype(jnp.float32)
+    text_to_image = jnp.sum(jnp.where(mask[None], best_patch, 0.0), axis=2) / counts[None]
+    return image_to_text, text_to_image
+
+
+def filip_loss(image_tokens: jax.Array, text_tokens: jax.Array, text_mask: jax.Array,
+               logit_scale: jax.Array) -> jax.Array:
+    """FILIP's contrastive loss (Yao et al. 2022) on token-wise similarities.
+
+    Shapes as in :func:`token_similarities` with Bi = Bt = B matched pairs. With
+    A = logit_scale * image_to_text and R = logit_scale * text_to_image (both (B, B), rows images):
+    loss = -(1/2B) sum_i [log softmax_j(A_ij)|_{j=i} + log softmax_j(R_ji)|_{j=i}],
+    the image-to-text term over the image-side similarity, the text-to-image term over the text side.
+    """
+    image_to_text, text_to_image = token_similarities(image_tokens, text_tokens, text_mask)
+    diag = jnp.arange(image_to_text.shape[0])
+    log_p_image = jax.nn.log_softmax(logit_scale * image_to_text, axis=1)
+    log_p_text = jax.nn.log_softmax(logit_scale * text_to_image, axis=0)
+    return -0.5 * (jnp.mean(log_p_image[diag, diag]) + jnp.mean(log_p_text[diag, diag]))
+
+
+def nearest_neighbours(emb_text: jax.Array, queue: jax.Array, queue_valid: jax.Array) -> jax.Array:
+    """The nearest neighbour of each text embedding among the valid queue entries (DeCLIP).
+
+    emb_text: (B, D) normalised; queue: (Q, D) normalised earlier text embeddings; queue_valid: (Q,)
+    bool (at least one True). Returns queue[argmax_{q valid} <emb_text_b, queue_q>], (B, D), with no
+    gradient (the queue is a constant of the step, as in DeCLIP).
+    """
+    sim = _at_least_f32(emb_text) @ _at_least_f32(queue).T
+    nearest = jnp.argmax(jnp.where(queue_valid[None, :], sim, -jnp.inf), axis=1)
+    return jax.lax.stop_gradient(queue[nearest])
+
+
+def nn_supervision_loss(emb_image: jax.Array, nn_text: jax.Array, logit_scale: jax.Array) -> jax.Array:
+    """DeCLIP's nearest-neighbour supervision (Li et al. 2022): image i against the neighbours.
+
+    emb_image: (B, D) normalised; nn_text: (B, D) normalised nearest neighbours of the B captions.
+    With N = logit_scale * emb_image nn_text^T: loss = -(1/B) sum_i log softmax_j(N_ij)|_{j=i}
+    (image to neighbour text only, as in DeCLIP).
+    """
+    logits = logit_scale * (_at_least_f32(emb_image) @ _at_least_f32(nn_text).T)
+    return -jnp.mean(jnp.diagonal(jax.nn.log_softmax(logits, axis=1)))
+
+
+def queued_nn_loss(emb_image: jax.Array, emb_text: jax.Array, logit_scale: jax.Array,
+                   queue: jax.Array, queue_count: jax.Array) -> jax.Array:
+    """nn_supervision_loss against the nearest neighbours in the first ``queue_count`` rows of
+    ``queue`` (Q, D); 0 while the queue is empty (the first step). emb_*: (B, D) normalised."""
+    valid = jnp.arange(queue.shape[0]) < queue_count
+    neighbours = nearest_neighbours(emb_text, queue, valid)
+    return jnp.where(queue_count > 0, nn_supervision_loss(emb_image, neighbours, logit_scale), 0.0)
+
+
+def enqueue(queue: jax.Array, queue_count: jax.Array, queue_next: jax.Array,
+            emb_text: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """FIFO update of the text queue: write the B rows of emb_text at rows (queue_next + b) mod Q.
+
+    queue: (Q, D) with Q >= B; queue_count: int32 scalar, rows filled so far (<= Q); queue_next:
+    int32 scalar, the next row to write. Returns (queue, min(queue_count + B, Q), (queue_next + B) mod Q);
+    emb_text enters without gradient. Valid rows are always the first queue_count ones.
+    """
+    size, b = queue.shape[0], emb_text.shape[0]
+    rows = (queue_next + jnp.arange(b)) % size
+    queue = queue.at[rows].set(jax.lax.stop_gradient(emb_text).astype(queue.dtype))
+    return queue, jnp.minimum(queue_count + b, size), (queue_next + b) % size
+
+
+def declip_loss(emb_image: jax.Array, emb_text: jax.Array, logit_scale: jax.Array, queue: jax.Array,
+                queue_count: jax.Array, nn_weight: float) -> jax.Array:
+    """DeCLIP-style objective: clip_loss + nn_weight * queued_nn_loss (shapes as there)."""
+    return (clip_loss(emb_image, emb_text, logit_scale)
+            + nn_weight * queued_nn_loss(emb_image, emb_text, logit_scale, queue, queue_count))
+
+
+def defilip_loss(image_tokens: jax.Array, text_tokens: jax.Array, text_mask: jax.Array,
+                 emb_image: jax.Array, emb_text: jax.Array, logit_scale: jax.Array, queue: jax.Array,
+                 queue_count: jax.Array, nn_weight: float) -> jax.Array:
+    """DeFILIP-style objective (Cui et al. 2022): filip_loss on the tokens + nn_weight *
+    queued_nn_loss on the global embeddings (the queue holds global text embeddings)."""
+    return (filip_loss(image_tokens, text_tokens, text_mask, logit_scale)
+            + nn_weight * queued_nn_loss(emb_image, emb_text, logit_scale, queue, queue_count))
