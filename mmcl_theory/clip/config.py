@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mmcl_theory.clip import models
+from mmcl_theory.clip.objectives import OBJECTIVES as TRAIN_OBJECTIVES, QUEUE_OBJECTIVES, TOKEN_OBJECTIVES
 from mmcl_theory.config import (ConfigError, as_floats, check_choice, check_range, field_types, parse_value,
                                 section_from_dict, split_override)
 
@@ -37,7 +38,13 @@ DATASETS = ("synthetic", "tiny_imagenet", "coco", "cc3m", "cc12m", "csv", "image
 """data.dataset: 'synthetic' (random pairs, no files) or a training set of mmcl_theory.clip.data."""
 
 OBJECTIVES = ("infonce", "linear")
-"""train.loss: the names of the trainer's objectives (mmcl_theory.clip.train.OBJECTIVES maps each to its loss)."""
+"""train.loss: the contrastive loss of train.objective = 'clip' (mmcl_theory.clip.train.OBJECTIVES maps each to its loss)."""
+
+LABELLED_DATASETS = {"synthetic": "softmax", "tiny_imagenet": "softmax", "imagenet_captions": "softmax",
+                     "coco": "sigmoid"}
+"""data.dataset -> the supervised baseline's loss on its labels: single-label softmax (Tiny ImageNet
+wnids, ImageNet-Captions wnids, random classes of the synthetic set) or multi-label sigmoid (COCO
+instance categories). The other sets have captions only."""
 
 TOKENIZERS = ("clip_bpe", "train")
 DTYPES = ("auto", "float32", "bfloat16")
@@ -52,14 +59,18 @@ MAX_INT = 2**31 - 1
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
-    """name: a registry name (models.list_models()); dtype: compute dtype, 'auto' = bf16 on GPU, else float32."""
+    """name: a registry name (models.list_models()); dtype: compute dtype, 'auto' = bf16 on GPU, else float32;
+    text_layers: depth of the text transformer (0 = the registry's; the CLIP benchmark's curtailed
+    setting is models.CURTAILED_TEXT_LAYERS)."""
 
     name: str = "ViT-test"
     dtype: str = "auto"
+    text_layers: int = 0
 
     def __post_init__(self):
         check_choice("model", "name", self.name, models.list_models())
         check_choice("model", "dtype", self.dtype, DTYPES)
+        check_range("model", "text_layers", self.text_layers, 0, 1024, integer=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +123,11 @@ class TrainSection:
 
     AdamW (beta1, beta2, eps; weight_decay on weights with ndim >= 2 only) with a linear warm-up over
     warmup_steps from 0 to lr, then cosine decay to 0 at steps; grad_clip_norm > 0 clips the global
-    gradient norm first. loss: one of OBJECTIVES. The batch of step s is a pure function of (seed, s).
+    gradient norm first. The batch of step s is a pure function of (seed, s).
+    objective: one of mmcl_theory.clip.objectives.OBJECTIVES ('clip', 'supervised', 'slip', 'filip',
+    'declip', 'defilip'); loss: the contrastive loss of 'clip' (one of OBJECTIVES); ssl_weight,
+    ssl_temperature, ssl_dim: SLIP's SimCLR term (weight, temperature, projection size); nn_weight,
+    queue_size: the DeCLIP/DeFILIP nearest-neighbour term (weight, FIFO queue length >= batch_size).
     Metrics every log_every steps; a checkpoint every checkpoint_every steps (the 2 newest are kept,
     plus every keep_every-th step when keep_every > 0).
     """
@@ -127,6 +142,12 @@ class TrainSection:
     eps: float = 1e-6
     grad_clip_norm: float = 0.0
     loss: str = "infonce"
+    objective: str = "clip"
+    ssl_weight: float = 1.0
+    ssl_temperature: float = 0.1
+    ssl_dim: int = 256
+    nn_weight: float = 0.5
+    queue_size: int = 65536
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -146,7 +167,18 @@ class TrainSection:
         check_range("train", "eps", self.eps, 0, 1, open_low=True)
         check_range("train", "grad_clip_norm", self.grad_clip_norm, 0, 1e9)
         check_choice("train", "loss", self.loss, OBJECTIVES)
-        as_floats(self, ("lr", "weight_decay", "beta1", "beta2", "eps", "grad_clip_norm"))
+        check_choice("train", "objective", self.objective, TRAIN_OBJECTIVES)
+        check_range("train", "ssl_weight", self.ssl_weight, 0, 1e6)
+        check_range("train", "nn_weight", self.nn_weight, 0, 1e6)
+        check_range("train", "ssl_temperature", self.ssl_temperature, 0, 1e3, open_low=True)
+        check_range("train", "ssl_dim", self.ssl_dim, 1, 65536, integer=True)
+        smallest_queue = self.batch_size if self.objective in QUEUE_OBJECTIVES else 1
+        check_range("train", "queue_size", self.queue_size, smallest_queue, MAX_INT, integer=True)
+        if self.loss != "infonce" and self.objective != "clip":
+            raise ConfigError(f"train.loss = {self.loss!r} is not allowed with train.objective = {self.objective!r}: "
+                              "'infonce' (train.loss chooses the contrastive loss of objective 'clip' only)")
+        as_floats(self, ("lr", "weight_decay", "beta1", "beta2", "eps", "grad_clip_norm", "ssl_weight",
+                         "ssl_temperature", "nn_weight"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +232,18 @@ class TrainConfig:
     distributed: DistributedSection
 
     def __post_init__(self):
+        objective = self.train.objective
+        if objective == "supervised" and self.data.dataset not in LABELLED_DATASETS:
+            raise ConfigError(f"data.dataset = {self.data.dataset!r} is not allowed with train.objective = 'supervised': "
+                              f"a set with class labels, one of {', '.join(LABELLED_DATASETS)}")
+        if objective in TOKEN_OBJECTIVES:
+            length = self.data.context_length or models.model_config(self.model.name).text.context_length
+            if length < 2:
+                raise ConfigError(f"data.context_length = {self.data.context_length} is not allowed with train.objective = "
+                                  f"{objective!r}: an integer >= 2 (token-wise similarity needs text tokens besides EOT)")
+        if objective == "supervised" and self.eval.every:
+            raise ConfigError(f"eval.every = {self.eval.every} is not allowed with train.objective = 'supervised': 0 "
+                              "(score the checkpoints with its own head: python -m mmcl_theory.clip.evaluate)")
         if self.eval.every and self.data.dataset == "synthetic":
             raise ConfigError(f"eval.every = {self.eval.every} is not allowed when data.dataset = 'synthetic': 0 "
                               "(zero-shot evaluation needs a real dataset's tokenizer)")

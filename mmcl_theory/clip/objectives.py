@@ -27,12 +27,18 @@ norm along the last axis; every loss is a mean over the batch.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 
-from mmcl_theory.losses import infonce_loss
+from mmcl_theory.clip import augment, models
+from mmcl_theory.losses import infonce_loss, linear_contrastive_loss
 
 OBJECTIVES = ("clip", "supervised", "slip", "filip", "declip", "defilip")
+"""train.objective: the objectives of the trainer (module doc); ``step_objective`` builds each."""
+TOKEN_OBJECTIVES = ("filip", "defilip")
+QUEUE_OBJECTIVES = ("declip", "defilip")
 
 
 def _at_least_f32(x: jax.Array) -> jax.Array:
@@ -199,3 +205,81 @@ def defilip_loss(image_tokens: jax.Array, text_tokens: jax.Array, text_mask: jax
     queued_nn_loss on the global embeddings (the queue holds global text embeddings)."""
     return (filip_loss(image_tokens, text_tokens, text_mask, logit_scale)
             + nn_weight * queued_nn_loss(emb_image, emb_text, logit_scale, queue, queue_count))
+
+
+# ----------------------------------------------------------------------------------------------
+# The objectives inside the train step
+# ----------------------------------------------------------------------------------------------
+StepObjective = Callable[..., tuple[jax.Array, jax.Array, dict]]
+"""(module: models.CLIP (bound), batch, objective_state, key) -> (loss, logit_scale, objective_state).
+
+Called through ``model.apply(variables, batch, objective_state, key, method=objective, ...)`` so that
+every forward pass (several for SLIP) runs in one apply and a ResNet's batch statistics update.
+batch: {'images': uint8 (B, S, S, 3), 'tokens': int32 (B, L)[, 'labels': int (B,) or {0,1} (B, C)]};
+objective_state: {} or the DeCLIP queue {'queue': (Q, D), 'count': int32 (), 'next': int32 ()};
+key: the PRNG key of this step (SLIP's augmentations)."""
+
+
+def model_options(objective: str, num_classes: int = 0, ssl_dim: int = 256) -> dict:
+    """Keyword options of models.create_model that ``objective`` needs: the supervised baseline has
+    a linear head over num_classes and no text tower; SLIP a SimCLR MLP of output ssl_dim."""
+    if objective == "supervised":
+        return {"num_classes": num_classes, "text_tower": False}
+    if objective == "slip":
+        return {"ssl_dim": ssl_dim}
+    return {}
+
+
+def initial_objective_state(objective: str, queue_size: int, embed_dim: int) -> dict:
+    """{} or, for DeCLIP/DeFILIP, an empty FIFO text queue: zeros (queue_size, embed_dim), count 0, next 0."""
+    if objective not in QUEUE_OBJECTIVES:
+        return {}
+    return {"queue": jnp.zeros((queue_size, embed_dim), jnp.float32), "count": jnp.zeros((), jnp.int32),
+            "next": jnp.zeros((), jnp.int32)}
+
+
+def step_objective(objective: str, *, contrastive_loss: str = "infonce", label_kind: str = "softmax",
+                   ssl_weight: float = 1.0, ssl_temperature: float = 0.1, nn_weight: float = 0.5) -> StepObjective:
+    """The train-step objective of name ``objective`` (OBJECTIVES; see StepObjective):
+
+    clip: clip_loss (or the theory's linear contrastive loss with contrastive_loss = 'linear');
+    supervised: softmax_cross_entropy (label_kind 'softmax', labels (B,)) or sigmoid_cross_entropy
+    ('sigmoid', labels (B, C)) of the linear head; slip: slip_loss with two augment.two_views views;
+    filip: filip_loss; declip / defilip: declip_loss / defilip_loss against the queue, which is then
+    updated with this batch's text embeddings.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective = {objective!r}: must be one of {list(OBJECTIVES)}")
+
+    def run(module: models.CLIP, batch: dict, state: dict, key: jax.Array):
+        x = models.preprocess(batch["images"], module.dtype)
+        scale = module.temperature_scale()
+        if objective == "supervised":
+            logits = module.classify(x, train=True)
+            ce = softmax_cross_entropy if label_kind == "softmax" else sigmoid_cross_entropy
+            return ce(logits, batch["labels"]), scale, state
+        if objective in TOKEN_OBJECTIVES:
+            emb_image, image_tokens = module.encode_image_tokens(x, train=True)
+            emb_text, text_tokens, mask = module.encode_text_tokens(batch["tokens"])
+        else:
+            emb_image, emb_text, scale = module(x, batch["tokens"], train=True)
+        if objective == "clip":
+            if contrastive_loss == "linear":
+                return linear_contrastive_loss(emb_image, emb_text), scale, state
+            return clip_loss(emb_image, emb_text, scale), scale, state
+        if objective == "slip":
+            view_1, view_2 = augment.two_views(key, batch["images"])
+            project = lambda v: module.ssl_project(models.preprocess(v, module.dtype), train=True)
+            loss = slip_loss(emb_image, emb_text, scale, project(view_1), project(view_2), ssl_weight, ssl_temperature)
+            return loss, scale, state
+        if objective == "filip":
+            return filip_loss(image_tokens, text_tokens, mask, scale), scale, state
+        if objective == "declip":
+            loss = declip_loss(emb_image, emb_text, scale, state["queue"], state["count"], nn_weight)
+        else:
+            loss = defilip_loss(image_tokens, text_tokens, mask, emb_image, emb_text, scale, state["queue"],
+                                state["count"], nn_weight)
+        queue, count, nxt = enqueue(state["queue"], state["count"], state["next"], emb_text)
+        return loss, scale, {"queue": queue, "count": count, "next": nxt}
+
+    return run

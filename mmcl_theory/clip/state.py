@@ -1,7 +1,8 @@
 """The training state of a CLIP run and where it lives: optimiser, initialisation, device mesh, checkpoints.
 
 State: a dict pytree ``{'step': int32 (), 'params', 'batch_stats', 'opt_state'}`` (``batch_stats``
-is ``{}`` for ViTs). Optimiser: AdamW with decoupled weight decay on the weights with ndim >= 2
+is ``{}`` for ViTs), plus ``'objective'`` for objectives with state of their own (the DeCLIP text
+queue, clip.objectives.initial_objective_state). Optimiser: AdamW with decoupled weight decay on the weights with ndim >= 2
 (not norms, biases, class token, temperature), after an optional global-norm clip; the learning
 rate warms up linearly from 0 and then follows a cosine to 0:
 
@@ -65,12 +66,17 @@ def make_optimizer(t: TrainSection, params: Any) -> optax.GradientTransformation
     return optax.chain(optax.clip_by_global_norm(t.grad_clip_norm), adamw) if t.grad_clip_norm else adamw
 
 
-def init_state(model: models.CLIP, tx: optax.GradientTransformation, rng: jax.Array) -> dict:
-    """The state at step 0: {'step': int32 0, 'params', 'batch_stats' ({} for ViTs), 'opt_state': tx.init}."""
+def init_state(model: models.CLIP, tx: optax.GradientTransformation, rng: jax.Array,
+               objective_state: dict | None = None) -> dict:
+    """The state at step 0: {'step': int32 0, 'params', 'batch_stats' ({} for ViTs), 'opt_state': tx.init}
+    and, when ``objective_state`` is non-empty, 'objective': objective_state."""
     variables = models.init_variables(model, rng)
     params = variables["params"]
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "batch_stats": variables.get("batch_stats", {}), "opt_state": tx.init(params)}
+    state = {"step": jnp.zeros((), jnp.int32), "params": params,
+             "batch_stats": variables.get("batch_stats", {}), "opt_state": tx.init(params)}
+    if objective_state:
+        state["objective"] = objective_state
+    return state
 
 
 def variables_of(state: dict) -> dict:
@@ -104,10 +110,11 @@ def to_global(mesh: Mesh, array: np.ndarray) -> jax.Array:
     return jax.make_array_from_process_local_data(batch_sharding(mesh), array)
 
 
-def abstract_state(model: models.CLIP, tx: optax.GradientTransformation, mesh: Mesh) -> dict:
+def abstract_state(model: models.CLIP, tx: optax.GradientTransformation, mesh: Mesh,
+                   objective_state: dict | None = None) -> dict:
     """Shapes, dtypes and (replicated) shardings of init_state's output, computed without allocating it."""
     rep = replicated(mesh)
-    shapes = jax.eval_shape(lambda r: init_state(model, tx, r), jax.random.key(0))
+    shapes = jax.eval_shape(lambda r: init_state(model, tx, r, objective_state), jax.random.key(0))
     return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
 
 
@@ -211,8 +218,9 @@ def load_run(workdir: Path) -> dict:
 
 
 def model_from_run(run: dict, dtype=jnp.float32) -> models.CLIP:
-    """The CLIP module described by a run.json (evaluation runs it in float32 by default)."""
+    """The CLIP module described by a run.json (evaluation runs it in float32 by default), with the
+    optional parts its objective trained ('model_options': a classification head, a SimCLR MLP)."""
     mc = run["model_config"]
     cfg = models.CLIPConfig(name=mc["name"], embed_dim=mc["embed_dim"], vision=models.VisionConfig(**mc["vision"]),
                             text=models.TextConfig(**mc["text"]))
-    return models.create_model(cfg, run["eot_id"], dtype)
+    return models.create_model(cfg, run["eot_id"], dtype, **run.get("model_options", {}))

@@ -5,7 +5,8 @@ The loop and its CLI (big_vision style: one readable trainer). The pieces it dri
 ``clip.state`` (optimiser, initial state, mesh, checkpoints) and ``clip.zero_shot`` (the periodic
 evaluator, handed the model's variables).
 
-- Objective: one entry of OBJECTIVES, a function (model outputs, batch) -> scalar loss.
+- Objective: train.objective, built by ``clip.objectives.step_objective`` (CLIP, the supervised
+  baseline, SLIP, FILIP, DeCLIP, DeFILIP); it runs the forward passes it needs inside one model.apply.
 - The step is jitted with its state donated, the batch sharded over all devices (mesh axis 'data'),
   the state replicated; bf16 compute on GPU, float32 on CPU (model.dtype = 'auto').
 - Resume: the newest readable checkpoint in WORKDIR/checkpoints is restored (an unreadable newer
@@ -22,7 +23,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,78 +31,53 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
-from mmcl_theory.clip import models, state as st
+from mmcl_theory.clip import models, objectives, state as st
 from mmcl_theory.clip.config import TrainConfig, load_config, portable_dict
 from mmcl_theory.clip.train_data import Prefetcher, TrainData, host_batch, load_train_data
 from mmcl_theory.config import ConfigError
 from mmcl_theory.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, run_header, to_json
-from mmcl_theory.losses import infonce_loss, linear_contrastive_loss
-
-
-# ----------------------------------------------------------------------------------------------
-# Objectives
-# ----------------------------------------------------------------------------------------------
-class ModelOutputs(NamedTuple):
-    """What the objective sees of a forward pass: image, text: float (B, D) L2-normalised embeddings
-    (row i of each a matched pair); logit_scale: float () = exp(learned log scale) = 1 / temperature."""
-
-    image: jax.Array
-    text: jax.Array
-    logit_scale: jax.Array
-
-
-Objective = Callable[[ModelOutputs, dict], jax.Array]
-"""(model outputs, batch {'images', 'tokens', ...}) -> scalar float32 loss."""
-
-
-def infonce_objective(out: ModelOutputs, batch: dict) -> jax.Array:
-    """Symmetric InfoNCE (CLIP): with S = logit_scale * image text^T (B, B),
-    loss = -(1/2B) sum_i [log softmax_j(S_ij)|_{j=i} + log softmax_j(S_ji)|_{j=i}]."""
-    return infonce_loss(out.image, out.text, out.logit_scale)
-
-
-def linear_objective(out: ModelOutputs, batch: dict) -> jax.Array:
-    """The linear contrastive loss of the theory (mmcl_theory.losses.linear_contrastive_loss; no temperature)."""
-    return linear_contrastive_loss(out.image, out.text)
-
-
-OBJECTIVES: dict[str, Objective] = {"infonce": infonce_objective, "linear": linear_objective}
-"""train.loss -> objective. Adding an objective is one entry here (and its name in config.OBJECTIVES)."""
 
 
 # ----------------------------------------------------------------------------------------------
 # The step
 # ----------------------------------------------------------------------------------------------
-def make_train_step(model: models.CLIP, tx: optax.GradientTransformation, objective: Objective,
-                    schedule: optax.Schedule):
+def make_train_step(model: models.CLIP, tx: optax.GradientTransformation, objective: objectives.StepObjective,
+                    schedule: optax.Schedule, seed: int = 0):
     """step(state, batch) -> (state, metrics), not yet jitted.
 
-    batch: {'images': uint8 (B, S, S, 3), 'tokens': int32 (B, L)}. One AdamW update of
-    objective(model(batch), batch); ResNets also update their batch-norm statistics. metrics: float32
-    scalars {'loss', 'logit_scale', 'lr' (of this step), 'grad_norm' (global L2 norm of the gradient)}.
+    batch: {'images': uint8 (B, S, S, 3), 'tokens': int32 (B, L)[, 'labels']}. One AdamW update of
+    the objective's loss (objectives.StepObjective; its PRNG key is fold_in(key(seed), step), so a
+    resumed run draws the same augmentations); ResNets also update their batch-norm statistics, and
+    state['objective'] (the DeCLIP queue) is carried. metrics: float32 scalars {'loss',
+    'logit_scale', 'lr' (of this step), 'grad_norm' (global L2 norm of the gradient)}.
     """
     has_bn = model.config.vision.kind == "resnet"
 
-    def loss_fn(params, batch_stats, batch):
-        x = models.preprocess(batch["images"], model.dtype)
+    def loss_fn(params, batch_stats, batch, objective_state, key):
         if has_bn:
-            outputs, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, batch["tokens"],
-                                           train=True, mutable=["batch_stats"])
+            (loss, scale, objective_state), updates = model.apply(
+                {"params": params, "batch_stats": batch_stats}, batch, objective_state, key, method=objective,
+                mutable=["batch_stats"])
             batch_stats = updates["batch_stats"]
         else:
-            outputs = model.apply({"params": params}, x, batch["tokens"], train=True)
-        out = ModelOutputs(*outputs)
-        return objective(out, batch), (out.logit_scale, batch_stats)
+            loss, scale, objective_state = model.apply({"params": params}, batch, objective_state, key,
+                                                       method=objective)
+        return loss, (scale, batch_stats, objective_state)
 
     def step(state, batch):
+        key = jax.random.fold_in(jax.random.key(seed), state["step"])
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (scale, batch_stats)), grads = grad_fn(state["params"], state["batch_stats"], batch)
+        (loss, (scale, batch_stats, objective_state)), grads = grad_fn(
+            state["params"], state["batch_stats"], batch, state.get("objective", {}), key)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = {"loss": loss, "logit_scale": scale, "lr": schedule(state["step"]),
                    "grad_norm": optax.tree.norm(grads)}
-        return {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats,
-                "opt_state": opt_state}, metrics
+        new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats,
+                     "opt_state": opt_state}
+        if objective_state:
+            new_state["objective"] = objective_state
+        return new_state, metrics
 
     return step
 
@@ -173,22 +149,31 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, data:
         raise ConfigError(f"train.batch_size = {t.batch_size} is not allowed: at most the number of training "
                           f"examples ({data.num_examples})")
     model_cfg = models.model_config(cfg.model.name, vocab_size=data.vocab_size,
-                                    context_length=data.tokens.shape[-1], image_size=data.image_size)
+                                    context_length=data.tokens.shape[-1], image_size=data.image_size,
+                                    text_layers=cfg.model.text_layers or None)
     dtype = st.compute_dtype(cfg.model.dtype)
-    model = models.create_model(model_cfg, data.eot_id, dtype)
+    options = objectives.model_options(t.objective, len(data.classes["classnames"]) if data.classes else 0, t.ssl_dim)
+    model = models.create_model(model_cfg, data.eot_id, dtype, **options)
+    objective_state = objectives.initial_objective_state(t.objective, t.queue_size, model_cfg.embed_dim)
     header = run_header(portable_dict(cfg), command)
     run = dict(header, model_config=models.config_to_dict(model_cfg), eot_id=data.eot_id,
                compute_dtype=jnp.dtype(dtype).name, devices=[str(d) for d in jax.devices()],
                process_count=jax.process_count(), data=data.report)
+    if options:
+        run.update(model_options=options)
+    if data.classes:
+        run.update(classes=data.classes)
     if is_main:
         atomic_write_json(workdir / st.RUN_FILE, run)
 
     # State: restored from the newest readable checkpoint, else built directly replicated.
     abstract_params = jax.eval_shape(lambda r: models.init_variables(model, r), jax.random.key(0))["params"]
     tx = st.make_optimizer(t, abstract_params)
-    manager, state, unreadable = st.restore_latest_readable(workdir, t.keep_every, st.abstract_state(model, tx, mesh))
+    manager, state, unreadable = st.restore_latest_readable(workdir, t.keep_every,
+                                                            st.abstract_state(model, tx, mesh, objective_state))
     if state is None:
-        state = jax.jit(lambda r: st.init_state(model, tx, r), out_shardings=st.replicated(mesh))(jax.random.key(t.seed))
+        state = jax.jit(lambda r: st.init_state(model, tx, r, objective_state),
+                        out_shardings=st.replicated(mesh))(jax.random.key(t.seed))
     start = int(state["step"])
     if is_main and unreadable:
         print(f"checkpoint(s) {', '.join(f'step {s} ({r})' for s, r in unreadable)} in {workdir / st.CHECKPOINTS} "
@@ -199,7 +184,10 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, data:
     if is_main and metrics_path.exists():
         cut_metrics(metrics_path, start)
 
-    step_fn = jit_train_step(make_train_step(model, tx, OBJECTIVES[t.loss], st.lr_schedule(t)), mesh)
+    objective = objectives.step_objective(
+        t.objective, contrastive_loss=t.loss, label_kind=data.classes["kind"] if data.classes else "softmax",
+        ssl_weight=t.ssl_weight, ssl_temperature=t.ssl_temperature, nn_weight=t.nn_weight)
+    step_fn = jit_train_step(make_train_step(model, tx, objective, st.lr_schedule(t), t.seed), mesh)
     evaluator = None
     if cfg.eval.every:
         from mmcl_theory.clip import data as data_layer

@@ -8,6 +8,11 @@ The batch of step s is a pure function of (seed, s): epoch e = s // (N // B) is 
 ``default_rng([seed, e]).permutation(N)`` cut into N // B batches of B (drop-last), so a resumed
 run sees exactly the batches of an uninterrupted one. With K captions per image, caption
 ``default_rng([seed, s, 1]).integers(0, K)`` of each example is used at step s.
+
+Class labels (train.objective = 'supervised' only): Tiny ImageNet and ImageNet-Captions give one
+class per image (softmax), COCO the set of its instance categories (multi-hot, sigmoid), the
+synthetic set SYNTHETIC_CLASSES random classes. ``TrainData.classes`` records the class space
+(names and, where there is one, the ImageNet-1k index of each class) for evaluation with the head.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ class TrainData:
     K captions per image; eot_id: the end-of-text id (the highest id); vocab_size: ids in [0, vocab_size).
     report: {'examples': N, 'unreadable': dropped images, 'skipped_at_load': records the loader skipped},
     each as config.portable_skips (count and the first items, relative to the dataset root).
+    labels: None, int32 (N,) class indices ('softmax') or uint8 (N, C) multi-hot ('sigmoid');
+    classes: None or {'kind': 'softmax' | 'sigmoid', 'classnames': [C names], 'imagenet_index':
+    [C ImageNet-1k indices] or None}.
     """
 
     images: np.ndarray
@@ -46,6 +54,8 @@ class TrainData:
     vocab_size: int
     rows: np.ndarray | None = None
     report: dict = dataclasses.field(default_factory=dict)
+    labels: np.ndarray | None = None
+    classes: dict | None = None
 
     @property
     def num_examples(self) -> int:
@@ -68,8 +78,8 @@ def batch_indices(seed: int, step: int, batch_size: int, num_examples: int) -> n
 
 
 def host_batch(data: TrainData, seed: int, step: int, batch_size: int) -> dict[str, np.ndarray]:
-    """This process's share of global batch ``step``: {'images': uint8 (b, S, S, 3), 'tokens': int32 (b, L)},
-    b = batch_size / processes."""
+    """This process's share of global batch ``step``: {'images': uint8 (b, S, S, 3), 'tokens': int32 (b, L)
+    [, 'labels': the examples' rows of data.labels]}, b = batch_size / processes."""
     idx = batch_indices(seed, step, batch_size, data.num_examples)
     share = batch_size // jax.process_count()
     idx = idx[jax.process_index() * share:(jax.process_index() + 1) * share]
@@ -81,7 +91,48 @@ def host_batch(data: TrainData, seed: int, step: int, batch_size: int) -> dict[s
     if tokens.ndim == 3:
         pick = np.random.default_rng([seed, step, 1]).integers(0, tokens.shape[1], size=len(idx))
         tokens = tokens[np.arange(len(idx)), pick]
-    return {"images": images, "tokens": tokens.astype(np.int32)}
+    batch = {"images": images, "tokens": tokens.astype(np.int32)}
+    if data.labels is not None:
+        batch["labels"] = data.labels[idx]
+    return batch
+
+
+SYNTHETIC_CLASSES = 10
+
+
+def synthetic_labels(num_examples: int, seed: int) -> tuple[np.ndarray, dict]:
+    """Uniform random classes int32 (N,) in [0, SYNTHETIC_CLASSES) (drawn from their own generator,
+    so the pairs do not change) and their class space."""
+    labels = np.random.default_rng([seed, 2]).integers(0, SYNTHETIC_CLASSES, num_examples).astype(np.int32)
+    return labels, {"kind": "softmax", "classnames": [f"class {k}" for k in range(SYNTHETIC_CLASSES)],
+                    "imagenet_index": None}
+
+
+def dataset_labels(ds, dataset: str, root: str) -> tuple[np.ndarray, dict]:
+    """(labels, classes) of a training set of the data layer (module doc); ConfigError when it has none."""
+    from mmcl_theory.clip.data import training_sets as ts
+    from mmcl_theory.clip.data.facts import IMAGENET_WNIDS
+
+    if dataset == "coco":
+        if ds.object_names is None:
+            raise ConfigError(f"data.root = {root!r}: COCO without annotations/instances_*.json has no class labels "
+                              "for train.objective = 'supervised'")
+        index = {c: k for k, c in enumerate(ts.COCO_CATEGORIES)}
+        labels = np.zeros((len(ds), len(index)), np.uint8)
+        for i, names in enumerate(ds.object_names):
+            labels[i, [index[n] for n in names if n in index]] = 1
+        return labels, {"kind": "sigmoid", "classnames": list(ts.COCO_CATEGORIES), "imagenet_index": None}
+    if ds.labels is None:
+        raise ConfigError(f"data.dataset = {dataset!r}: this set has no class labels for train.objective = 'supervised'")
+    if dataset == "tiny_imagenet":
+        wnids, _ = ts.tiny_imagenet_classes(Path(root))
+        wnid_index = {w: i for i, w in enumerate(IMAGENET_WNIDS)}
+        imagenet_index = [wnid_index.get(w) for w in wnids]
+        imagenet_index = None if None in imagenet_index else imagenet_index
+    else:  # imagenet_captions: labels are ImageNet-1k indices
+        imagenet_index = list(range(len(ds.classnames)))
+    return (np.asarray(ds.labels, np.int32),
+            {"kind": "softmax", "classnames": list(ds.classnames), "imagenet_index": imagenet_index})
 
 
 def synthetic_data(num_examples: int, image_size: int, context_length: int, vocab_size: int,
@@ -108,7 +159,11 @@ def load_train_data(cfg: TrainConfig, workdir: Path, progress: bool = True) -> T
     ctx = d.context_length or base.text.context_length
     if d.dataset == "synthetic":
         vocab = base.text.vocab_size if d.tokenizer == "clip_bpe" else d.vocab_size
-        return synthetic_data(d.num_examples, size, ctx, vocab, cfg.train.seed)
+        data = synthetic_data(d.num_examples, size, ctx, vocab, cfg.train.seed)
+        if cfg.train.objective == "supervised":
+            labels, classes = synthetic_labels(d.num_examples, cfg.train.seed)
+            data = dataclasses.replace(data, labels=labels, classes=classes)
+        return data
     return real_train_data(cfg, workdir, size, ctx, progress)
 
 
@@ -166,8 +221,13 @@ def real_train_data(cfg: TrainConfig, workdir: Path, image_size: int, context_le
     tokens = tok.encode_batch(texts, context_length).reshape(len(groups), k, context_length)
     report = {"examples": len(groups), "unreadable": portable_skips(cache.skipped, d.root),
               "skipped_at_load": portable_skips(ds.skipped, d.root)}
+    labels, classes = None, None
+    if cfg.train.objective == "supervised":
+        labels, classes = dataset_labels(ds, d.dataset, d.root)
+        labels = labels[keep]
     return TrainData(cache.images, tokens[:, 0] if k == 1 else tokens, tok.eot_id, tok.vocab_size,
-                     rows=None if keep.all() else np.flatnonzero(keep), report=report)
+                     rows=None if keep.all() else np.flatnonzero(keep), report=report, labels=labels,
+                     classes=classes)
 
 
 class Prefetcher:
