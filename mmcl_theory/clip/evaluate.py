@@ -62,13 +62,13 @@ def evaluate_workdir(workdir: str | os.PathLike, datasets: Sequence[str], root: 
     if batch_size < 1 or max_examples < 0:
         raise ConfigError(f"--batch-size = {batch_size}, --max-examples = {max_examples}: need >= 1 and >= 0")
     run = st.load_run(workdir)
+    model = st.model_from_run(run)
     tok_path = workdir / st.TOKENIZER_FILE
-    if not tok_path.is_file():
+    if model.num_classes == 0 and not tok_path.is_file():
         raise ConfigError(f"--workdir = {str(workdir)!r}: no {st.TOKENIZER_FILE} (a run on the synthetic set has "
                           "no tokenizer: there is nothing to evaluate zero-shot)")
     chosen = choose_steps(st.checkpoint_steps(workdir), steps, workdir)
-    model = st.model_from_run(run)
-    tokenizer = data.load_tokenizer(tok_path)
+    tokenizer = data.load_tokenizer(tok_path) if tok_path.is_file() else None
     temps = data.load_templates(templates or None)
     roots = roots or {}
     tasks, space = zs.build_tasks(datasets, model.config.vision.image_size, root, roots, options or {},
@@ -81,7 +81,7 @@ def evaluate_workdir(workdir: str | os.PathLike, datasets: Sequence[str], root: 
     fields = zs.run_fields(workdir, run)
     written = []
     for step in chosen:
-        encoder = zs.Encoder(model, st.restore_variables(workdir, model, step), batch_size)
+        encoder = zs.Encoder(model, st.restore_variables(workdir, model, step), batch_size, run.get("classes"))
         for task in tasks:
             metrics, extra = zs.run_task(encoder, tokenizer, task, temps, space)
             written.append(zs.write_result(workdir, step, task, metrics, extra, fields, provenance))

@@ -14,6 +14,12 @@ space (ImageNet-1k, or Tiny ImageNet's 200 classes), and category g's score is t
 the space's classes in g; categories with no class in the space are left out. ObjectNet counts a
 hit when the prediction is in the image's set of accepted classes (the testbed's protocol).
 
+A supervised run (train.objective = 'supervised') is scored with its own linear head instead of
+prompts: the score of a task's class k is the head logit of the training class with the same
+ImageNet-1k index (``head_class_scores``; a task class the head lacks scores -inf and is counted in
+the result's ``task.classes_without_head``); texture-vs-shape categories aggregate the head's softmax
+over its own classes. Retrieval needs a text tower and is refused for such runs.
+
 Metrics: top-1, top-5, balanced accuracy (mean over classes of per-class top-1 recall), and for
 retrieval Recall@{1,5,10} in both directions.
 
@@ -120,18 +126,38 @@ class Encoder:
 
     images(uint8 (N, S, S, 3)) -> float32 (N, D) and texts(int32 tokens (N, L)) -> float32 (N, D),
     both L2-normalised, computed in fixed batches of ``batch_size`` (the last one padded, so one
-    compilation each); logit_scale = exp(learned log scale) = 1 / temperature.
+    compilation each); logit_scale = exp(learned log scale) = 1 / temperature. A model with a
+    classification head (model.num_classes > 0) also has head_logits(images) -> float32 (N, C), and
+    ``classes`` (run.json 'classes': its class names and their ImageNet-1k indices).
     """
 
     model: models.CLIP
     variables: dict
     batch_size: int = 256
+    classes: dict | None = None
 
     def __post_init__(self):
         self._img = jax.jit(lambda v, x: self.model.apply(v, models.preprocess(x, self.model.dtype),
                                                            method=models.CLIP.encode_image))
         self._txt = jax.jit(lambda v, t: self.model.apply(v, t, method=models.CLIP.encode_text))
+        self._head = jax.jit(lambda v, x: self.model.apply(v, models.preprocess(x, self.model.dtype),
+                                                            method=models.CLIP.classify))
         self._scale = float(self.model.apply(self.variables, method=models.CLIP.temperature_scale))
+
+    @property
+    def supervised(self) -> bool:
+        """True when the model predicts with its own head (no prompts)."""
+        return self.model.num_classes > 0
+
+    def head_logits(self, images: np.ndarray) -> np.ndarray:
+        out, b = [], self.batch_size
+        for lo in range(0, len(images), b):
+            chunk = np.asarray(images[lo:lo + b])
+            pad = b - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+            out.append(np.asarray(self._head(self.variables, chunk))[:b - pad])
+        return np.concatenate(out) if out else np.zeros((0, self.model.num_classes), np.float32)
 
     @property
     def logit_scale(self) -> float:
@@ -174,6 +200,7 @@ class Task:
     (ObjectNet, per image) or groups (texture-vs-shape, ImageNet indices per category);
     kind 'retrieval': images, texts (M captions), txt_to_img int (M,).
     record: what was evaluated (root by name, shift, skipped images), written into the result's task.
+    imagenet_index: int (K,), the ImageNet-1k index of each class, or None (scoring with a head needs it).
     """
 
     dataset: str
@@ -186,6 +213,7 @@ class Task:
     texts: list[str] | None = None
     txt_to_img: np.ndarray | None = None
     record: dict = dataclasses.field(default_factory=dict)
+    imagenet_index: np.ndarray | None = None
 
 
 def expand_datasets(names: Sequence[str]) -> list[str]:
@@ -265,8 +293,10 @@ def build_task(name: str, resolution: int, root: str = "", roots: dict | None = 
         images = data.apply_shift(images, kind, severity, seed=0)
         record.update(shift=kind, severity=severity)
     hit_sets = [es.hit_sets[i] for i in idx] if es.hit_sets is not None else None
+    imagenet_index = es.class_subset if es.class_subset is not None else (
+        np.arange(1000) if len(es.classnames) == 1000 else None)
     return Task(name, "zeroshot", images, labels=es.labels[idx], classnames=list(es.classnames),
-                hit_sets=hit_sets, groups=es.class_groups, record=record)
+                hit_sets=hit_sets, groups=es.class_groups, record=record, imagenet_index=imagenet_index)
 
 
 def class_space(name: str, root: str, roots: dict | None = None) -> tuple[list[str], np.ndarray]:
@@ -281,9 +311,55 @@ def class_space(name: str, root: str, roots: dict | None = None) -> tuple[list[s
     raise ConfigError(f"class_space = {name!r} is not allowed: one of imagenet1k, tiny_imagenet")
 
 
+def category_metrics(logits: np.ndarray, space_imagenet_idx: np.ndarray, task: Task) -> tuple[dict, dict]:
+    """Texture-vs-shape metrics from class logits (N, K) over a class space (ImageNet index of each
+    class): softmax, then group_scores; images whose category the space does not cover are left out."""
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=1))
+    scores, covered = group_scores(probs, space_imagenet_idx, task.groups)
+    remap = np.cumsum(covered) - 1
+    keep = covered[task.labels]
+    categories = [c for c, ok in zip(task.classnames, covered) if ok]
+    return classification_metrics(scores[keep], remap[task.labels[keep]]), {"categories": categories}
+
+
+def head_class_scores(logits: np.ndarray, head_imagenet_index: Sequence[int],
+                      task_imagenet_index: Sequence[int]) -> np.ndarray:
+    """float32 (N, K): column k = the head logit (of logits, (N, C)) of the head class whose ImageNet-1k
+    index is task_imagenet_index[k]; -inf where the head has no such class."""
+    column = {int(g): c for c, g in enumerate(head_imagenet_index)}
+    scores = np.full((len(logits), len(task_imagenet_index)), -np.inf, np.float32)
+    for k, g in enumerate(task_imagenet_index):
+        if int(g) in column:
+            scores[:, k] = logits[:, column[int(g)]]
+    return scores
+
+
+def _run_head_task(encoder: Encoder, task: Task) -> tuple[dict, dict]:
+    """run_task for a model with a classification head (module doc)."""
+    if task.kind == "retrieval":
+        raise ConfigError(f"{task.dataset}: retrieval needs a text tower; this run was trained supervised")
+    head_index = (encoder.classes or {}).get("imagenet_index")
+    if head_index is None:
+        raise ConfigError(f"{task.dataset}: the run's classes have no ImageNet-1k indices, so its head cannot "
+                          "score ImageNet-class evaluation sets")
+    logits = encoder.head_logits(task.images)
+    if task.groups is not None:
+        return category_metrics(logits, np.asarray(head_index), task)
+    if task.imagenet_index is None:
+        raise ConfigError(f"{task.dataset}: its classes have no ImageNet-1k indices for the run's head")
+    scores = head_class_scores(logits, head_index, task.imagenet_index)
+    missing = int(np.isinf(scores[:1]).sum()) if len(scores) else 0
+    if missing == scores.shape[1]:
+        raise ConfigError(f"{task.dataset}: none of its classes is a class of the run's head")
+    return classification_metrics(scores, task.labels, task.hit_sets), {"classes_without_head": missing}
+
+
 def run_task(encoder: Encoder, tokenizer, task: Task, templates: Sequence[str],
              space: tuple[list[str], np.ndarray] | None = None) -> tuple[dict, dict]:
-    """(metrics, extra task record) of one task: zero-shot top1/top5/balanced/n, or retrieval recalls."""
+    """(metrics, extra task record) of one task: zero-shot top1/top5/balanced/n, or retrieval recalls;
+    for a model with a head, its head's scores (module doc)."""
+    if encoder.supervised:
+        return _run_head_task(encoder, task)
     img = encoder.images(task.images)
     if task.kind == "retrieval":
         txt = encoder.texts(tokenizer.encode_batch(task.texts, encoder.model.config.text.context_length))
@@ -292,13 +368,7 @@ def run_task(encoder: Encoder, tokenizer, task: Task, templates: Sequence[str],
         if space is None:
             raise ConfigError(f"{task.dataset}: needs a class space (eval.class_space / --class-space)")
         w = classifier_weights(encoder, tokenizer, space[0], templates)
-        logits = encoder.logit_scale * img @ w.T
-        probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=1))
-        scores, covered = group_scores(probs, space[1], task.groups)
-        remap = np.cumsum(covered) - 1
-        keep = covered[task.labels]
-        categories = [c for c, ok in zip(task.classnames, covered) if ok]
-        return classification_metrics(scores[keep], remap[task.labels[keep]]), {"categories": categories}
+        return category_metrics(encoder.logit_scale * img @ w.T, space[1], task)
     w = classifier_weights(encoder, tokenizer, task.classnames, templates)
     return classification_metrics(img @ w.T, task.labels, task.hit_sets), {}
 
