@@ -16,6 +16,8 @@ import pytest
 from mmcl_theory.clip import augment, config, models, objectives, state, train, train_data, zero_shot
 from mmcl_theory.io import read_jsonl
 
+REAL_DATA = Path(__file__).resolve().parents[1] / "real_data"
+
 SMOKE = """
 [model]
 name = "ViT-test"
@@ -144,12 +146,12 @@ def test_declip_steps_fill_the_queue_fifo():
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", objectives.OBJECTIVES)
 def test_cli_smoke_run_of_each_objective(tmp_path, objective):
-    _, path = smoke_config(tmp_path, steps=3, ckpt=3)
-    proc = run_cli("mmcl_theory.clip.train", "--config", str(path), "--workdir", str(tmp_path / "w"),
-                   "--no-progress", "--set", f"train.objective={objective}")
+    """The shipped smoke config (real_data/smoke_synthetic.toml, 5 steps) with each objective."""
+    proc = run_cli("mmcl_theory.clip.train", "--config", str(REAL_DATA / "smoke_synthetic.toml"), "--workdir",
+                   str(tmp_path / "w"), "--no-progress", "--set", f"train.objective={objective}")
     assert proc.returncode == 0, proc.stderr
     last = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert last["step"] == 3 and np.isfinite(last["loss"]) and last["grad_norm"] > 0
+    assert last["step"] == 5 and np.isfinite(last["loss"]) and last["grad_norm"] > 0
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ pre-training (CLIP)"):
   of each caption's embedding is an extra positive for its image, with its own weight.
 - ``declip_loss`` (CLIP + nearest-neighbour term) and ``defilip_loss`` (FILIP + nearest-neighbour
   term). The full DeCLIP/DeFILIP of the benchmark also have SimSiam, masked-language-model and
-  multi-view terms; here only the nearest-neighbour supervision is implemented (docs/models.md).
+  multi-view terms; here only the nearest-neighbour supervision is implemented (real_data/README.md).
 
 Losses are computed in float32 (bf16 inputs are upcast, float64 kept); "normalised" means unit L2
 norm along the last axis; every loss is a mean over the batch.
