@@ -38,7 +38,7 @@ DATASETS = ("synthetic", "tiny_imagenet", "coco", "cc3m", "cc12m", "csv", "image
 """data.dataset: 'synthetic' (random pairs, no files) or a training set of mmcl_theory.clip.data."""
 
 OBJECTIVES = ("infonce", "linear")
-"""train.loss: the contrastive loss of train.objective = 'clip' (mmcl_theory.clip.train.OBJECTIVES maps each to its loss)."""
+"""train.loss: the contrastive loss of train.objective = 'clip' (symmetric InfoNCE or the theory's linear loss; clip.objectives.step_objective)."""
 
 LABELLED_DATASETS = {"synthetic": "softmax", "tiny_imagenet": "softmax", "imagenet_captions": "softmax",
                      "coco": "sigmoid"}
@@ -241,9 +241,6 @@ class TrainConfig:
             if length < 2:
                 raise ConfigError(f"data.context_length = {self.data.context_length} is not allowed with train.objective = "
                                   f"{objective!r}: an integer >= 2 (token-wise similarity needs text tokens besides EOT)")
-        if objective == "supervised" and self.eval.every:
-            raise ConfigError(f"eval.every = {self.eval.every} is not allowed with train.objective = 'supervised': 0 "
-                              "(score the checkpoints with its own head: python -m mmcl_theory.clip.evaluate)")
         if self.eval.every and self.data.dataset == "synthetic":
             raise ConfigError(f"eval.every = {self.eval.every} is not allowed when data.dataset = 'synthetic': 0 "
                               "(zero-shot evaluation needs a real dataset's tokenizer)")

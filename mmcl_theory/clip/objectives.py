@@ -21,6 +21,12 @@ pre-training (CLIP)"):
   term). The full DeCLIP/DeFILIP of the benchmark also have SimSiam, masked-language-model and
   multi-view terms; here only the nearest-neighbour supervision is implemented (real_data/README.md).
 
+The trainer (``clip.train``) runs the objective named by ``train.objective`` through
+``step_objective``: one function that calls the model's forward passes it needs (token outputs for
+FILIP, the linear head for the supervised baseline, two augmented views for SLIP) inside one
+``model.apply`` and returns the loss; DeCLIP's queue lives in the train state
+(``initial_objective_state``, updated by ``enqueue`` after each step's loss).
+
 Losses are computed in float32 (bf16 inputs are upcast, float64 kept); "normalised" means unit L2
 norm along the last axis; every loss is a mean over the batch.
 """

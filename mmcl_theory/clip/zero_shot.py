@@ -430,9 +430,10 @@ class PeriodicEvaluator:
         self.tasks, self.space = build_tasks(section.datasets, model.config.vision.image_size, section.root,
                                              section.roots, section.options, section.max_examples, section.class_space)
         self.fields, self.provenance = run_fields(workdir, run), provenance
+        self.classes = run.get("classes")
 
     def __call__(self, variables: dict, step: int) -> dict:
-        encoder = Encoder(self.model, variables, self.batch_size)
+        encoder = Encoder(self.model, variables, self.batch_size, self.classes)
         out = {}
         for task in self.tasks:
             metrics, extra = run_task(encoder, self.tokenizer, task, self.templates, self.space)
