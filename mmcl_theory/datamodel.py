@@ -31,29 +31,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .config import as_floats, check_range
+
 TESTS = ("aligned", "independent", "flipped")
-
-
-def _concrete(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _as_floats(config, fields) -> None:
-    """Store integer values of float fields as floats (so `annotate=1` samples like `annotate=1.0`)."""
-    for f in fields:
-        value = getattr(config, f)
-        if isinstance(value, int) and not isinstance(value, bool):
-            object.__setattr__(config, f, float(value))
-
-
-def _check(cls_name: str, field: str, value, low, high, *, integer=False) -> None:
-    """Raise ValueError naming the field, its value and the allowed range."""
-    if integer and not (isinstance(value, int) and not isinstance(value, bool)):
-        raise ValueError(f"{cls_name}.{field} = {value!r} must be an integer in [{low}, {high}]")
-    if not _concrete(value):
-        return  # traced or stacked values (inside jit/vmap) were validated when built
-    if not (low <= value <= high) or math.isnan(value):
-        raise ValueError(f"{cls_name}.{field} = {value!r} is out of range: allowed [{low}, {high}]")
 
 
 def _pytree(meta: tuple[str, ...]):
@@ -91,14 +71,14 @@ class M1Config:
 
     def __post_init__(self):
         name = type(self).__name__
-        _as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "spurious_annotation"))
+        as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "spurious_annotation"))
         for f in ("sigma_core", "sigma_spu", "sigma_xi"):
-            _check(name, f, getattr(self, f), 0.0, math.inf)
+            check_range(name, f, getattr(self, f), 0.0, math.inf)
         for f in ("p", "r", "spurious_annotation"):
-            _check(name, f, getattr(self, f), 0.0, 1.0)
-        _check(name, "n", self.n, 2, 10**8, integer=True)
-        _check(name, "n_test", self.n_test, 1, 10**8, integer=True)
-        _check(name, "d", self.d, self.latent_dim, 10**6, integer=True)
+            check_range(name, f, getattr(self, f), 0.0, 1.0)
+        check_range(name, "n", self.n, 2, 10**8, integer=True)
+        check_range(name, "n_test", self.n_test, 1, 10**8, integer=True)
+        check_range(name, "d", self.d, self.latent_dim, 10**6, integer=True)
 
 
 @_pytree(meta=("K", "n", "d", "n_test"))
@@ -135,18 +115,19 @@ class M2Config:
 
     def __post_init__(self):
         name = type(self).__name__
-        _check(name, "K", self.K, 2, 10**4, integer=True)
-        _as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "beta", "annotate", "spurious_annotation"))
+        check_range(name, "K", self.K, 2, 10**4, integer=True)
+        as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "beta", "annotate", "spurious_annotation"))
         for f in ("sigma_core", "sigma_spu", "sigma_xi"):
-            _check(name, f, getattr(self, f), 0.0, math.inf)
+            check_range(name, f, getattr(self, f), 0.0, math.inf)
         for f in ("p", "r", "beta", "annotate", "spurious_annotation"):
-            _check(name, f, getattr(self, f), 0.0, 1.0)
-        _check(name, "n", self.n, 2, 10**8, integer=True)
-        _check(name, "n_test", self.n_test, 1, 10**8, integer=True)
-        _check(name, "d", self.d, 2 * self.K, 10**6, integer=True)
+            check_range(name, f, getattr(self, f), 0.0, 1.0)
+        check_range(name, "n", self.n, 2, 10**8, integer=True)
+        check_range(name, "n_test", self.n_test, 1, 10**8, integer=True)
+        check_range(name, "d", self.d, 2 * self.K, 10**6, integer=True)
 
 
 PRESETS = {"M1": M1Config, "M2": M2Config}
+CAPTION_FIELDS = ("r", "annotate", "spurious_annotation")  # change captions only, never images or labels
 Config = M1Config | M2Config
 
 
@@ -162,6 +143,11 @@ def make_config(preset: str, **overrides) -> Config:
     return cls(**overrides)
 
 
+def caption_free(cfg: Config) -> Config:
+    """cfg with every caption-only field (CAPTION_FIELDS) at 1: same images and labels, for SL learners."""
+    return dataclasses.replace(cfg, **{f: 1.0 for f in CAPTION_FIELDS if hasattr(cfg, f)})
+
+
 def agreement(test: str | float, num_classes: int) -> float:
     """Class-spurious agreement q = P(a = y) of a test distribution: aligned 1, independent 1/K, flipped 0."""
     if isinstance(test, str):
@@ -169,7 +155,7 @@ def agreement(test: str | float, num_classes: int) -> float:
         if test not in table:
             raise ValueError(f"unknown test distribution {test!r}: allowed {list(TESTS)} or a number in [0, 1]")
         return table[test]
-    _check("test", "q", float(test), 0.0, 1.0)
+    check_range("test", "q", test, 0.0, 1.0)
     return float(test)
 
 
