@@ -40,7 +40,8 @@ Image cache (decode once, read at memory speed):
     ``.get_batch(indices) -> uint8 (B, R, R, 3)``, ``.skipped`` (black rows of undecodable images).
 
 Tokenizer (BPE, lower-cased, CLIP-style ``</w>`` word ends):
-    ``train_tokenizer(texts, vocab_size, path) -> BPETokenizer`` (saved as tokenizers JSON at path),
+    ``train_tokenizer(texts, vocab_size, path) -> BPETokenizer`` (saved as tokenizers JSON at path; the same
+    texts give the same file bytes in every process; vocab_size >= ``MIN_TRAINED_VOCAB_SIZE``),
     ``load_tokenizer(path)``, ``load_clip_bpe(path_to_bpe_simple_vocab_16e6.txt.gz)``.
     ``tok.encode_batch(texts, context_length) -> int32 (N, L)``: [SOT, tokens..., EOT, 0, ...], truncated
     so EOT is always present; EOT has the highest id, so ``tokens.argmax(-1)`` is the EOT position.
@@ -59,11 +60,11 @@ from .eval_sets import EVAL_SETS, EvalSet, load_eval_set
 from .images import read_images
 from .prompts import DEFAULT_TEMPLATES, load_classnames, load_templates
 from .shifts import SHIFTS, apply_shift
-from .tokenizer import BPETokenizer, load_clip_bpe, load_tokenizer, train_tokenizer
+from .tokenizer import MIN_TRAINED_VOCAB_SIZE, BPETokenizer, load_clip_bpe, load_tokenizer, train_tokenizer
 from .training_sets import TRAINING_SETS, ImageTextDataset, load_training_set
 
 __all__ = [
-    "DEFAULT_TEMPLATES", "DETAIL_TYPES", "DETAIL_WORDS", "EVAL_SETS", "SHIFTS", "TRAINING_SETS",
+    "DEFAULT_TEMPLATES", "DETAIL_TYPES", "DETAIL_WORDS", "EVAL_SETS", "MIN_TRAINED_VOCAB_SIZE", "SHIFTS", "TRAINING_SETS",
     "BPETokenizer", "DataLayoutError", "EvalSet", "ImageCache", "ImageDecodeError", "ImageTextDataset",
     "apply_shift", "build_cache", "load_classnames", "load_clip_bpe", "load_eval_set", "load_templates",
     "load_tokenizer", "load_training_set", "read_images", "remove_details", "train_tokenizer",
