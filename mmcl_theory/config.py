@@ -186,3 +186,20 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def option_type(name: str, kind: Any, low: float | None = None, high: float | None = None):
+    """An argparse ``type=`` parsing with :func:`parse_value` (and :func:`check_range` when low and high
+    are given), whose error is the one line of the ConfigError."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = parse_value(name, text, kind)
+            if low is not None and high is not None:
+                check_range("", name, value, low, high, integer=kind is int)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
