@@ -91,10 +91,10 @@ def check_accuracies(where: str, id_acc, ood_acc) -> None:
     and every OOD accuracy a fraction in [0, 1]; NaN is refused."""
     ids, oods = np.atleast_1d(np.asarray(id_acc, np.float64)), np.atleast_1d(np.asarray(ood_acc, np.float64))
     if not (np.all(ids > 0) and np.all(ids < 1)):  # also false for NaN
-        raise ValueError(f"{where}: ID accuracy {ids[~((ids > 0) & (ids < 1))][0]!r} is not allowed: a fraction "
+        raise ValueError(f"{where}: ID accuracy {float(ids[~((ids > 0) & (ids < 1))][0])!r} is not allowed: a fraction "
                          "strictly between 0 and 1")
     if not (np.all(oods >= 0) and np.all(oods <= 1)):
-        raise ValueError(f"{where}: OOD accuracy {oods[~((oods >= 0) & (oods <= 1))][0]!r} is not allowed: a fraction "
+        raise ValueError(f"{where}: OOD accuracy {float(oods[~((oods >= 0) & (oods <= 1))][0])!r} is not allowed: a fraction "
                          "in [0, 1]")
 
 
@@ -729,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (_testbed_command if args.command == "testbed" else _series_command)(args, command)
     except (ValueError, OSError) as e:  # ConfigError and CorruptFileError are ValueErrors
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message holds
         return 2
     return 0
 

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         report = check(args.name, args.root, kind, parse_options(args.name, kind, args.option), args.verify,
                        args.workers)
     except (DataLayoutError, ValueError, OSError) as e:  # ConfigError and ImageDecodeError are ValueErrors
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message holds
         return 2
     if args.json:
         print(json.dumps(report, indent=1))

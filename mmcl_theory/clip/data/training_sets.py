@@ -451,7 +451,7 @@ def load_webdataset(root: str | Path) -> ImageTextDataset:
                     paths.append(f"{shard}::{img.name}")
                     caps.append((text.strip(),))
         except (tarfile.TarError, OSError, EOFError) as e:
-            skipped.append((str(shard), f"unreadable tar shard ({type(e).__name__}: {e})"))
+            skipped.append((str(shard), f"unreadable tar shard ({type(e).__name__}: {' '.join(str(e).split())})"))
     return ImageTextDataset("webdataset", str(root), paths, caps, skipped=skipped)
 
 
