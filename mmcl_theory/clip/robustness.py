@@ -474,7 +474,7 @@ def series_from_results(path: str | os.PathLike, id_dataset: str, ood_datasets: 
         if bad_value or bad_step:
             _skip(skipped, f"{path}:{line}", bad_step or f"{metric}: {bad_value}")
             continue
-        table.setdefault((r[series_key], step), {})[r["dataset"]] = value
+        table.setdefault((r[series_key] or "", step), {})[r["dataset"] or ""] = value
     missing = sorted({d for d in [id_dataset, *ood_datasets] if all(d not in v for v in table.values())})
     if missing:
         raise ValueError(f"--results = {str(path)!r}: no usable {metric} of the datasets {missing} "
