@@ -4,6 +4,7 @@ ImageNet-Captions, corrupt and missing files; and the inspection CLI."""
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -232,8 +233,11 @@ def test_corrupt_image_is_reported_not_fatal(tmp_path):
 # ---------------------------------------------------------------------------------------------- CLI
 
 def _cli(*args):
+    """The CLI of this checkout (not of whichever copy of the package is installed)."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "mmcl_theory.clip.data", *args], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=env)
 
 
 def test_cli_check_reports_counts_and_skips(tmp_path, shared_data):
