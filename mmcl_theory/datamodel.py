@@ -1,16 +1,16 @@
 """Synthetic image-text data: latent features, caption annotation, train and shifted test distributions.
 
-SPEC section 1. A latent vector z in R^l (class cores, spurious features, details) is observed as
+docs/models.md#observation-model. A latent vector z in R^l (class cores, spurious features, details) is observed as
     image  x_I = D_I z_I + xi_I,    caption  x_T = D_T z_T + xi_T,
 with D (d x l) orthonormal columns drawn from a seed and xi ~ N(0, sigma_xi^2 / d I_d), independent
 across modalities and samples. A caption *annotates* a coordinate (copies its per-image value),
 mentions it at its class-level value, or leaves it out (zero).
 
-Presets (SPEC sections 3 and 4):
+Presets (docs/models.md#m1, #m2):
 - M1: binary, intra-class contrasting.  z = [z_core, z_spu].
 - M2: K classes, inter-class feature sharing.  z = [c (K cores), s (K spurious)].
 
-Three detail types are annotated independently (SPEC section 5):
+Three detail types are annotated independently (docs/models.md#detail-types):
 (a) per-image variation of the class core, probability `r` (caption richness);
 (b) other classes' cores present in an image, probability `annotate` (M2 only);
 (c) the spurious/background feature, probability `spurious_annotation`.
@@ -49,7 +49,7 @@ def _pytree(meta: tuple[str, ...]):
 
 @_pytree(meta=("n", "d", "n_test"))
 class M1Config:
-    """Binary model M1 (SPEC section 3). Defaults are the SPEC defaults.
+    """Binary model M1 (docs/models.md#m1), with its documented defaults.
 
     y uniform in {-1, +1}; a = y with probability p in training; z_core = y + sigma_core e1,
     z_spu = a + sigma_spu e2. Caption: z_T,core = z_core with probability r, else y;
@@ -83,7 +83,7 @@ class M1Config:
 
 @_pytree(meta=("K", "n", "d", "n_test"))
 class M2Config:
-    """K-class model M2 (SPEC section 4). Defaults are the SPEC reference settings (n from its SL column).
+    """K-class model M2 (docs/models.md#m2), with the reference settings of docs/theory.md#m2-reference.
 
     Cores c in R^K: c_y = 1 + sigma_core e; for j != y, c_j = 1 + sigma_core e_j with probability
     beta, else 0. Spurious s in R^K: s_a = 1 + sigma_spu e, others 0; a = y with probability p,

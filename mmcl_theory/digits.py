@@ -565,3 +565,20 @@ def run_point(config: DigitsConfig, seeds: list[int], learners: tuple[str, ...] 
             for i, seed in enumerate(seeds) for j, test in enumerate(TESTS)
         ]
     return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitsLearnerSettings:
+    """Learner settings of the digits model (its optimisation fields still live in DigitsConfig)."""
+
+
+def evaluate_grid(configs, seeds, learners, settings, route, on_point=None) -> list[list[dict]]:
+    """The model registry's runner: run_point for each config, rows in the sweep's row shape."""
+    out = []
+    for i, config in enumerate(configs):
+        rows = [{**r, "prompt": "" if r["learner"].startswith("sl") else "digit_word", "route": "sampled"}
+                for r in run_point(config, seeds, learners)]
+        out.append(rows)
+        if on_point:
+            on_point(i, rows)
+    return out

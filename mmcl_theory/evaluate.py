@@ -321,7 +321,7 @@ def evaluate_grid(configs: Sequence[Config], seeds: Sequence[int], learners: Seq
                 sl_done[image_cfg] = _rows(acc, cfg, seeds, route)
             rows += sl_done[image_cfg]
         order = {l: j for j, l in enumerate(learners)}
-        rows.sort(key=lambda r: order[r["learner"]])
+        rows.sort(key=lambda r: (order[r["learner"]], r["prompt"] == "class_mean"))
         out.append(rows)
         if on_point:
             on_point(i, rows)

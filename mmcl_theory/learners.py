@@ -1,6 +1,6 @@
 """Learners: MMCL (closed form, linear-loss GD, InfoNCE with linear or MLP encoders) and SL baselines.
 
-SPEC section 2. Every learner is a pure function of arrays (and a PRNG key for the trained ones),
+docs/learners.md. Every learner is a pure function of arrays (and a PRNG key for the trained ones),
 jit-able and vmap-able over seeds and sweep points. A learner returns its trained parameters; the
 encoders below turn parameters into embeddings or logits, and evaluate.py scores them.
 
@@ -66,7 +66,7 @@ def mmcl_closed_form(x_image: jax.Array, x_text: jax.Array, rank: int = 0, rho: 
     """Minimiser of the linear loss, as encoders (W_I (p, d_I), W_T (p, d_T)) with W_I^T W_T = A*.
 
     A* = (1/rho) sum_{j<=p} sigma_j u_j v_j^T, the top-p SVD of S = (X_I - 1 mean_I^T)^T X_T / (n-1)
-    (SPEC section 2). rank=0 keeps every singular value: A* = S/rho, factored exactly as
+    (docs/theory.md#closed-form). rank=0 keeps every singular value: A* = S/rho, factored exactly as
     W_I = (X_I - 1 mean_I^T) / ((n-1) rho), W_T = X_T (embedding dimension n). A rank p > 0 goes
     through thin QR factors, S = Q_I (R_I R_T^T / (n-1)) Q_T^T, in O(d n min(d, n)).
     """
@@ -168,7 +168,7 @@ def mmcl_linear_gd(key: jax.Array, x_image: jax.Array, x_text: jax.Array, embed_
     """Gradient descent (momentum 0.9) on the linear loss over factors W_I, W_T (p, d):
 
     L = linear_contrastive_loss(X_I W_I^T, X_T W_T^T) + (rho/2) ||W_I^T W_T||_F^2 = -<A, S> + (rho/2)||A||_F^2.
-    Its limit is the closed form A* of the same rank and rho (SPEC Q3). Returns (W_I, W_T).
+    Its limit is the closed form A* of the same rank and rho (docs/claims.md#q3). Returns (W_I, W_T).
     """
     k_i, k_t = jax.random.split(key)
     scale = 1e-2 / jnp.sqrt(x_image.shape[1])

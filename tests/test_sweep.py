@@ -63,7 +63,9 @@ def test_quick_sweep_writes_the_results_contract(tmp_path, capsys):
     assert {r["value"] for r in rows} == {"0.0", "0.5", "1.0"}
     assert all(0 <= float(r["accuracy"]) <= 1 for r in rows)
     meta = json.loads((out / "results.json").read_text())
-    assert meta["package_version"] and meta["plan"]["base"]["n"] == 40
+    assert meta["package_version"] and meta["config"]["base"]["n"] == 40 and meta["command"]
+    assert {r["prompt"] for r in rows if r["learner"] == "mmcl_closed_form"} == {"core", "class_mean"}
+    assert {r["route"] for r in rows} == {"theory", "exact"}
     assert (out / "caption_richness.png").stat().st_size > 10_000
     assert "flipped test" in capsys.readouterr().out
 
