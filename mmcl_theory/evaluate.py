@@ -275,8 +275,14 @@ def theory_rows(cfg: Config, learners: Sequence[str], settings: L.LearnerSetting
 
 @functools.lru_cache(maxsize=None)
 def compiled_point(learners: tuple[str, ...], settings: L.LearnerSettings, route: str):
-    """jit(vmap over seeds (evaluate_point)) for one learner set; compiled once per static shape."""
-    per_seed = lambda keys, cfg: jax.vmap(lambda k: evaluate_point(k, cfg, settings, learners, route))(keys)
+    """jit(lax.map over seeds (evaluate_point)) for one learner set; compiled once per static shape.
+
+    Seeds run one after another inside the compiled program rather than vmapped: every seed has its
+    own training set, so batching makes no larger matmul (vmap measured slower, BENCHMARKS.md), and
+    unbatched linear algebra never reaches jaxlib 0.10's batch-parallel LAPACK kernels, which
+    deadlock XLA's CPU thread pool when two run at once (README, "JAX versions").
+    """
+    per_seed = lambda keys, cfg: jax.lax.map(lambda k: evaluate_point(k, cfg, settings, learners, route), keys)
     return jax.jit(per_seed)
 
 
