@@ -29,24 +29,29 @@ Captions. The text side is a feature vector x_T per image, in one of two designs
 Controls: shuffle_details permutes the detail values across the train images of each class
 (same values, no per-image information); colour_in_caption adds the colour word.
 
-The linear theory on this design (derivation; docs/models.md takes it from here). The closed-form
-MMCL zero-shot score of a test image x for class k is s_k(x) = (x - xbar)^T S t_k with
-S = (1/(n-1)) sum_i (x_i - xbar) x_T,i^T. With the bare-word prompt t_k = e_k and no colour word,
-    S e_k = (1/(n-1)) sum_{i: y_i = k} (x_i - xbar) (1 + kappa b_i v_i)
-          = (n_k/(n-1)) [ (mu_k^x - xbar) + kappa rbar_k Cov_k(x, v) ]   (v has mean 0 within class),
-so s_k(x) = (n_k/(n-1)) [ (x - xbar)^T (mu_k^x - xbar) + kappa r (x - xbar)^T Cov_k(x, v) ] in
-expectation over b. The first term is the class-mean (prototype) score: it carries the colour's
-class mean, with weight growing like (2p - 1)-ish agreement, beside the digit's. The second term
-is new with r: Cov_k(x, v) is a within-class covariance, and the colour is independent of the
-digit within a class, so for the patch it has no colour part at all and for the tint only the
-shading (1 - E[c | k]) of the digit's own covariance. As r grows the prompt direction tilts
-from the colour towards the digit, as M1's core weight w = 1 + r sigma_core^2 grows against the
-spurious weight m = 2p - 1. It is not flat in r whenever Cov_k(x, v) separates the classes,
-which the class-axis detail does by construction (Cov_k(g, v) = Sigma_k (mu_k - m) / sd_k).
-With class-agnostic tokens, S e_k = Cov(x, 1[y = k]) does not involve r at all, and the
-class-mean caption prompt adds the same vector to every class's score: exactly flat.
-expected_cross_covariance computes E[S] over the colour and caption draws exactly (given the
-train images), the learner 'theory_mmcl' of mmcl_theory.digits_learners.
+The linear theory on this design (derivation; docs/models.md takes it from here). Closed-form MMCL
+(rank >= V, rho = 1) scores a test image x for class k by s_k(x) = (x - xbar)^T S t_k, with
+S = (1/(n-1)) sum_i (x_i - xbar) x_T,i^T. With the bare-word prompt t_k = e_k,
+    S e_k = (1/(n-1)) sum_{i: y_i = k} (x_i - xbar) (1 + kappa b_i v_i),
+and in expectation over the annotation draws b_i ~ Bernoulli(r), using sum_{i: y_i = k} v_i = 0
+(v is a z-score within class on the train subset),
+    E_b[S e_k] = (n_k/(n-1)) [ (mu_k - xbar) + kappa r C_k ],   C_k = (1/n_k) sum_{i: y_i = k} (x_i - mu_k) v_i,
+mu_k the class-k mean image. The first term is the prototype (class-mean) direction: it holds the
+colour's class mean, s (10p - 1)/9 (PALETTE_k - mean palette) on the background, beside the digit's
+mean. The second is new with r. Within a class the colour is drawn independently of the digit, so
+over the colour draws C_k has no colour part for the patch, and for the tint only the shading of
+the digit's own covariance, C_k = Cov_k(g, v) (1 - E[c | k]) per channel. With the class-axis
+detail, Cov_k(g, v) = Sigma_k u_k / sd_k (u_k = mu_k - m, sd_k^2 = u_k^T Sigma_k u_k): the
+within-class covariance along the class axis, a colour-free class template. So as r grows the
+prompt direction tilts from the colour to the digit, as M1's S e_core = (1 + r sigma_core^2,
+2p - 1) does. It is not flat in r whenever C_k separates the classes; measured (figures/digits.png,
+tint 0.5, p 0.99, kappa 2): flipped 0.26 -> 0.38 (sklearn), 0.10 -> 0.17 (MNIST) from r = 0 to 1.
+Null design ('tokens'): S e_k = Cov(x, 1[y = k]) (n/(n-1)) does not involve r at all, and the
+class-mean caption prompt adds r P(word | k) ~ r/3 (within-class tertiles) of each detail
+column to class k's prompt, nearly the same vector for every k: flat to the tertile counts. Shuffled details: C_k becomes a sum of (x_i - mu_k) times
+unrelated values, O(1/sqrt(n_k)): flat up to sampling.
+expected_cross_covariance computes E[S] over the colour and caption draws exactly (given the train
+images); it is the learner 'theory_mmcl' of mmcl_theory.digits_learners.
 """
 
 from __future__ import annotations

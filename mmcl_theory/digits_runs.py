@@ -190,6 +190,7 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", nargs="+", choices=("sklearn", "mnist"), help="a subset of the definition's datasets")
     parser.add_argument("--from", dest="from_csv", nargs="+", metavar="CSV",
                         help="redraw NAME from these result CSVs (e.g. one per dataset) instead of running")
+    parser.add_argument("--note", help="the line printed under the figure (default: this command and its run time)")
     parser.add_argument("--out", default=str(ROOT / "figures"), help="where NAME.csv and NAME.png go")
     args = parser.parse_args(argv)
     start = time.time()
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
     suffix = ("_quick" if args.quick else "") + ("_" + "_".join(args.datasets) if args.datasets else "")
     atomic_write_csv(out / f"{args.name}{suffix}.csv", rows, COLUMNS)
     seconds = time.time() - start
-    note = f"python -m mmcl_theory.digits_runs {' '.join(argv if argv is not None else sys.argv[1:])}  ({seconds:.0f} s)"
+    note = args.note or f"python -m mmcl_theory.digits_runs {' '.join(argv if argv is not None else sys.argv[1:])}  ({seconds:.0f} s)"
     plot(args.name, rows, out / f"{args.name}{suffix}.png", note)
     print(f"wrote {out / (args.name + suffix)}.csv/.png: {len(rows)} rows in {seconds:.0f} s")
     return 0

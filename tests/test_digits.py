@@ -331,24 +331,29 @@ def test_class_weight_theory_rises_with_r_and_the_shuffled_control_does_not():
 
 
 def test_premise_same_backbone_sl_fails_at_the_calibrated_tint():
+    # measured at the full size (figures/digits_calibration.csv, 3 seeds): aligned 0.999, flipped 0.338
     config = dg.DigitsConfig(**{**CALIBRATED, "n_train": 800, "n_test": 300})
-    rows = dl.run_point(config, [0], ("sl_mlp", "sl_logistic"), dl.DigitsLearnerSettings(steps=300, width=64))
-    acc = {(r["learner"], r["test"]): r["accuracy"] for r in rows}
-    for learner in ("sl_mlp", "sl_logistic"):
-        assert acc[learner, "aligned"] >= 0.95 and acc[learner, "flipped"] <= 0.5, acc
+    rows = dl.run_point(config, [0], ("sl_mlp",), dl.DigitsLearnerSettings(steps=300, width=64))
+    acc = {r["test"]: r["accuracy"] for r in rows}
+    assert acc["aligned"] >= 0.95 and acc["flipped"] <= 0.5, acc
 
 
-@pytest.mark.slow
-def test_trained_infonce_follows_the_theory_up_in_r():
-    settings = dl.DigitsLearnerSettings(steps=300, width=128)
+def test_closed_form_and_trained_infonce_follow_the_theory_up_in_r():
+    # theory (exact E[S]) vs the sampled closed form: same seeds, so they differ only by the draws.
+    # Trained linear InfoNCE, 300 steps: measured (5 seeds) flipped 0.28 -> 0.60; the MLP 0.31 -> 0.52 at
+    # 300 steps but 0.30 -> 0.33 at 600 and 0.28 -> 0.19 at 1200 (training length matters; see README).
+    settings = dl.DigitsLearnerSettings(steps=300, width=64)
+    learners = ("theory_mmcl", "mmcl_closed_form", "mmcl_infonce_linear")
     flipped = {}
     for r in (0.0, 1.0):
-        rows = dl.run_point(dg.DigitsConfig(**{**CALIBRATED, "r": r}), [0, 1], ("theory_mmcl", "mmcl_infonce_mlp"), settings)
-        for learner in ("theory_mmcl", "mmcl_infonce_mlp"):
+        rows = dl.run_point(dg.DigitsConfig(**{**CALIBRATED, "r": r, "n_test": 300}), [0, 1], learners, settings)
+        for learner in learners:
             flipped[learner, r] = np.mean([x["accuracy"] for x in rows
                                            if x["learner"] == learner and x["test"] == "flipped" and x["prompt"] == "word"])
+    for r in (0.0, 1.0):
+        assert abs(flipped["mmcl_closed_form", r] - flipped["theory_mmcl", r]) < 0.03, flipped
     assert flipped["theory_mmcl", 1.0] > flipped["theory_mmcl", 0.0] + 0.08, flipped
-    assert flipped["mmcl_infonce_mlp", 1.0] > flipped["mmcl_infonce_mlp", 0.0] + 0.08, flipped
+    assert flipped["mmcl_infonce_linear", 1.0] > flipped["mmcl_infonce_linear", 0.0] + 0.15, flipped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,8 +394,8 @@ def test_run_point_contract_and_cross_field_errors():
     assert all(set(r) == {"learner", "test", "seed", "n", "accuracy", "prompt"} and r["n"] == 300 for r in rows)
     with pytest.raises(ConfigError, match="learners"):
         dl.run_point(config, [0], ("knn",))
-    with pytest.raises(ConfigError, match="batch_size = 128 is out of range"):
-        dl.run_point(config, [0], ("sl_mlp",), dl.DigitsLearnerSettings())
+    with pytest.raises(ConfigError, match="batch_size = 128 is out of range: allowed at most DigitsConfig.n_train = 100"):
+        dl.run_point(dataclasses.replace(config, n_train=100), [0], ("sl_mlp",), dl.DigitsLearnerSettings())
     with pytest.raises(ConfigError, match="at most 1797"):
         dl.run_point(dataclasses.replace(config, n_train=1700), [0], ("theory_mmcl",))
 
