@@ -138,7 +138,7 @@ def plot(name: str, rows: list[dict], path: Path, note: str) -> None:
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     if name == "digits_calibration":
-        fig, axes = plt.subplots(len(datasets), len(variants), figsize=(7.2, 3.0 * len(datasets)), squeeze=False)
+        fig, axes = plt.subplots(len(datasets), len(variants), figsize=(3.5 * len(variants), 3.2 * len(datasets)), squeeze=False)
         for i, ds in enumerate(datasets):
             for j, variant in enumerate(variants):
                 ax = axes[i, j]
