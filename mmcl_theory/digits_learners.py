@@ -194,7 +194,7 @@ def run_point(config: DigitsConfig, seeds: list[int], learners: tuple[str, ...] 
     unknown = [name for name in learners if name not in LEARNERS]
     if unknown:
         raise ConfigError(f"learners = {unknown} is not allowed: names from {', '.join(LEARNERS)}")
-    if settings.batch_size > config.n_train:
+    if settings.batch_size > config.n_train and any(name in TRAINED for name in learners):
         raise ConfigError(f"DigitsLearnerSettings.batch_size = {settings.batch_size} is out of range: allowed "
                           f"at most DigitsConfig.n_train = {config.n_train}")
     seeds = [int(s) for s in seeds]

@@ -410,3 +410,33 @@ def test_mnist_split_from_the_real_file(shared_data):
     rows = dl.run_point(config, [0], ("theory_mmcl", "sl_min_norm"))
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
     assert {r["accuracy"] > 0.6 for r in rows if r["test"] == "aligned"} == {True}
+
+
+def test_missing_mnist_directory_is_one_line(tmp_path):
+    config = dg.DigitsConfig(dataset=str(tmp_path / "no_mnist"), n_train=100, n_test=10)
+    with pytest.raises(dg.DigitsDataError, match="not a directory; expected a directory holding MNIST idx files"):
+        dl.run_point(config, [0], ("theory_mmcl",))
+
+
+def test_runs_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    from mmcl_theory import digits_runs
+
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    for argv in (["digits", "--from", str(tmp_path / "missing.csv")], ["digits", "--from", str(tmp_path / "bad.csv")]):
+        assert digits_runs.main([*argv, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --from") and "expected a CSV" in err[0]
+
+
+@pytest.mark.slow
+def test_runs_cli_quick_writes_csv_and_figure(tmp_path):
+    import csv
+
+    from mmcl_theory import digits_runs
+
+    assert digits_runs.main(["digits", "--quick", "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "digits_quick.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == digits_runs.COLUMNS and (tmp_path / "digits_quick.png").stat().st_size > 10_000
+    assert {r["variant"] for r in rows} == {"class_axis", "sl", "shuffled", "colour_word", "thickness", "tokens"}
+    assert {r["value"] for r in rows} == {"0.0", "1.0"}
