@@ -37,10 +37,10 @@ def _synthetic(name: str) -> Model:
 
 
 def _digits() -> Model:
-    from . import digits
+    from . import digits, digits_learners
 
-    return Model("digits", digits.DigitsConfig, digits.DigitsLearnerSettings, tuple(digits.LEARNERS),
-                 digits.evaluate_grid, routes=("sampled",))
+    return Model("digits", digits.DigitsConfig, digits_learners.DigitsLearnerSettings,
+                 tuple(digits_learners.LEARNERS), digits_learners.evaluate_grid, routes=("sampled",))
 
 
 _BUILDERS: dict[str, Callable[[], Model]] = {"M1": lambda: _synthetic("M1"), "M2": lambda: _synthetic("M2"),

@@ -1,8 +1,10 @@
 """`python -m mmcl_theory.sweep NAME`: run a named sweep (synthetic/NAME.toml), resumable.
 
 A sweep varies one or more parameters (`param`, a name or a list of names swept one at a time)
-over `values`, optionally for each value of a second parameter (`series`). A swept parameter may be
-a model parameter or a learner setting (e.g. `steps`). Every point runs all seeds and learners
+over `values`, optionally for each value of a second parameter (`series`), or for each of its named
+`[variants.NAME]` tables (each with config or settings overrides, and optionally its own `values`
+and `learners`; the series column reads "variant=NAME"). A swept parameter may be a model parameter
+or a learner setting (e.g. `steps`). Every point runs all seeds and learners
 through the model registry (models.py); for the synthetic models that is evaluate.evaluate_grid,
 one compiled call per point, vmapped over seeds. Finished points are appended to points.jsonl as
 they complete, each line tagged with the plan's hash, so a killed sweep rerun with the same --out
@@ -63,6 +65,7 @@ class Point:
     series: str
     config: object
     settings: object
+    learners: tuple[str, ...]
 
     @property
     def id(self) -> str:
@@ -100,7 +103,7 @@ class Plan:
 
 
 def make_plan(name: str, quick: bool = False, seeds: int | None = None, learners: list[str] | None = None,
-              overrides: list[str] | dict | None = None, route: str = "exact") -> Plan:
+              overrides: list[str] | dict | None = None, route: str | None = None) -> Plan:
     """Resolve a sweep definition with --quick, --seeds, --learners, --set KEY=VALUE and --route.
 
     Every point's config and settings are built (and so validated) here, before any work starts.
@@ -114,10 +117,11 @@ def make_plan(name: str, quick: bool = False, seeds: int | None = None, learners
     pick = lambda key, default=None: quick_table.pop(key, spec.get(key, default))
     values, series_values = pick("values"), pick("series_values", [])
     default_seeds = pick("seeds", 3)
+    quick_settings = quick_table.pop("settings", {})
     n_seeds = default_seeds if seeds is None else seeds
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
         raise SweepError(f"--seeds = {n_seeds!r} is out of range: allowed integers >= 1")
-    base, settings = {**spec.get("base", {}), **quick_table}, dict(spec.get("settings", {}))
+    base, settings = {**spec.get("base", {}), **quick_table}, {**spec.get("settings", {}), **quick_settings}
     params = spec["param"] if isinstance(spec["param"], list) else [spec["param"]]
     axes = params + ([spec["series"]] if spec.get("series") else [])
     items = overrides.items() if isinstance(overrides, dict) else (split_override(i) for i in overrides or [])
@@ -139,19 +143,34 @@ def make_plan(name: str, quick: bool = False, seeds: int | None = None, learners
     if bad:
         raise SweepError(f"unknown learner(s) {', '.join(bad)} for model {model.name}: valid learners are "
                          f"{', '.join(model.learners)}")
+    route = route or model.routes[0]
     if route not in model.routes:
         raise SweepError(f"unknown evaluation route {route!r} for model {model.name}: allowed {', '.join(model.routes)}")
+    # the second axis: a series parameter, or named variants (override tables), or nothing
+    variants = spec.get("variants")
+    if variants:
+        axis = [(f"variant={v}", dict(t)) for v, t in variants.items()]
+    elif spec.get("series"):
+        axis = [(f"{spec['series']}={s}", {spec["series"]: s}) for s in series_values]
+    else:
+        axis = [("", {})]
     plan = Plan(name, model.name, tuple(params), tuple(values), spec.get("series"), tuple(series_values),
                 tuple(range(n_seeds)), chosen, base, settings, route, spec.get("description", ""))
     points = []
     for param in params:
-        for s in (series_values if plan.series else [None]):
-            for v in values:
-                swept = {param: v, **({plan.series: s} if plan.series else {})}
+        for label, table in axis:
+            table = dict(table)
+            own_values = table.pop("values", values)
+            own_values = [v for v in own_values if v in values] or own_values[:1] if quick else own_values
+            own_learners = tuple(l for l in table.pop("learners", chosen) if l in chosen)
+            if not own_learners:
+                continue
+            for v in own_values:
+                swept = {**table, param: v}
                 cfg_kw = {**base, **{k: x for k, x in swept.items() if k in config_types}}
                 set_kw = {**settings, **{k: x for k, x in swept.items() if k not in config_types}}
-                points.append(Point(param, v, f"{plan.series}={s}" if plan.series else "",
-                                    model.config_cls(**cfg_kw), model.settings_cls(**set_kw)))
+                points.append(Point(param, v, label, model.config_cls(**cfg_kw), model.settings_cls(**set_kw),
+                                    own_learners))
     return dataclasses.replace(plan, points=tuple(points))
 
 
@@ -224,14 +243,14 @@ def run_sweep(plan: Plan, out: Path, progress: bool = True) -> list[dict]:
                disable=not progress, file=sys.stderr, smoothing=0.3)
     groups: dict = {}
     for p in todo:
-        groups.setdefault(p.settings, []).append(p)
-    for settings, group in groups.items():
+        groups.setdefault((p.settings, p.learners), []).append(p)
+    for (settings, learners), group in groups.items():
         def finished(i, rows, group=group):
             append_jsonl(points_file, {"plan": plan.hash, "point": group[i].id, "rows": rows})
             done[group[i].id] = rows
             bar.update(1)
 
-        run_points(model, [p.config for p in group], plan.seeds, plan.learners, settings, plan.route, finished)
+        run_points(model, [p.config for p in group], plan.seeds, learners, settings, plan.route, finished)
     bar.close()
     return [{"sweep": plan.name, "model": plan.model, "param": p.param, "value": p.value, "series": p.series,
              **{k: r[k] for k in ROW_KEYS}} for p in plan.points for r in done[p.id]]
@@ -311,8 +330,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--learners", help="comma-separated learners to run (default: the sweep's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a model parameter or learner setting (repeatable; typed by the field)")
-    ap.add_argument("--route", default="exact",
-                    help="evaluation route: exact (test-distribution accuracy; default) or sampled (d-dim test sets)")
+    ap.add_argument("--route", help="evaluation route: exact (test-distribution accuracy; the synthetic models' "
+                                     "default) or sampled (test sets drawn; the digits model's only route)")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="JAX backend (default cpu)")
     ap.add_argument("--no-compile-cache", action="store_true",
                     help=f"do not use jax's persistent compilation cache (default folder {default_cache_dir()})")
