@@ -131,10 +131,19 @@ CAPTION_FIELDS = ("r", "annotate", "spurious_annotation")  # change captions onl
 Config = M1Config | M2Config
 
 
+# Named settings of a preset model: Sagawa, Raghunathan, Koh, Liang (ICML 2020), Appendix A.4 toy example:
+# n = 3000, p = 0.9, core ~ N(y, 1), spurious ~ N(a, 0.01), noise features of variance 1/d_noise each.
+NAMED_SETTINGS = {"sagawa_toy": ("M1", {"sigma_core": 1.0, "sigma_spu": 0.1, "p": 0.9, "sigma_xi": 1.0, "n": 3000,
+                                        "d": 3000, "r": 1.0})}
+
+
 def make_config(preset: str, **overrides) -> Config:
-    """Build a preset config with overrides; unknown preset or field -> ValueError listing the valid ones."""
+    """Build a preset (M1, M2, or a NAMED_SETTINGS entry) with overrides; unknown names -> ValueError."""
+    if preset in NAMED_SETTINGS:
+        preset, named = NAMED_SETTINGS[preset]
+        overrides = {**named, **overrides}
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: allowed {sorted(PRESETS)}")
+        raise ValueError(f"unknown preset {preset!r}: allowed {sorted(PRESETS) + sorted(NAMED_SETTINGS)}")
     cls = PRESETS[preset]
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(overrides) - set(valid))

@@ -86,10 +86,13 @@ MIN_NORM_METHODS = ("auto", "cholesky", "qr", "pinv")
 CHOLESKY_MAX_CONDITION = 100.0  # largest (max diag L / min diag L)^2 of the Gram factor trusted in float32 (a lower bound on cond(X X^T); 862 already gave 2.5e-3 relative error)
 
 
-def sl_min_norm(x: jax.Array, label: jax.Array, num_classes: int, method: str = "auto") -> jax.Array:
+def sl_min_norm(x: jax.Array, label: jax.Array, num_classes: int, method: str = "auto",
+                weights: jax.Array | None = None) -> jax.Array:
     """Minimum-norm least-squares fit of one-vs-rest +-1 targets, W = X^+ Y, (d, K); logits = x W.
 
-    x (n, d), label (n,) -> W (d, K). For d > n it interpolates, and equals the max-margin direction
+    x (n, d), label (n,) -> W (d, K). With per-point weights w (n,), the weighted least-squares fit
+    argmin sum_i w_i ||x_i W - y_i||^2 (rows scaled by sqrt(w)); when d > n every interpolator fits
+    exactly, so the minimum-norm one does not depend on w (Sagawa et al. 2020's point about upweighting). For d > n it interpolates, and equals the max-margin direction
     when every training point is a support vector (d >> n). Methods (all give X^+ Y):
       cholesky: the dual, W = X^T (X X^T)^{-1} Y with X X^T = L L^T (d > n; O(n^2 d));
       qr:       thin QR of X^T = Q R (d > n), W = Q R^{-T} Y; or of X = Q R (d <= n), W = R^{-1} Q^T Y;
@@ -101,6 +104,9 @@ def sl_min_norm(x: jax.Array, label: jax.Array, num_classes: int, method: str = 
     if method not in MIN_NORM_METHODS:
         raise ValueError(f"sl_min_norm method = {method!r} is not allowed: one of {', '.join(MIN_NORM_METHODS)}")
     targets = 2.0 * jax.nn.one_hot(label, num_classes) - 1.0
+    if weights is not None:
+        root = jnp.sqrt(weights)[:, None]
+        x, targets = x * root, targets * root
     n, d = x.shape
     if method == "pinv":
         return jnp.linalg.pinv(x) @ targets

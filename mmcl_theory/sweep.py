@@ -348,7 +348,7 @@ def main(argv=None) -> int:
             return 0
         if not args.name:
             raise SweepError(f"give a sweep name: one of {', '.join(available_sweeps())}")
-        learners = [l.strip() for l in args.learners.split(",")] if args.learners else None
+        learners = [l.strip() for l in args.learners.split(",")] if args.learners is not None else None
         plan = make_plan(args.name, args.quick, args.seeds, learners, args.set, args.route)
         setup_jax(args.device, not args.no_compile_cache)
         out = args.out or Path("runs") / (args.name + ("-quick" if args.quick else ""))
