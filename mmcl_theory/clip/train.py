@@ -132,10 +132,10 @@ def prepare_workdir(path: str | Path) -> Path:
     return workdir
 
 
-def cut_metrics(path: Path, step: int) -> None:
-    """Keep the records of metrics.jsonl with step <= ``step`` (atomic): a resumed run re-logs the rest."""
-    records = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-    atomic_write_text(path, "".join(to_json(r, indent=None) + "\n" for r in records))
+def cut_metrics(path: Path, records: list[dict], step: int) -> None:
+    """Rewrite metrics.jsonl (atomic) with its records of step <= ``step``: a resumed run re-logs the rest."""
+    kept = [r for r in records if r.get("step", 0) <= step]
+    atomic_write_text(path, "".join(to_json(r, indent=None) + "\n" for r in kept))
 
 
 def _initialise_distributed(cfg: TrainConfig) -> None:
@@ -168,6 +168,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, data:
     if t.batch_size % mesh.size:
         raise ConfigError(f"train.batch_size = {t.batch_size} is not allowed: a multiple of the {mesh.size} devices")
     is_main = jax.process_index() == 0
+    metrics_path = workdir / "metrics.jsonl"
+    logged = read_jsonl(metrics_path) if is_main else []  # a corrupt file stops the run before any work
     data = load_train_data(cfg, workdir, progress) if data is None else data
     if t.batch_size > data.num_examples:
         raise ConfigError(f"train.batch_size = {t.batch_size} is not allowed: at most the number of training "
@@ -195,9 +197,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, data:
               f"cannot be read: moved to {workdir / st.QUARANTINE}; resuming from step {start}", file=sys.stderr)
     elif is_main and start:
         print(f"resuming from step {start} in {workdir}", file=sys.stderr)
-    metrics_path = workdir / "metrics.jsonl"
     if is_main and metrics_path.exists():
-        cut_metrics(metrics_path, start)
+        cut_metrics(metrics_path, logged, start)
 
     step_fn = jit_train_step(make_train_step(model, tx, OBJECTIVES[t.loss], st.lr_schedule(t)), mesh)
     evaluator = None
