@@ -39,12 +39,15 @@ def one_error_line(rc, err, code=2):
     """The CLI exited with ``code`` and wrote exactly one line on stderr, an error, no traceback."""
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert rc == code, err
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert len(lines) == 1 and "error: " in lines[0] and "Traceback" not in err, err
     return lines[0]
 
 
 def run_main(main, argv, capsys):
-    rc = main([str(a) for a in argv])
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse usage errors
+        rc = e.code
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -158,6 +161,15 @@ def test_bad_config_or_override_is_one_line(tmp_path, capsys, text, overrides, n
     rc, _, err = run_main(train.main, argv, capsys)
     assert needle in one_error_line(rc, err)
     assert not (tmp_path / "w").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("argv, needle", [
+    ([], "the following arguments are required: --config, --workdir"),
+    (["--config", "x.toml", "--workdir", "w", "--steps", "3"], "unrecognized arguments: --steps 3"),
+])
+def test_train_usage_errors_are_one_line(capsys, argv, needle):
+    rc, _, err = run_main(train.main, argv, capsys)
+    assert needle in one_error_line(rc, err)
 
 
 def test_workdir_that_is_a_file_is_one_line_from_the_real_cli(tmp_path):
@@ -325,6 +337,8 @@ def test_unreadable_evaluation_images_are_skipped_counted_and_reported(csv_run, 
     (["--dataset", "imagenet_sketch:gaussian_blur:x"], "severity 'x' is not allowed"),
     (["--dataset", "imagenet_sketch", "--root", "imagenet_sketch"], "--root 'imagenet_sketch' is not allowed: NAME=PATH"),
     (["--dataset", "imagenet1k"], "dataset root for 'imagenet1k'"),
+    (["--dataset", "imagenet_sketch", "--batch-size", "0"], "--batch-size = 0 is out of range"),
+    (["--dataset", "imagenet_sketch", "--max-examples", "many"], "--max-examples = 'many' is not allowed: an integer"),
 ])
 def test_evaluate_bad_arguments_are_one_line(csv_run, eval_set, capsys, args, needle):
     root, _ = eval_set

@@ -107,3 +107,11 @@ def test_evaluate_cli_errors_are_one_line(tmp_path, capsys):
     assert evaluate.main(["--workdir", str(tmp_path), "--dataset", "imagenet1k"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+
+
+def test_evaluate_help_names_build_and_the_composite_datasets(capsys):
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    assert all(w in out for w in ("build", "imagenet_robustness", "coco_retrieval", "NAME:SHIFT"))

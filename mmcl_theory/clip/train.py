@@ -18,7 +18,6 @@ evaluator, handed the model's variables).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from jax.sharding import Mesh
 from mmcl_theory.clip import models, state as st
 from mmcl_theory.clip.config import TrainConfig, load_config, portable_dict
 from mmcl_theory.clip.train_data import Prefetcher, TrainData, host_batch, load_train_data
-from mmcl_theory.config import ConfigError
+from mmcl_theory.config import ArgumentParser, ConfigError
 from mmcl_theory.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, run_header, to_json
 from mmcl_theory.losses import infonce_loss, linear_contrastive_loss
 
@@ -61,7 +60,8 @@ def infonce_objective(out: ModelOutputs, batch: dict) -> jax.Array:
 
 
 def linear_objective(out: ModelOutputs, batch: dict) -> jax.Array:
-    """The linear contrastive loss of the theory (mmcl_theory.losses.linear_contrastive_loss; no temperature)."""
+    """The linear contrastive loss of the theory, no temperature (docs/models.md): with s_ij = <image_i, text_j>,
+    loss = -(1/B) sum_i s_ii + 1/(B(B-1)) sum_{i != j} s_ij."""
     return linear_contrastive_loss(out.image, out.text)
 
 
@@ -260,7 +260,7 @@ PROG = "python -m mmcl_theory.clip.train"
 def main(argv: list[str] | None = None) -> int:
     """CLI: 0 done; 2 bad input (one line on stderr); 1 non-finite loss. Last stdout line: a JSON summary
     (final metrics, 'unreadable_images' dropped and 'skipped_at_load' records)."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="TOML run config (see real_data/)")
     parser.add_argument("--workdir", required=True, help="output folder; an earlier run there is resumed")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
