@@ -207,6 +207,24 @@ def test_config_vocab_minimum_is_the_tokenizer_trainers(tmp_path):
     assert data.train_tokenizer(texts, config.MIN_TRAINED_VOCAB_SIZE).vocab_size <= config.MIN_TRAINED_VOCAB_SIZE
 
 
+@pytest.mark.parametrize("extra, needle", [
+    ("[eval]\nevery = 1\ndatasets = ['imagenet_sketchy']\nroot = '.'\n", "dataset 'imagenet_sketchy' is not allowed"),
+    ("[eval]\nevery = 1\ndatasets = ['imagenet1k']\n", "dataset root for 'imagenet1k'"),
+])
+def test_bad_periodic_evaluation_is_refused_before_data_loading(tmp_path, capsys, image_csv, extra, needle):
+    cfg = write(tmp_path, csv_config(image_csv, extra=extra))
+    rc, _, err = run_main(train.main, ["--config", cfg, "--workdir", tmp_path / "w"], capsys)
+    assert needle in one_error_line(rc, err)
+    assert not (tmp_path / "w" / "cache").exists()
+
+
+def test_missing_clip_bpe_file_is_refused_before_data_loading(tmp_path, capsys, image_csv):
+    cfg = write(tmp_path, csv_config(image_csv).replace('vocab_size = 600', 'tokenizer = "clip_bpe"\nbpe_path = "nope.gz"'))
+    rc, _, err = run_main(train.main, ["--config", cfg, "--workdir", tmp_path / "w"], capsys)
+    assert "data.bpe_path" in one_error_line(rc, err) and "no such file" in err
+    assert not (tmp_path / "w" / "cache").exists()
+
+
 def test_missing_data_root_is_one_line(tmp_path, capsys):
     cfg = write(tmp_path, SYNTHETIC.replace('dataset = "synthetic"', f'dataset = "csv"\nroot = "{tmp_path}/nope.csv"')
                 .replace("vocab_size = 512", "vocab_size = 600"))

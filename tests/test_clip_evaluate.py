@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mmcl_theory.clip import config, evaluate, robustness, train, zero_shot
+from mmcl_theory.io import read_jsonl
 
 
 def test_classification_metrics_hand_computed():
@@ -76,9 +77,22 @@ options = {{ per_class = 1 }}
 steps = 2
 batch_size = 16
 checkpoint_every = 1
+[eval]
+every = 2
+datasets = ["tiny_imagenet:gaussian_blur:2"]
+root = "{tiny}"
+max_examples = 30
+templates = "{shared_data / 'clip_prompts' / 'imagenet_templates.json'}"
 """)
     work = tmp_path / "w"
     train.train(config.load_config(cfg_path), work, progress=False)
+    # The periodic evaluator (handed the trainer's variables) wrote its result and logged its headline.
+    periodic = json.loads((work / "eval" / "step_00000002" / "tiny_imagenet-gaussian_blur-2__zeroshot.json").read_text())
+    assert periodic["task"]["shift"] == "gaussian_blur" and periodic["task"]["severity"] == 2
+    assert periodic["metrics"]["n"] == 30
+    logged = [r for r in read_jsonl(work / "metrics.jsonl") if "eval" in r]
+    assert [r["step"] for r in logged] == [2]
+    assert logged[0]["eval"]["tiny_imagenet:gaussian_blur:2"]["top1"] == periodic["metrics"]["top1"]
     tvs = shared_data / "texture_vs_shape"
     rc = evaluate.main(["--workdir", str(work), "--dataset", "tiny_imagenet", "tiny_imagenet:greyscale",
                         "texture_vs_shape_edges", "--dataset-root", str(tiny), "--root",
@@ -86,7 +100,7 @@ checkpoint_every = 1
                         "--step", "latest", "--templates", str(shared_data / "clip_prompts" / "imagenet_templates.json")])
     assert rc == 0
     files = sorted((work / "eval").glob("step_*/*.json"))
-    assert len(files) == 3
+    assert len(files) == 4
     r = json.loads(files[0].read_text())
     assert set(r) == {"metrics", "task", "provenance"}
     assert {"model", "step", "dataset", "task", "dataset_root", "unreadable"} <= set(r["task"])
@@ -99,8 +113,8 @@ checkpoint_every = 1
     out = tmp_path / "results.csv"
     assert evaluate.main(["build", "--workdir", str(work), "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out)))
-    assert len(rows) == 3 and {r["dataset"] for r in rows} == {"tiny_imagenet", "tiny_imagenet:greyscale",
-                                                                 "texture_vs_shape_edges"}
+    assert len(rows) == 4 and {r["dataset"] for r in rows} == {"tiny_imagenet", "tiny_imagenet:greyscale",
+                                                                 "texture_vs_shape_edges", "tiny_imagenet:gaussian_blur:2"}
 
 
 def test_evaluate_cli_errors_are_one_line(tmp_path, capsys):

@@ -32,6 +32,7 @@ from jax.sharding import Mesh
 from mmcl_theory.clip import models, state as st
 from mmcl_theory.clip.config import TrainConfig, load_config, portable_dict
 from mmcl_theory.clip.train_data import Prefetcher, TrainData, host_batch, load_train_data
+from mmcl_theory.clip.zero_shot import PeriodicEvaluator, check_datasets
 from mmcl_theory.config import ArgumentParser, ConfigError
 from mmcl_theory.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, run_header, to_json
 from mmcl_theory.losses import infonce_loss, linear_contrastive_loss
@@ -170,6 +171,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, data:
     is_main = jax.process_index() == 0
     metrics_path = workdir / "metrics.jsonl"
     logged = read_jsonl(metrics_path) if is_main else []  # a corrupt file stops the run before any work
+    if cfg.eval.every:
+        check_datasets(cfg.eval.datasets, cfg.eval.root, cfg.eval.roots)
     data = load_train_data(cfg, workdir, progress) if data is None else data
     if t.batch_size > data.num_examples:
         raise ConfigError(f"train.batch_size = {t.batch_size} is not allowed: at most the number of training "
@@ -204,7 +207,6 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, data:
     evaluator = None
     if cfg.eval.every:
         from mmcl_theory.clip import data as data_layer
-        from mmcl_theory.clip.zero_shot import PeriodicEvaluator
 
         tokenizer = data_layer.load_tokenizer(workdir / st.TOKENIZER_FILE)
         evaluator = PeriodicEvaluator(cfg.eval, model, tokenizer, workdir, run, header)

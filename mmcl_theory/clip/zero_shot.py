@@ -325,12 +325,19 @@ def run_task(encoder: Encoder, tokenizer, task: Task, templates: Sequence[str],
     return classification_metrics(img @ w.T, task.labels, task.hit_sets), {}
 
 
+def check_datasets(names: Sequence[str], root: str, roots: dict) -> list[str]:
+    """The expanded dataset names, each checked (name, shift, severity, a root to find it under) before
+    any set is loaded; ConfigError on the first bad one."""
+    names = expand_datasets(names)
+    for n in names:
+        root_for(parse_dataset_name(n).base, root, roots)
+    return names
+
+
 def build_tasks(names: Sequence[str], resolution: int, root: str, roots: dict, options: dict, max_examples: int,
                 class_space_name: str) -> tuple[list[Task], tuple[list[str], np.ndarray] | None]:
     """The decoded tasks of ``names`` (expanded) and, when one needs it, the class space."""
-    names = expand_datasets(names)
-    for n in names:  # every name and root checked before any set is loaded
-        root_for(parse_dataset_name(n).base, root, roots)
+    names = check_datasets(names, root, roots)
     tasks = [build_task(n, resolution, root, roots, options, max_examples) for n in names]
     needs_space = any(t.groups is not None for t in tasks)
     return tasks, class_space(class_space_name, root, roots) if needs_space else None
