@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmcl_theory.clip import models, train
+from mmcl_theory.clip import models, state as st, train
+from mmcl_theory.clip.config import TrainSection
 
 PEAK_BF16_H100 = 989.4e12
 ANCHORS = {("ViT-B-32", 512): 5155.0, ("RN50", 256): 3379.0}
@@ -57,17 +58,17 @@ def forward_flops_per_sample(model: models.CLIP) -> tuple[float, float]:
 
 
 def bench_one(name: str, batch: int, steps: int, warmup: int, dtype_name: str) -> dict:
-    dtype = train.compute_dtype(dtype_name)
+    dtype = st.compute_dtype(dtype_name)
     cfg = models.model_config(name)
     model = models.create_model(cfg, eot_id=cfg.text.vocab_size - 1, dtype=dtype)
-    t = train.TrainSection(steps=10_000, batch_size=batch, lr=5e-4, warmup_steps=100)
+    t = TrainSection(steps=10_000, batch_size=batch, lr=5e-4, warmup_steps=100)
     rng = jax.random.key(0)
-    tx = train.make_optimizer(t, jax.eval_shape(lambda r: models.init_variables(model, r), rng)["params"])
-    mesh = train.make_mesh()
+    tx = st.make_optimizer(t, jax.eval_shape(lambda r: models.init_variables(model, r), rng)["params"])
+    mesh = st.make_mesh()
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    state = jax.jit(lambda r: train.init_state(model, tx, r), out_shardings=rep)(rng)
-    step = train.jit_train_step(train.make_train_step(model, tx, "infonce", train.lr_schedule(t)), mesh)
+    state = jax.jit(lambda r: st.init_state(model, tx, r), out_shardings=rep)(rng)
+    step = train.jit_train_step(train.make_train_step(model, tx, train.OBJECTIVES["infonce"], st.lr_schedule(t)), mesh)
 
     s, ctx, vocab = cfg.vision.image_size, cfg.text.context_length, cfg.text.vocab_size
 
@@ -80,24 +81,24 @@ def bench_one(name: str, batch: int, steps: int, warmup: int, dtype_name: str) -
         pos = jnp.arange(ctx)[None]
         tokens = jnp.where(pos < ends[:, None], tokens, 0)
         tokens = jnp.where(pos == ends[:, None], vocab - 1, tokens)
-        return jax.device_put(images, shard), jax.device_put(tokens, shard)
+        return {"images": jax.device_put(images, shard), "tokens": jax.device_put(tokens, shard)}
 
     batches = [make_batch(jax.random.key(i)) for i in range(2)]
     t0 = time.perf_counter()
     for i in range(warmup):
-        state, metrics = step(state, *batches[i % 2])
+        state, metrics = step(state, batches[i % 2])
     jax.block_until_ready(metrics["loss"])
     compile_s = time.perf_counter() - t0
     times = []
     for i in range(steps):
         a = time.perf_counter()
-        state, metrics = step(state, *batches[i % 2])
+        state, metrics = step(state, batches[i % 2])
         jax.block_until_ready(metrics["loss"])
         times.append(time.perf_counter() - a)
     # steady state without per-step sync
     a = time.perf_counter()
     for i in range(steps):
-        state, metrics = step(state, *batches[i % 2])
+        state, metrics = step(state, batches[i % 2])
     jax.block_until_ready(metrics["loss"])
     pipelined = (time.perf_counter() - a) / steps
     step_s = min(pipelined, float(np.median(times)))

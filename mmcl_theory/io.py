@@ -9,8 +9,8 @@ by a kill) is dropped *and cut from the file*, so the next append starts on a fr
 line anywhere else is corruption and raises :class:`CorruptFileError` naming the file and line.
 
 Run header: :func:`run_header` is the provenance every result file carries: package name and
-version, UTC date, the command line, and the resolved config. It never holds absolute paths of
-the machine unless the caller puts them in the config.
+version, UTC date, the command line (absolute paths cut to their names), and the resolved config.
+It never holds absolute paths of the machine unless the caller puts them in the config.
 """
 
 from __future__ import annotations
@@ -152,11 +152,22 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 # ------------------------------------------------------------------ provenance
 
 
+def portable_argument(arg: str) -> str:
+    """A command-line argument as a result file records it: an absolute path (alone, or after 'NAME=')
+    is cut to its last component, so no result names a folder of the machine that produced it."""
+    name, sep, value = arg.rpartition("=")
+    path = value.strip("'\"")
+    if os.path.isabs(path):
+        return f"{name}{sep}{Path(path).name}"
+    return arg
+
+
 def run_header(config: Any = None, command: Sequence[str] | None = None) -> dict:
-    """Provenance of a result: package, version, UTC date, command line, resolved config."""
+    """Provenance of a result: package, version, UTC date, command line (absolute paths cut to their
+    names, see portable_argument), resolved config."""
     from . import __version__
 
-    argv = list(sys.argv if command is None else command)
+    argv = [portable_argument(a) for a in (sys.argv if command is None else command)]
     if argv:
         argv[0] = Path(argv[0]).name
     return {"package": "mmcl-theory", "package_version": __version__,

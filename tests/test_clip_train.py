@@ -1,5 +1,7 @@
-"""CLIP trainer: config validation, schedule, decay mask, resume == uninterrupted, kill -9, NaN stop."""
+"""CLIP trainer: config validation, schedule, decay mask, resume == uninterrupted, kill -9, NaN stop,
+same seed -> same bytes, and the layering of mmcl_theory.clip (no import cycle)."""
 
+import ast
 import json
 import os
 import shutil
@@ -14,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmcl_theory.clip import models, train
+from mmcl_theory.clip import config, models, state, train, train_data
+from mmcl_theory.io import read_jsonl
 from mmcl_theory.losses import infonce_loss
 
 CONFIG = """
@@ -41,13 +44,10 @@ def write_config(tmp_path, steps=8, ckpt=4, extra=""):
 
 
 def final_params(workdir):
-    """(latest step, params) read back with the evaluation loader (any device topology)."""
-    from mmcl_theory.clip import evaluate
-
-    steps = evaluate.checkpoint_steps(Path(workdir))
-    meta = evaluate.load_run_meta(Path(workdir))
-    model = evaluate.model_from_meta(meta)
-    return steps[-1], evaluate.load_variables(Path(workdir), model, steps[-1], meta)["params"]
+    """(latest step, params) read back as evaluation does (no optimiser; any device topology)."""
+    steps = state.checkpoint_steps(Path(workdir))
+    model = state.model_from_run(state.load_run(Path(workdir)))
+    return steps[-1], state.restore_variables(Path(workdir), model, steps[-1])["params"]
 
 
 def test_infonce_of_aligned_and_collapsed_batches():
@@ -59,8 +59,8 @@ def test_infonce_of_aligned_and_collapsed_batches():
 
 
 def test_schedule_warmup_then_cosine_to_zero():
-    t = train.TrainSection(steps=100, lr=1e-3, warmup_steps=10)
-    s = train.lr_schedule(t)
+    t = config.TrainSection(steps=100, lr=1e-3, warmup_steps=10)
+    s = state.lr_schedule(t)
     assert float(s(0)) == 0.0 and float(s(10)) == pytest.approx(1e-3)
     assert float(s(55)) == pytest.approx(0.5e-3, rel=1e-4) and float(s(100)) == pytest.approx(0.0, abs=1e-12)
 
@@ -68,31 +68,32 @@ def test_schedule_warmup_then_cosine_to_zero():
 def test_weight_decay_applies_to_matrices_only():
     params = {"dense": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)}, "ln": {"scale": jnp.ones(3)},
               "logit_scale": jnp.array(2.0)}
-    t = train.TrainSection(steps=10, lr=0.1, weight_decay=0.5)
-    tx = train.make_optimizer(t, params)
-    state = tx.init(params)
+    t = config.TrainSection(steps=10, lr=0.1, weight_decay=0.5)
+    tx = state.make_optimizer(t, params)
+    opt_state = tx.init(params)
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     # the schedule gives lr(0) = lr when warm-up is 0
-    updates, _ = tx.update(zeros, state, params)
+    updates, _ = tx.update(zeros, opt_state, params)
     np.testing.assert_allclose(updates["dense"]["kernel"], -0.1 * 0.5 * np.ones((3, 3)), rtol=1e-6)
     for leaf in (updates["dense"]["bias"], updates["ln"]["scale"], updates["logit_scale"]):
         np.testing.assert_array_equal(leaf, 0.0)
 
 
 @pytest.mark.parametrize("text, match", [
-    ("[train]\nlr = -1\n", r"train.lr = -1: must be a number in \(0, 1000\]"),
-    ("[train]\nloss = 'l2'\n", "train.loss = 'l2': must be one of 'infonce', 'linear'"),
+    ("[train]\nlr = -1\n", r"train.lr = -1 is out of range: allowed a finite number in \(0, 1000"),
+    ("[train]\nloss = 'l2'\n", "train.loss = 'l2' is not allowed: one of infonce, linear"),
     ("[model]\nname = 'RN51'\n", "model.name = 'RN51'"),
-    ("[train]\nbatchsize = 4\n", r"unknown field\(s\) \['train.batchsize'\]"),
-    ("[data]\ndataset = 'coco'\n", "data.root = ''"),
-    ("[train]\nsteps = 5\nwarmup_steps = 5\n", r"train.warmup_steps = 5: must be an integer in \[0, 4\]"),
-    ("[eval]\nevery = 5\ndatasets = ['tiny_imagenet']\n", "eval.every = 5: must be 0 when data.dataset = 'synthetic'"),
+    ("[train]\nbatchsize = 4\n", r"unknown field\(s\) train.batchsize: allowed steps, batch_size"),
+    ("[data]\ndataset = 'coco'\n", "data.root = '' is not allowed"),
+    ("[train]\nsteps = 5\nwarmup_steps = 5\n", r"train.warmup_steps = 5 is out of range: allowed an integer in \[0, 4\]"),
+    ("[eval]\nevery = 5\ndatasets = ['tiny_imagenet']\n", "eval.every = 5 is not allowed when data.dataset = 'synthetic'"),
+    ("[data]\ndataset = 'coco'\nroot = '.'\nvocab_size = 100\n", "data.vocab_size = 100 is not allowed with data.tokenizer = 'train'"),
 ])
 def test_config_errors_name_field_value_and_range(tmp_path, text, match):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ValueError, match=match):
-        train.load_config(path)
+        config.load_config(path)
 
 
 def test_cli_bad_config_prints_one_line_and_exits_2(tmp_path):
@@ -106,13 +107,13 @@ def test_cli_bad_config_prints_one_line_and_exits_2(tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):
-    cfg = train.load_config(write_config(tmp_path, steps=8, ckpt=4))
+    cfg = config.load_config(write_config(tmp_path, steps=8, ckpt=4))
     work = tmp_path / "w"
     result = train.train(cfg, work, progress=False)
     assert result["step"] == 8
     step, uninterrupted = final_params(work)
     assert step == 8
-    records = train.read_metrics(work / "metrics.jsonl")
+    records = read_jsonl(work / "metrics.jsonl")
     assert [r["step"] for r in records] == list(range(1, 9))
     assert {"loss", "logit_scale", "temperature", "lr", "samples_per_s"} <= set(records[-1])
     # Pretend the run died after step 4's checkpoint: drop checkpoint 8, resume.
@@ -121,7 +122,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     step, resumed = final_params(work)
     assert step == 8
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), uninterrupted, resumed)
-    assert [r["step"] for r in train.read_metrics(work / "metrics.jsonl")] == list(range(1, 9))
+    assert [r["step"] for r in read_jsonl(work / "metrics.jsonl")] == list(range(1, 9))
 
 
 def test_kill_9_mid_run_then_resume_loses_no_steps(tmp_path):
@@ -135,44 +136,44 @@ def test_kill_9_mid_run_then_resume_loses_no_steps(tmp_path):
     finished = lambda: sorted(int(p.name) for p in ckpts.glob("*") if p.name.isdigit()) if ckpts.is_dir() else []
     deadline = time.time() + 180
     while time.time() < deadline:  # kill once a checkpoint is final and training has gone past it
-        recs = train.read_metrics(work / "metrics.jsonl")
+        recs = read_jsonl(work / "metrics.jsonl")
         if finished() and recs and recs[-1]["step"] >= finished()[-1] + 2:
             break
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     saved = finished()[-1]
-    killed_at = train.read_metrics(work / "metrics.jsonl")[-1]["step"]
+    killed_at = read_jsonl(work / "metrics.jsonl")[-1]["step"]
     assert saved < killed_at < steps
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resuming from step {saved}" in done.stderr
-    recs = train.read_metrics(work / "metrics.jsonl")
+    recs = read_jsonl(work / "metrics.jsonl")
     assert [r["step"] for r in recs] == list(range(1, steps + 1))
     assert final_params(work)[0] == steps
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    data = train.synthetic_data(64, 32, 16, 512, seed=0)
+    data = train_data.synthetic_data(64, 32, 16, 512, seed=0)
     # Poison (token id outside the vocabulary -> NaN embedding) only examples first seen at step 5.
     seen = set()
     for s in range(4):
-        seen |= set(train.batch_indices(0, s, 8, 64).tolist())
-    poison = [i for i in train.batch_indices(0, 4, 8, 64) if i not in seen]
+        seen |= set(train_data.batch_indices(0, s, 8, 64).tolist())
+    poison = [i for i in train_data.batch_indices(0, 4, 8, 64) if i not in seen]
     assert poison
     tokens = data.tokens.copy()
     tokens[poison, 1] = 10_000
-    data = train.TrainData(data.images, tokens, data.eot_id, data.vocab_size)
-    cfg = train.load_config(write_config(tmp_path, steps=10, ckpt=2))
+    data = train_data.TrainData(data.images, tokens, data.eot_id, data.vocab_size)
+    cfg = config.load_config(write_config(tmp_path, steps=10, ckpt=2))
     with pytest.raises(train.NonFiniteLossError, match="Last good checkpoint: step 4"):
         train.train(cfg, tmp_path / "w", progress=False, data=data)
     assert final_params(tmp_path / "w")[0] == 4
 
 
 def test_batches_are_a_pure_function_of_seed_and_step():
-    a = train.batch_indices(3, 17, 8, 64)
-    assert np.array_equal(a, train.batch_indices(3, 17, 8, 64))
-    epoch = np.concatenate([train.batch_indices(3, s, 8, 64) for s in range(8)])
+    a = train_data.batch_indices(3, 17, 8, 64)
+    assert np.array_equal(a, train_data.batch_indices(3, 17, 8, 64))
+    epoch = np.concatenate([train_data.batch_indices(3, s, 8, 64) for s in range(8)])
     assert sorted(epoch.tolist()) == list(range(64))  # one epoch covers every example once
 
 
@@ -182,7 +183,7 @@ REAL_DATA = Path(__file__).resolve().parents[1] / "real_data"
 @pytest.mark.parametrize("path", sorted(REAL_DATA.glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_run_configs_validate(path, monkeypatch):
     monkeypatch.setenv("MMCL_DATA", "/data")
-    cfg = train.load_config(path)
+    cfg = config.load_config(path)
     assert cfg.model.name in models.list_models()
     assert os.path.isabs(cfg.data.root) and "$" not in cfg.data.root
 
@@ -190,7 +191,7 @@ def test_shipped_run_configs_validate(path, monkeypatch):
 def test_unset_environment_variable_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("MMCL_DATA", raising=False)
     with pytest.raises(ValueError, match=r"data.root = '\$\{MMCL_DATA\}/coco': environment variable not set"):
-        train.load_config(REAL_DATA / "coco_rn50.toml")
+        config.load_config(REAL_DATA / "coco_rn50.toml")
 
 
 @pytest.mark.slow
@@ -208,3 +209,149 @@ def test_two_device_data_parallel_matches_one_device(tmp_path):
         assert len(json.loads((work / "run.json").read_text())["devices"]) == n
         runs[n] = final_params(work)[1]
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4), runs[1], runs[2])
+
+
+# ----------------------------------------------------------------------------------------------
+# Same seed, same bytes
+# ----------------------------------------------------------------------------------------------
+def _fresh_run(cfg_path, work, hash_seed, extra=()):
+    env = dict(os.environ, PYTHONHASHSEED=str(hash_seed))
+    proc = subprocess.run([sys.executable, "-m", "mmcl_theory.clip.train", "--config", str(cfg_path), "--workdir",
+                           str(work), "--no-progress", *extra], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _full_state(work):
+    """Every array of the latest checkpoint (params, batch stats, optimiser moments, step), as saved."""
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(Path(work).resolve() / "checkpoints") as manager:
+        return manager.restore(manager.latest_step())
+
+
+def _assert_same_bytes(work_a, work_b):
+    a, b = _full_state(work_a), _full_state(work_b)
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+    timing = {"samples_per_s"}
+    rec_a = [{k: v for k, v in r.items() if k not in timing} for r in read_jsonl(Path(work_a) / "metrics.jsonl")]
+    rec_b = [{k: v for k, v in r.items() if k not in timing} for r in read_jsonl(Path(work_b) / "metrics.jsonl")]
+    assert rec_a == rec_b and len(rec_a) > 0
+
+
+def test_two_fresh_runs_with_one_seed_are_bit_identical(tmp_path):
+    """Two processes (different hash seeds) train the synthetic smoke config: every saved array and
+    every logged metric (timings aside) agree bit for bit."""
+    cfg = write_config(tmp_path, steps=6, ckpt=3)
+    _fresh_run(cfg, tmp_path / "a", 1)
+    _fresh_run(cfg, tmp_path / "b", 2)
+    _assert_same_bytes(tmp_path / "a", tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_two_fresh_real_data_runs_are_bit_identical(tmp_path, shared_data):
+    """The same on real data (the shipped Tiny ImageNet 'rich' config, cut down), where each run
+    trains its tokenizer on the captions: the tokenizer file and the whole state agree bit for bit."""
+    from mmcl_theory.clip import data
+
+    if not hasattr(data, "MIN_TRAINED_VOCAB_SIZE"):
+        pytest.skip("deterministic tokenizer training (clip.data.tokenizer) is not on this branch yet")
+    overrides = [f"data.root={shared_data / 'tiny_imagenet'}", "data.options={per_class=1}", "data.vocab_size=600",
+                 "model.name=ViT-test", "train.steps=4", "train.warmup_steps=1", "train.batch_size=16",
+                 "train.log_every=1", "eval.every=0"]
+    args = [a for o in overrides for a in ("--set", o)]
+    _fresh_run(REAL_DATA / "tiny_imagenet_rich.toml", tmp_path / "a", 1, args)
+    _fresh_run(REAL_DATA / "tiny_imagenet_rich.toml", tmp_path / "b", 2, args)
+    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
+    _assert_same_bytes(tmp_path / "a", tmp_path / "b")
+
+
+# ----------------------------------------------------------------------------------------------
+# Layering: no import cycle; the CLIP track one way down
+# ----------------------------------------------------------------------------------------------
+PACKAGE = Path(__file__).resolve().parents[1] / "mmcl_theory"
+
+
+def import_graph(package_dir: Path) -> dict[str, set[str]]:
+    """module -> the package modules it imports anywhere in its file (top level or inside functions),
+    read with ast. (A package's __init__ importing its own submodules is not a cycle and is not counted
+    as one: the submodule's implicit dependence on its parent package is left out.)"""
+    root = package_dir.name
+    files = {}
+    for path in package_dir.rglob("*.py"):
+        parts = path.relative_to(package_dir.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        files[name] = path
+    graph = {}
+    for name, path in files.items():
+        is_pkg = path.name == "__init__.py"
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = name.split(".")[: len(name.split(".")) - node.level + (1 if is_pkg else 0)]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                targets = [module] + [f"{module}.{a.name}" for a in node.names]
+            else:
+                continue
+            deps |= {t for t in targets if t in files and t != name}
+        graph[name] = deps
+    assert root in graph
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle [a, b, ..., a], or None."""
+    colour, stack = {}, []
+
+    def visit(node):
+        colour[node] = "grey"
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if colour.get(dep) == "grey":
+                return stack[stack.index(dep):] + [dep]
+            if dep not in colour:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        colour[node] = "black"
+        return None
+
+    for node in sorted(graph):
+        if node not in colour:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_package_has_no_import_cycle():
+    cycle = find_cycle(import_graph(PACKAGE))
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_clip_track_is_layered_one_way():
+    """config -> state -> zero_shot -> (train, evaluate): nothing imports a layer above it, and
+    train and evaluate do not import each other."""
+    graph = import_graph(PACKAGE)
+    order = ["config", "train_data", "state", "zero_shot", "train", "evaluate"]
+    above = {"config": {"state", "train_data", "zero_shot", "train", "evaluate"},
+             "state": {"train_data", "zero_shot", "train", "evaluate"},
+             "train_data": {"zero_shot", "train", "evaluate"},
+             "zero_shot": {"train_data", "train", "evaluate"},
+             "train": {"evaluate"}, "evaluate": {"train", "train_data"}}
+    for low in order:
+        deps = {d.rsplit(".", 1)[-1] for d in graph[f"mmcl_theory.clip.{low}"] if d.startswith("mmcl_theory.clip.")}
+        assert not deps & above[low], f"clip.{low} imports {sorted(deps & above[low])}"
