@@ -1,67 +1,172 @@
-"""Sweep throughput: one jit-compiled, vmapped call per chunk of sweep points vs a Python loop of points.
+"""Sweep throughput: what `python -m mmcl_theory.sweep caption_richness` spends its time on.
 
-Workload: the caption_richness sweep (model M1 at the SPEC defaults, 11 richness values x 5 seeds,
-all sampled learners), or --values/--seeds for a smaller one. Prints a table of total seconds
-(compilation included) and sweep points per second (a point = one value and one seed) per backend.
+Times exactly what the sweep runs (evaluate.evaluate_grid, through the CLI for end-to-end numbers)
+and prints Markdown tables:
+1. end to end, cold (empty compilation cache) and warm (cache filled), default sweep, exact route;
+   and the sampled route (d-dimensional test sets) in the same run, for the ratio;
+2. points/s (a point = one sweep value and one seed) at 5 and at 100 seeds, after compilation;
+3. seconds per stage for one sweep value: imports, tracing, compile, training-set sampling, each
+   learner's training, scoring (evaluation minus training), outputs;
+4. training FLOPs per point (XLA's cost analysis of each learner's training program) and this
+   machine's float32 matmul rate on a training-shaped product, so the distance to the floor shows.
 
-    python bench/sweep_throughput.py [--values 11] [--seeds 5] [--learners a,b] [--skip-loop]
+    python bench/sweep_throughput.py [--skip-e2e] [--seeds-large 100] [--device cpu|gpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 
-from mmcl_theory.datamodel import make_config
-from mmcl_theory.evaluate import LEARNERS, evaluate_point
-from mmcl_theory.learners import LearnerSettings
-
-
-def vmapped(configs, seeds, learners, settings):
-    """All values and seeds in one compiled call (the sweep CLI's path)."""
-    stacked = jax.tree.map(lambda *xs: jnp.asarray(xs, jnp.float32), *configs)
-    keys = jax.vmap(jax.random.key)(jnp.arange(seeds))
-    per_seed = jax.vmap(lambda k, c: evaluate_point(k, c, settings, learners), in_axes=(0, None))
-    run = jax.jit(jax.vmap(per_seed, in_axes=(None, 0)))
-    return jax.block_until_ready(run(keys, stacked))
-
-
-def python_loop(configs, seeds, learners, settings):
-    """One jit-compiled point at a time (compiled once, called values x seeds times)."""
-    run = jax.jit(lambda k, c: evaluate_point(k, c, settings, learners))
-    out = [[run(jax.random.key(s), cfg) for s in range(seeds)] for cfg in configs]
-    return jax.block_until_ready(out)
+def end_to_end(route: str, cache: str, out: str, device: str) -> float:
+    env = {**os.environ, "XDG_CACHE_HOME": cache}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "mmcl_theory.sweep", "caption_richness", "--out", out, "--route", route,
+                    "--no-progress", "--device", device], check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--values", type=int, default=11)
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--learners", default=",".join(LEARNERS))
-    ap.add_argument("--skip-loop", action="store_true", help="time only the vmapped path")
+    ap.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end CLI runs")
+    ap.add_argument("--seeds-large", type=int, default=100)
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     args = ap.parse_args()
-    learners = tuple(args.learners.split(","))
-    settings = LearnerSettings()
-    configs = [make_config("M1", r=float(r)) for r in np.linspace(0, 1, args.values)]
-    points = args.values * args.seeds
-    device = jax.devices()[0]
-    print(f"# {platform.node()} | {jax.default_backend()} ({device.device_kind}) x{jax.device_count()} | "
-          f"jax {jax.__version__} | {time.strftime('%Y-%m-%d')}")
-    print(f"# workload: M1 defaults (n=200, d=2000, n_test=2000), {args.values} values x {args.seeds} seeds, "
-          f"learners: {', '.join(learners)}")
-    print(f"| path | points | total s (incl. compile) | points/s |")
-    print(f"| --- | --- | --- | --- |")
-    modes = [("vmap + jit (one call)", vmapped)] + ([] if args.skip_loop else [("python loop of jit points", python_loop)])
-    for name, fn in modes:
+
+    t0 = time.perf_counter()
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mmcl_theory import evaluate as E
+    from mmcl_theory.datamodel import dictionaries, make_config, sample_dataset
+    from mmcl_theory.sweep import make_plan, setup_jax
+
+    setup_jax(args.device, compile_cache=False)
+    imports = time.perf_counter() - t0
+    plan = make_plan("caption_richness")
+    settings = plan.points[0].settings
+    configs = [p.config for p in plan.points]
+    learners = tuple(l for l in plan.learners if l in E.LEARNERS)
+    load = os.getloadavg()
+    dev = jax.devices()[0]
+    print(f"# {platform.node()} | {platform.processor() or platform.machine()} x{os.cpu_count()} | "
+          f"{jax.default_backend()} ({dev.device_kind}) | jax {jax.__version__} | "
+          f"{time.strftime('%Y-%m-%d %H:%M')} | load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"# workload: caption_richness, M1 defaults (n={configs[0].n}, d={configs[0].d}), "
+          f"{len(configs)} values x {len(plan.seeds)} seeds, learners: {', '.join(plan.learners)}\n")
+
+    if not args.skip_e2e:
+        print("| end to end (CLI) | route | seconds |\n| --- | --- | --- |")
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = os.path.join(tmp, "cache")
+            cold = end_to_end("exact", cache, os.path.join(tmp, "a"), args.device)
+            warm = end_to_end("exact", cache, os.path.join(tmp, "b"), args.device)
+            sampled = end_to_end("sampled", cache, os.path.join(tmp, "c"), args.device)
+        print(f"| cold (empty compile cache) | exact | {cold:.1f} |\n| warm (cache filled) | exact | {warm:.1f} |\n"
+              f"| warm | sampled (d-dim test sets) | {sampled:.1f} |\n| ratio sampled / exact, warm | | "
+              f"{sampled / warm:.2f} |\n", flush=True)
+
+    # points/s after compilation: the sweep's own call, exact and sampled routes
+    print("| route | seeds | values | seconds (compiled) | points/s |\n| --- | --- | --- | --- | --- |")
+    for route in ("exact", "sampled"):
+        for n_seeds in (5, args.seeds_large):
+            seeds = list(range(n_seeds))
+            E.evaluate_grid(configs[:1], seeds, learners, settings, route)  # compile
+            start = time.perf_counter()
+            E.evaluate_grid(configs, seeds, learners, settings, route)
+            sec = time.perf_counter() - start
+            print(f"| {route} | {n_seeds} | {len(configs)} | {sec:.1f} | {len(configs) * n_seeds / sec:.2f} |", flush=True)
+
+    # stages of one value (5 seeds), each learner alone
+    cfg, seeds = configs[-1], list(plan.seeds)
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+
+    def timed(fn, *a):
         start = time.perf_counter()
-        fn(configs, args.seeds, learners, settings)
-        total = time.perf_counter() - start
-        print(f"| {name} | {points} | {total:.1f} | {points / total:.2f} |", flush=True)
+        jax.block_until_ready(fn(*a))
+        return time.perf_counter() - start
+
+    def sample(keys, cfg):
+        def one(k):
+            k_dict, k_train, _, _ = jax.random.split(k, 4)
+            return sample_dataset(k_train, cfg, dictionaries(k_dict, cfg), cfg.n)
+        return jax.vmap(one)(keys)
+
+    sample_jit = jax.jit(sample)
+    timed(sample_jit, keys, cfg)
+    stages = [("imports (jax, package)", imports), ("training-set sampling", timed(sample_jit, keys, cfg))]
+    flops_total, train_total = 0.0, 0.0
+    print("\n| learner | tracing s | compile s | training s | scoring s | training GFLOP / point |\n"
+          "| --- | --- | --- | --- | --- | --- |")
+    for learner in learners:
+        def train_only(keys, cfg, learner=learner):
+            def one(k):
+                k_dict, k_train, _, k_fit = jax.random.split(k, 4)
+                train = sample_dataset(k_train, cfg, dictionaries(k_dict, cfg), cfg.n)
+                return E.train_learner(learner, E._fit_keys(k_fit).get(learner), train, cfg, settings)
+            return jax.vmap(one)(keys)
+
+        full = jax.jit(lambda keys, cfg, learner=learner: jax.vmap(
+            lambda k: E.evaluate_point(k, cfg, settings, (learner,), "exact"))(keys))
+        start = time.perf_counter()
+        lowered = full.lower(keys, cfg)
+        tracing = time.perf_counter() - start
+        start = time.perf_counter()
+        compiled = lowered.compile()
+        compile_s = time.perf_counter() - start
+        train_c = jax.jit(train_only).lower(keys, cfg).compile()
+        cost = train_c.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", 0.0)) / len(seeds) if cost else 0.0
+        timed(train_c, keys, cfg)
+        t_train = timed(train_c, keys, cfg) - stages[1][1]
+        t_full = timed(compiled, keys, cfg)
+        t_score = max(t_full - t_train - stages[1][1], 0.0)
+        flops_total += flops
+        train_total += t_train
+        stages += [(f"{learner}: tracing", tracing), (f"{learner}: compile", compile_s),
+                   (f"{learner}: training", t_train), (f"{learner}: scoring", t_score)]
+        print(f"| {learner} | {tracing:.2f} | {compile_s:.2f} | {t_train:.2f} | {t_score:.2f} | {flops / 1e9:.2f} |",
+              flush=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        from pathlib import Path
+
+        from mmcl_theory.plotting import plot_sweep
+        from mmcl_theory.sweep import write_results
+
+        rows = [{"sweep": plan.name, "model": "M1", "param": "r", "value": p.value, "series": "", **r}
+                for p, rs in zip(plan.points[:1], E.evaluate_grid(configs[:1], seeds, ("theory_mmcl",), settings))
+                for r in rs]
+        write_results(rows, plan, Path(tmp), 0.0)
+        plot_sweep(rows, Path(tmp) / "x.png", "bench")
+    stages.append(("outputs (CSV, JSON, figure)", time.perf_counter() - start))
+
+    a = jnp.ones((cfg.n, cfg.d), jnp.float32)
+    b = jnp.ones((cfg.d, 64), jnp.float32)
+    mm = jax.jit(lambda a, b: a @ b)
+    mm(a, b).block_until_ready()
+    reps = 200
+    start = time.perf_counter()
+    for _ in range(reps):
+        out = mm(a, b)
+    out.block_until_ready()
+    rate = 2 * cfg.n * cfg.d * 64 * reps / (time.perf_counter() - start)
+    print("\n| stage (one value, 5 seeds) | seconds |\n| --- | --- |")
+    for name, sec in stages:
+        print(f"| {name} | {sec:.2f} |")
+    points = len(configs) * len(seeds)
+    print(f"\ntraining FLOPs per point: {flops_total / 1e9:.1f} GFLOP (SL learners run once per seed in the sweep, "
+          f"not once per point); float32 matmul rate on ({cfg.n} x {cfg.d}) @ ({cfg.d} x 64): {rate / 1e9:.0f} GFLOP/s; "
+          f"floor for the sweep's training at that rate: {flops_total * points / rate:.1f} s "
+          f"(measured training, one value: {train_total:.2f} s for {len(seeds)} seeds)")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ allowed; the CLIs print it as one line on stderr and exit with code 2.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import tomllib
@@ -175,3 +176,30 @@ def section_from_dict(cls: type, raw: Any, owner: str) -> Any:
         raise ConfigError(f"unknown field(s) {', '.join(f'{owner}.{k}' for k in unknown)}: allowed {', '.join(valid)}")
     check_types(owner, cls, raw)
     return cls(**raw)
+
+
+# ------------------------------------------------------------------ command lines
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error convention: a usage error is one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def option_type(name: str, kind: Any, low: float | None = None, high: float | None = None):
+    """An argparse ``type=`` parsing with :func:`parse_value` (and :func:`check_range` when low and high
+    are given), whose error is the one line of the ConfigError."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = parse_value(name, text, kind)
+            if low is not None and high is not None:
+                check_range("", name, value, low, high, integer=kind is int)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse

@@ -1,16 +1,16 @@
 """Synthetic image-text data: latent features, caption annotation, train and shifted test distributions.
 
-SPEC section 1. A latent vector z in R^l (class cores, spurious features, details) is observed as
+docs/models.md#observation-model. A latent vector z in R^l (class cores, spurious features, details) is observed as
     image  x_I = D_I z_I + xi_I,    caption  x_T = D_T z_T + xi_T,
 with D (d x l) orthonormal columns drawn from a seed and xi ~ N(0, sigma_xi^2 / d I_d), independent
 across modalities and samples. A caption *annotates* a coordinate (copies its per-image value),
 mentions it at its class-level value, or leaves it out (zero).
 
-Presets (SPEC sections 3 and 4):
+Presets (docs/models.md#m1, #m2):
 - M1: binary, intra-class contrasting.  z = [z_core, z_spu].
 - M2: K classes, inter-class feature sharing.  z = [c (K cores), s (K spurious)].
 
-Three detail types are annotated independently (SPEC section 5):
+Three detail types are annotated independently (docs/models.md#detail-types):
 (a) per-image variation of the class core, probability `r` (caption richness);
 (b) other classes' cores present in an image, probability `annotate` (M2 only);
 (c) the spurious/background feature, probability `spurious_annotation`.
@@ -31,29 +31,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .config import as_floats, check_range
+
 TESTS = ("aligned", "independent", "flipped")
-
-
-def _concrete(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _as_floats(config, fields) -> None:
-    """Store integer values of float fields as floats (so `annotate=1` samples like `annotate=1.0`)."""
-    for f in fields:
-        value = getattr(config, f)
-        if isinstance(value, int) and not isinstance(value, bool):
-            object.__setattr__(config, f, float(value))
-
-
-def _check(cls_name: str, field: str, value, low, high, *, integer=False) -> None:
-    """Raise ValueError naming the field, its value and the allowed range."""
-    if integer and not (isinstance(value, int) and not isinstance(value, bool)):
-        raise ValueError(f"{cls_name}.{field} = {value!r} must be an integer in [{low}, {high}]")
-    if not _concrete(value):
-        return  # traced or stacked values (inside jit/vmap) were validated when built
-    if not (low <= value <= high) or math.isnan(value):
-        raise ValueError(f"{cls_name}.{field} = {value!r} is out of range: allowed [{low}, {high}]")
 
 
 def _pytree(meta: tuple[str, ...]):
@@ -69,7 +49,7 @@ def _pytree(meta: tuple[str, ...]):
 
 @_pytree(meta=("n", "d", "n_test"))
 class M1Config:
-    """Binary model M1 (SPEC section 3). Defaults are the SPEC defaults.
+    """Binary model M1 (docs/models.md#m1), with its documented defaults.
 
     y uniform in {-1, +1}; a = y with probability p in training; z_core = y + sigma_core e1,
     z_spu = a + sigma_spu e2. Caption: z_T,core = z_core with probability r, else y;
@@ -91,19 +71,19 @@ class M1Config:
 
     def __post_init__(self):
         name = type(self).__name__
-        _as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "spurious_annotation"))
+        as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "spurious_annotation"))
         for f in ("sigma_core", "sigma_spu", "sigma_xi"):
-            _check(name, f, getattr(self, f), 0.0, math.inf)
+            check_range(name, f, getattr(self, f), 0.0, math.inf)
         for f in ("p", "r", "spurious_annotation"):
-            _check(name, f, getattr(self, f), 0.0, 1.0)
-        _check(name, "n", self.n, 2, 10**8, integer=True)
-        _check(name, "n_test", self.n_test, 1, 10**8, integer=True)
-        _check(name, "d", self.d, self.latent_dim, 10**6, integer=True)
+            check_range(name, f, getattr(self, f), 0.0, 1.0)
+        check_range(name, "n", self.n, 2, 10**8, integer=True)
+        check_range(name, "n_test", self.n_test, 1, 10**8, integer=True)
+        check_range(name, "d", self.d, self.latent_dim, 10**6, integer=True)
 
 
 @_pytree(meta=("K", "n", "d", "n_test"))
 class M2Config:
-    """K-class model M2 (SPEC section 4). Defaults are the SPEC reference settings (n from its SL column).
+    """K-class model M2 (docs/models.md#m2), with the reference settings of docs/theory.md#m2-reference.
 
     Cores c in R^K: c_y = 1 + sigma_core e; for j != y, c_j = 1 + sigma_core e_j with probability
     beta, else 0. Spurious s in R^K: s_a = 1 + sigma_spu e, others 0; a = y with probability p,
@@ -135,31 +115,46 @@ class M2Config:
 
     def __post_init__(self):
         name = type(self).__name__
-        _check(name, "K", self.K, 2, 10**4, integer=True)
-        _as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "beta", "annotate", "spurious_annotation"))
+        check_range(name, "K", self.K, 2, 10**4, integer=True)
+        as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "beta", "annotate", "spurious_annotation"))
         for f in ("sigma_core", "sigma_spu", "sigma_xi"):
-            _check(name, f, getattr(self, f), 0.0, math.inf)
+            check_range(name, f, getattr(self, f), 0.0, math.inf)
         for f in ("p", "r", "beta", "annotate", "spurious_annotation"):
-            _check(name, f, getattr(self, f), 0.0, 1.0)
-        _check(name, "n", self.n, 2, 10**8, integer=True)
-        _check(name, "n_test", self.n_test, 1, 10**8, integer=True)
-        _check(name, "d", self.d, 2 * self.K, 10**6, integer=True)
+            check_range(name, f, getattr(self, f), 0.0, 1.0)
+        check_range(name, "n", self.n, 2, 10**8, integer=True)
+        check_range(name, "n_test", self.n_test, 1, 10**8, integer=True)
+        check_range(name, "d", self.d, 2 * self.K, 10**6, integer=True)
 
 
 PRESETS = {"M1": M1Config, "M2": M2Config}
+CAPTION_FIELDS = ("r", "annotate", "spurious_annotation")  # change captions only, never images or labels
 Config = M1Config | M2Config
 
 
+# Named settings of a preset model: Sagawa, Raghunathan, Koh, Liang (ICML 2020), Appendix A.4 toy example:
+# n = 3000, p = 0.9, core ~ N(y, 1), spurious ~ N(a, 0.01), noise features of variance 1/d_noise each.
+NAMED_SETTINGS = {"sagawa_toy": ("M1", {"sigma_core": 1.0, "sigma_spu": 0.1, "p": 0.9, "sigma_xi": 1.0, "n": 3000,
+                                        "d": 3000, "r": 1.0})}
+
+
 def make_config(preset: str, **overrides) -> Config:
-    """Build a preset config with overrides; unknown preset or field -> ValueError listing the valid ones."""
+    """Build a preset (M1, M2, or a NAMED_SETTINGS entry) with overrides; unknown names -> ValueError."""
+    if preset in NAMED_SETTINGS:
+        preset, named = NAMED_SETTINGS[preset]
+        overrides = {**named, **overrides}
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: allowed {sorted(PRESETS)}")
+        raise ValueError(f"unknown preset {preset!r}: allowed {sorted(PRESETS) + sorted(NAMED_SETTINGS)}")
     cls = PRESETS[preset]
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise ValueError(f"unknown {preset} parameter(s) {unknown}: valid keys are {valid}")
     return cls(**overrides)
+
+
+def caption_free(cfg: Config) -> Config:
+    """cfg with every caption-only field (CAPTION_FIELDS) at 1: same images and labels, for SL learners."""
+    return dataclasses.replace(cfg, **{f: 1.0 for f in CAPTION_FIELDS if hasattr(cfg, f)})
 
 
 def agreement(test: str | float, num_classes: int) -> float:
@@ -169,7 +164,7 @@ def agreement(test: str | float, num_classes: int) -> float:
         if test not in table:
             raise ValueError(f"unknown test distribution {test!r}: allowed {list(TESTS)} or a number in [0, 1]")
         return table[test]
-    _check("test", "q", float(test), 0.0, 1.0)
+    check_range("test", "q", test, 0.0, 1.0)
     return float(test)
 
 

@@ -1,50 +1,72 @@
-"""Model M3: the semi-synthetic coloured-digits experiment (SPEC section 6).
+"""Model M3, the data side: real digits, a spurious colour, and captions whose details reach the prompt.
 
 Real digit images carry the *core* feature (the digit, with its natural within-class variation).
 A low-variance *spurious* feature is added on top: a colour (the background tint of the whole
-image, or a small corner patch) drawn from a fixed 10-colour palette. In training the colour
-index a equals the class y with probability p, otherwise it is uniform over the other nine
-colours; at test it is aligned (a = y), independent (a uniform) or flipped (a uniform over the
-colours != y).
+image, or a small corner patch) from a fixed 10-colour palette. In training the colour index a
+equals the class y with probability p, otherwise it is uniform over the other nine colours; at
+test it is aligned (a = y), independent (a uniform) or flipped (a uniform over the colours != y).
+The calibrated regime (figures/digits_calibration.png) is the one where the same-backbone SL
+fails under this shift.
 
-Captions are bags of words over a fixed vocabulary: the digit word, plus per-image details
-measured from the pixels (stroke thickness, slant, size; each binned into within-class tertiles
-and included independently with probability r, the caption richness), plus optionally the colour
-word. Detail words annotate the per-image variation of the core around its class, the word-level
-analogue of caption richness (SPEC section 1). Unlike M1, where the annotated value sits on the
-very text coordinate the prompt reads (z_T,core = z_core), they are tokens of their own, shared
-across classes; the digit-word prompt does not contain them.
+Captions. The text side is a feature vector x_T per image, in one of two designs (`caption`):
 
-Learners. The two trained ones share the MLP image backbone and optax AdamW minibatch training:
-  mmcl_infonce_digits: image MLP + bag-of-words text encoder, symmetric InfoNCE
-                       (losses.infonce_loss) on L2-normalised embeddings; zero-shot prediction
-                       argmax_k <f(x), g(prompt_k)> with prompt_k = the digit word alone.
-  sl_digits:           image MLP + linear 10-way head, softmax cross-entropy.
-The two linear ones are the theory's learners (SPEC section 2) applied to raw pixels and tokens:
-  mmcl_linear_digits:  closed-form minimiser of the linear contrastive loss (learners.mmcl_closed_form),
-                       A* = top-embed_dim SVD of S = (X_I - mean)^T X_T / (n-1);
-                       zero-shot argmax_k (x - mean)^T A* t_k.
-  sl_min_norm_digits:  minimum-norm fit of one-vs-rest +-1 targets (learners.sl_min_norm), W = X^+ Y
-                       (the max-margin direction when every point is a support vector).
-A sweep point runs all seeds of a learner in one jit-compiled call (vmap over seeds; lax.scan
-over training steps).
+  'class_weight' (default): the caption's class coordinate carries the per-image value of the
+      core, the way M1's caption carries z_T,core = z_core (docs/models.md, M1). With v_i the
+      image's measured detail (`detail`, a within-class z-score) and b_i ~ Bernoulli(r),
+          x_T,i = (1 + kappa b_i v_i) e_{y_i}  [ + e_{10 + a_i} if colour_in_caption ],
+      kappa = detail_scale. In words: "a seven" (b = 0) or "a bold seven" weighted by how bold
+      it is (b = 1). detail = 'class_axis' measures the image's coordinate along its class axis,
+      v_i = z-score within class y_i of <g_i - mu_{y_i}, mu_{y_i} - m> (g the grey pixels,
+      mu_k the class means and m the overall mean on the train subset): how strongly the image
+      shows its digit. detail = 'thickness' uses the stroke width instead (a per-image detail
+      that lies off the class axis). The zero-shot prompt "seven" is e_7: it reads the very
+      coordinate the details annotate.
+  'tokens': the earlier bag of words: the digit word, class-agnostic detail words (thickness,
+      slant, size tertiles within class, each with probability r) and the colour word. The
+      prompt e_k never reads a detail token, so this design is flat in r by construction (the
+      null design; see expected_cross_covariance).
+
+Controls: shuffle_details permutes the detail values across the train images of each class
+(same values, no per-image information); colour_in_caption adds the colour word.
+
+The linear theory on this design (derivation; docs/models.md takes it from here). Closed-form MMCL
+(rank >= V, rho = 1) scores a test image x for class k by s_k(x) = (x - xbar)^T S t_k, with
+S = (1/(n-1)) sum_i (x_i - xbar) x_T,i^T. With the bare-word prompt t_k = e_k,
+    S e_k = (1/(n-1)) sum_{i: y_i = k} (x_i - xbar) (1 + kappa b_i v_i),
+and in expectation over the annotation draws b_i ~ Bernoulli(r), using sum_{i: y_i = k} v_i = 0
+(v is a z-score within class on the train subset),
+    E_b[S e_k] = (n_k/(n-1)) [ (mu_k - xbar) + kappa r C_k ],   C_k = (1/n_k) sum_{i: y_i = k} (x_i - mu_k) v_i,
+mu_k the class-k mean image. The first term is the prototype (class-mean) direction: it holds the
+colour's class mean, s (10p - 1)/9 (PALETTE_k - mean palette) on the background, beside the digit's
+mean. The second is new with r. Within a class the colour is drawn independently of the digit, so
+over the colour draws C_k has no colour part for the patch, and for the tint only the shading of
+the digit's own covariance, C_k = Cov_k(g, v) (1 - E[c | k]) per channel. With the class-axis
+detail, Cov_k(g, v) = Sigma_k u_k / sd_k (u_k = mu_k - m, sd_k^2 = u_k^T Sigma_k u_k): the
+within-class covariance along the class axis, a colour-free class template. So as r grows the
+prompt direction tilts from the colour to the digit, as M1's S e_core = (1 + r sigma_core^2,
+2p - 1) does. It is not flat in r whenever C_k separates the classes; measured (figures/digits.png,
+tint 0.5, p 0.99, kappa 2): flipped 0.26 -> 0.38 (sklearn), 0.10 -> 0.17 (MNIST) from r = 0 to 1.
+Null design ('tokens'): S e_k = Cov(x, 1[y = k]) (n/(n-1)) does not involve r at all, and the
+class-mean caption prompt adds r P(word | k) ~ r/3 (within-class tertiles) of each detail
+column to class k's prompt, nearly the same vector for every k: flat to the tertile counts. Shuffled details: C_k becomes a sum of (x_i - mu_k) times
+unrelated values, O(1/sqrt(n_k)): flat up to sampling.
+expected_cross_covariance computes E[S] over the colour and caption draws exactly (given the train
+images); it is the learner 'theory_mmcl' of mmcl_theory.digits_learners.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import functools
 import gzip
-from numbers import Integral, Real
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
+from scipy.stats import norm
 
-from mmcl_theory.learners import apply_mlp, init_mlp, mmcl_closed_form, sl_min_norm
-from mmcl_theory.losses import infonce_loss
+from mmcl_theory.config import ConfigError, as_floats, check_choice, check_range
+from mmcl_theory.datamodel import Dataset
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary and palette
@@ -67,10 +89,11 @@ PALETTE = np.array(  # RGB in [0, 1], one row per colour word
 VOCAB = DIGIT_WORDS + tuple(w for d in DETAILS for w in DETAIL_WORDS[d]) + COLOUR_WORDS
 TOKEN = {w: i for i, w in enumerate(VOCAB)}
 NUM_CLASSES = 10
-
-LEARNERS = ("mmcl_infonce_digits", "sl_digits", "mmcl_linear_digits", "sl_min_norm_digits")
 TESTS = ("aligned", "independent", "flipped")
 SPURIOUS_KINDS = ("tint", "patch")
+CAPTIONS = ("class_weight", "tokens")
+CLASS_WEIGHT_DETAILS = ("class_axis", "thickness")
+PROMPTS = ("word", "caption_mean")
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -79,85 +102,60 @@ SPURIOUS_KINDS = ("tint", "patch")
 
 @dataclasses.dataclass(frozen=True)
 class DigitsConfig:
-    """One point of the digits experiment.
+    """The data of one point of the digits experiment (optimisation lives in DigitsLearnerSettings).
 
     p: train probability that the colour agrees with the class, in [0, 1].
-    r: caption richness, probability that each per-image detail word is included, in [0, 1].
+    r: caption richness, probability that the per-image detail is annotated, in [0, 1].
+    caption: 'class_weight' (the detail weights the class token) or 'tokens' (class-agnostic
+      detail words; the null design). See the module docstring.
+    detail: the per-image value on the class token, 'class_axis' or 'thickness' (class_weight only).
+    detail_scale: kappa in x_T = (1 + kappa b v) e_y, in [0, 10].
+    shuffle_details: control; permute the detail values across the train images of each class.
     colour_in_caption: whether the caption names the colour (as M1's caption annotates z_spu).
-      Off by default: with digit-word-only prompts, captions that always carry a colour word
-      make the one-word prompt unlike any training caption for the bag-of-words text encoder
-      (measured: zero-shot aligned accuracy falls below flipped; see README).
-    spurious: 'tint' (the background of the whole image takes the colour) or 'patch' (a small
-      top-left square takes it; see colour_images).
-    spurious_strength: colour amplitude in (0, 1]; pixel = ink + (1 - ink) * strength * colour.
-      The default 0.1 gives the tint a class-mean signal in pixel space of the same order as the
-      digit's (M1's premise: equal class means, the spurious one of low variance); at 0.5 the
-      tint dominates the pixel norm and every learner leans on it (see README).
-    spurious_sigma: per-image std of the colour jitter (low variance), in [0, 1].
-    dataset: 'sklearn' (embedded 8x8 digits, 1,797 images) or a directory holding MNIST idx files.
+    spurious: 'tint' (the background of the whole image) or 'patch' (a top-left square).
+    spurious_strength: colour amplitude s in (0, 1]; the colour is c = s PALETTE[a] + sigma N(0, I_3).
+    spurious_sigma: per-image s.d. sigma of the colour jitter (low variance), in [0, 1].
+    dataset: 'sklearn' (embedded 8x8 digits, 1,797 images), 'mnist_test' (the 10k real MNIST test images
+      under $MMCL_SHARED_DATA or ../shared/data, split into train and test) or a directory of MNIST idx files.
     n_train, n_test: per-seed disjoint random train/test subsets of the dataset.
-    steps, batch_size, lr, weight_decay: AdamW minibatch training, the same for both learners.
-    width: hidden width of the image MLP; embed_dim: shared embedding (and SL backbone output) size.
-    temperature: fixed InfoNCE temperature tau (logit scale 1/tau).
     """
 
-    p: float = 0.9
+    p: float = 0.99
     r: float = 1.0
+    caption: str = "class_weight"
+    detail: str = "class_axis"
+    detail_scale: float = 2.0
+    shuffle_details: bool = False
     colour_in_caption: bool = False
     spurious: str = "tint"
-    spurious_strength: float = 0.1
+    spurious_strength: float = 0.5
     spurious_sigma: float = 0.01
     dataset: str = "sklearn"
     n_train: int = 1200
     n_test: int = 500
-    steps: int = 600
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    width: int = 256
-    embed_dim: int = 32
-    temperature: float = 0.1
 
     def __post_init__(self):
-        def check(field, lo, hi, lo_open=False, integer=False):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, Real):
-                if isinstance(value, (bool, str)):
-                    raise ValueError(f"DigitsConfig.{field}={value!r}: expected a number in [{lo}, {hi}]")
-                return  # traced or array value: validated by whoever built it
-            ok = (lo < value if lo_open else lo <= value) and value <= hi
-            if integer and not isinstance(value, Integral):
-                ok = False
-            if not ok:
-                bracket = "(" if lo_open else "["
-                kind = "an integer" if integer else "a number"
-                raise ValueError(f"DigitsConfig.{field}={value!r}: expected {kind} in {bracket}{lo}, {hi}]")
-
-        check("p", 0.0, 1.0)
-        check("r", 0.0, 1.0)
-        check("spurious_strength", 0.0, 1.0, lo_open=True)
-        check("spurious_sigma", 0.0, 1.0)
-        check("n_train", 2, 60000, integer=True)
-        check("n_test", 1, 60000, integer=True)
-        check("steps", 1, 10**6, integer=True)
-        check("batch_size", 2, 60000, integer=True)
-        check("lr", 0.0, 1.0, lo_open=True)
-        check("weight_decay", 0.0, 1.0)
-        check("width", 1, 65536, integer=True)
-        check("embed_dim", 1, 65536, integer=True)
-        check("temperature", 0.0, 100.0, lo_open=True)
-        if not isinstance(self.colour_in_caption, bool):
-            raise ValueError(f"DigitsConfig.colour_in_caption={self.colour_in_caption!r}: expected true or false")
-        if self.spurious not in SPURIOUS_KINDS:
-            raise ValueError(f"DigitsConfig.spurious={self.spurious!r}: expected one of {SPURIOUS_KINDS}")
+        name = type(self).__name__
+        as_floats(self, ("p", "r", "detail_scale", "spurious_strength", "spurious_sigma"))
+        check_range(name, "p", self.p, 0.0, 1.0)
+        check_range(name, "r", self.r, 0.0, 1.0)
+        check_range(name, "detail_scale", self.detail_scale, 0.0, 10.0)
+        check_range(name, "spurious_strength", self.spurious_strength, 0.0, 1.0, open_low=True)
+        check_range(name, "spurious_sigma", self.spurious_sigma, 0.0, 1.0)
+        check_range(name, "n_train", self.n_train, 20, 60000, integer=True)
+        check_range(name, "n_test", self.n_test, 1, 60000, integer=True)
+        check_choice(name, "caption", self.caption, CAPTIONS)
+        check_choice(name, "detail", self.detail, CLASS_WEIGHT_DETAILS)
+        check_choice(name, "spurious", self.spurious, SPURIOUS_KINDS)
+        for flag in ("shuffle_details", "colour_in_caption"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{name}.{flag} = {getattr(self, flag)!r} is not allowed: true or false")
         if not isinstance(self.dataset, str) or not self.dataset:
-            raise ValueError(f"DigitsConfig.dataset={self.dataset!r}: expected 'sklearn' or a directory of MNIST idx files")
-        if isinstance(self.batch_size, int) and isinstance(self.n_train, int) and self.batch_size > self.n_train:
-            raise ValueError(f"DigitsConfig.batch_size={self.batch_size}: expected at most n_train={self.n_train}")
+            raise ConfigError(f"{name}.dataset = {self.dataset!r} is not allowed: 'sklearn' or a directory of MNIST idx files")
 
 
 # --------------------------------------------------------------------------------------------
-# Loaders
+# Loaders and pixel measurements (pure; images (..., h, w) with ink in [0, 1])
 # --------------------------------------------------------------------------------------------
 
 
@@ -238,9 +236,19 @@ def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=4)
+def shared_data_root() -> Path:
+    """$MMCL_SHARED_DATA, else ../shared/data beside the working directory (the layout of the README)."""
+    return Path(os.environ.get("MMCL_SHARED_DATA") or Path.cwd().parent / "shared" / "data")
+
+
+def dataset_directory(dataset: str) -> str:
+    """'sklearn' stays; 'mnist_test' is the 10k real MNIST test images under shared_data_root(); else a path."""
+    return str(shared_data_root() / "mnist_test") if dataset == "mnist_test" else dataset
+
+
 def load_digit_images(dataset: str) -> tuple[np.ndarray, np.ndarray]:
     """Grey images (n, h, w) in [0, 1] and labels (n,) for DigitsConfig.dataset."""
-    return load_sklearn_digits() if dataset == "sklearn" else load_mnist(dataset)
+    return load_sklearn_digits() if dataset == "sklearn" else load_mnist(dataset_directory(dataset))
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,9 +334,54 @@ def tertile_bins(values: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> n
     return (values > edges[labels, 0]).astype(np.int32) + (values > edges[labels, 1]).astype(np.int32)
 
 
+def within_class_zscore(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(v - mean_k) / sd_k within each class k = labels: (n,), (n,) -> (n,) float64; 0 where sd_k = 0."""
+    z = np.zeros(values.shape, np.float64)
+    for k in np.unique(labels):
+        members = labels == k
+        sd = values[members].std()
+        z[members] = (values[members] - values[members].mean()) / sd if sd > 0 else 0.0
+    return z
+
+
+def class_axis_coordinate(grey: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """How strongly each image shows its digit: <g_i - mu_{y_i}, mu_{y_i} - m>, (n, h, w), (n,) -> (n,).
+
+    mu_k is the mean grey image of class k and m the mean of all images, both over the given images.
+    """
+    flat = grey.reshape(grey.shape[0], -1).astype(np.float64)
+    overall = flat.mean(0)
+    means = np.stack([flat[labels == k].mean(0) if (labels == k).any() else overall for k in range(NUM_CLASSES)])
+    return np.einsum("nd,nd->n", flat - means[labels], means[labels] - overall)
+
+
+def detail_values(grey: np.ndarray, labels: np.ndarray, detail: str) -> np.ndarray:
+    """The per-image detail v on the class token: a within-class z-score, (n, h, w), (n,) -> (n,)."""
+    raw = class_axis_coordinate(grey, labels) if detail == "class_axis" else MEASUREMENTS[detail](grey)
+    return within_class_zscore(raw, labels)
+
+
+def shuffle_within_class(values: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Permute rows of values (n, ...) among the images of each class: the control without per-image information."""
+    out = values.copy()
+    for k in np.unique(labels):
+        members = np.flatnonzero(labels == k)
+        out[members] = values[rng.permutation(members)]
+    return out
+
+
 # --------------------------------------------------------------------------------------------
-# Spurious colour and captions
+# Spurious colour
 # --------------------------------------------------------------------------------------------
+
+
+def colour_probabilities(labels: np.ndarray, agreement: str | float) -> np.ndarray:
+    """P(a = j | y) per image: (n,) -> (n, 10). agreement: q or a test name (see spurious_colours)."""
+    if agreement == "independent":
+        return np.full((labels.shape[0], NUM_CLASSES), 1.0 / NUM_CLASSES)
+    q = {"aligned": 1.0, "flipped": 0.0}.get(agreement, agreement)
+    onehot = np.eye(NUM_CLASSES)[labels]
+    return q * onehot + (1.0 - q) * (1.0 - onehot) / (NUM_CLASSES - 1)
 
 
 def spurious_colours(labels: np.ndarray, agreement: str | float, rng: np.random.Generator) -> np.ndarray:
@@ -345,18 +398,17 @@ def spurious_colours(labels: np.ndarray, agreement: str | float, rng: np.random.
     return np.where(rng.random(n) < q, labels, other).astype(np.int32)
 
 
-def colour_images(grey: np.ndarray, colours: np.ndarray, config: DigitsConfig, rng: np.random.Generator) -> np.ndarray:
-    """Adds the spurious colour: grey (n, h, w), colours (n,) -> RGB (n, h, w, 3) in [0, 1].
+def paint(grey: np.ndarray, colour: np.ndarray, spurious: str) -> np.ndarray:
+    """Draw colour values into the images: grey (n, h, w), colour (n, 3) -> RGB (n, h, w, 3).
 
-    c_i = strength * PALETTE[a_i] + sigma * N(0, I_3), clipped to [0, 1]. 'tint': every pixel
-    becomes x + (1 - x) c_i (white ink on a tinted background). 'patch': the ink stays grey and a
-    top-left square of side max(2, round(3h/28)) pixels (3 on MNIST, 2 on 8x8) is set to c_i.
+    'tint': every pixel becomes x + (1 - x) c (white ink on a tinted background). 'patch': the ink
+    stays grey and a top-left square of side max(2, round(3h/28)) pixels (3 on MNIST, 2 on 8x8)
+    is set to c. Both are affine in c, so E[paint(g, c)] = paint(g, E[c]).
     """
-    n, h, w = grey.shape
-    c = config.spurious_strength * PALETTE[colours] + config.spurious_sigma * rng.standard_normal((n, 3))
-    c = np.clip(c, 0.0, 1.0).astype(np.float32)[:, None, None, :]
+    h = grey.shape[1]
+    c = colour.astype(np.float32)[:, None, None, :]
     x = grey[..., None]
-    if config.spurious == "tint":
+    if spurious == "tint":
         return x + (1.0 - x) * c
     side = max(2, round(3 * h / 28))
     rgb = np.repeat(x, 3, axis=-1)
@@ -364,9 +416,44 @@ def colour_images(grey: np.ndarray, colours: np.ndarray, config: DigitsConfig, r
     return rgb
 
 
+def colour_images(grey: np.ndarray, colours: np.ndarray, config: DigitsConfig, rng: np.random.Generator) -> np.ndarray:
+    """Adds the spurious colour: grey (n, h, w), colour indices (n,) -> RGB (n, h, w, 3) in [0, 1].
+
+    c_i = clip(strength * PALETTE[a_i] + sigma * N(0, I_3), 0, 1), painted as in `paint`.
+    """
+    n = grey.shape[0]
+    c = config.spurious_strength * PALETTE[colours] + config.spurious_sigma * rng.standard_normal((n, 3))
+    return paint(grey, np.clip(c, 0.0, 1.0), config.spurious)
+
+
+def expected_palette(config: DigitsConfig) -> np.ndarray:
+    """E[clip(s PALETTE[a] + sigma Z, 0, 1)] per colour a and channel, (10, 3) float64.
+
+    With Y = mu + sigma Z: E[clip(Y, 0, 1)] = h(mu) - h(mu - 1), h(t) = t Phi(t/sigma) + sigma phi(t/sigma)
+    (= E[max(Y - (mu - t), 0)]); for sigma = 0 it is clip(mu, 0, 1).
+    """
+    mu = config.spurious_strength * PALETTE.astype(np.float64)
+    sigma = config.spurious_sigma
+    if sigma == 0:
+        return np.clip(mu, 0.0, 1.0)
+    h = lambda t: t * norm.cdf(t / sigma) + sigma * norm.pdf(t / sigma)
+    return h(mu) - h(mu - 1.0)
+
+
+def expected_images(grey: np.ndarray, colour_probs: np.ndarray, config: DigitsConfig) -> np.ndarray:
+    """E[x | g, y] over the colour draw: grey (n, h, w), P(a | y) (n, 10) -> (n, h*w*3) float64."""
+    painted = paint(grey.astype(np.float64), colour_probs @ expected_palette(config), config.spurious)
+    return painted.reshape(grey.shape[0], -1)
+
+
+# --------------------------------------------------------------------------------------------
+# Captions
+# --------------------------------------------------------------------------------------------
+
+
 def caption_tokens(labels: np.ndarray, bins: np.ndarray, colours: np.ndarray, r: float,
                    colour_in_caption: bool, rng: np.random.Generator) -> np.ndarray:
-    """Bag-of-words captions: (n,), (n, 3), (n,) -> multi-hot (n, len(VOCAB)) float32.
+    """Bag-of-words captions ('tokens' design): (n,), (n, 3), (n,) -> multi-hot (n, len(VOCAB)) float32.
 
     Each caption holds the digit word; each detail word DETAIL_WORDS[d][bins[:, d]] independently
     with probability r; and the colour word COLOUR_WORDS[colours] if colour_in_caption.
@@ -383,9 +470,41 @@ def caption_tokens(labels: np.ndarray, bins: np.ndarray, colours: np.ndarray, r:
     return tokens
 
 
-def caption_text(tokens: np.ndarray) -> str:
-    """The words of one multi-hot caption (len(VOCAB),) in vocabulary order, space-separated."""
-    return " ".join(VOCAB[i] for i in np.flatnonzero(tokens))
+def class_weight_captions(labels: np.ndarray, values: np.ndarray, annotated: np.ndarray, colour_words: np.ndarray,
+                          detail_scale: float) -> np.ndarray:
+    """'class_weight' design: x_T = [(1 + kappa b v) e_y, colour block], (n,), (n,), (n,), (n, 10) -> (n, 20).
+
+    annotated: b in {0, 1} (or its expectation r); colour_words: the colour block, one-hot of a,
+    zeros when the caption does not name the colour, or P(a | y) for the expected caption.
+    """
+    weight = 1.0 + detail_scale * annotated * values
+    return np.concatenate([np.eye(NUM_CLASSES)[labels] * weight[:, None], colour_words], axis=1).astype(np.float32)
+
+
+def caption_text(features: np.ndarray) -> str:
+    """The words of one caption: multi-hot (len(VOCAB),) in vocabulary order, or a class_weight
+    caption (20,) as 'seven x1.32 red' (the class word and its weight)."""
+    if features.shape[-1] == len(VOCAB):
+        return " ".join(VOCAB[i] for i in np.flatnonzero(features))
+    k = int(np.flatnonzero(features[:NUM_CLASSES])[0])
+    colour = [COLOUR_WORDS[j] for j in np.flatnonzero(features[NUM_CLASSES:])]
+    return " ".join([DIGIT_WORDS[k], f"x{features[k]:.2f}", *colour])
+
+
+def word_prompts(caption: str) -> np.ndarray:
+    """The bare digit word of class k as a caption, t_k = e_k: (10, 29) for 'tokens', (10, 20) otherwise."""
+    width = len(VOCAB) if caption == "tokens" else 2 * NUM_CLASSES
+    return np.eye(NUM_CLASSES, width, dtype=np.float32)
+
+
+def class_mean_prompts(x_text: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """In-distribution prompts t_k = mean of the class-k captions: (n, V), (n,) -> (10, V) float32."""
+    return np.stack([x_text[labels == k].mean(0) for k in range(NUM_CLASSES)]).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# One seed's data
+# --------------------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=4)
@@ -394,174 +513,91 @@ def _measured(dataset: str) -> dict[str, np.ndarray]:
     return {d: MEASUREMENTS[d](grey) for d in DETAILS}
 
 
-def build_split(config: DigitsConfig, seed: int) -> dict[str, np.ndarray]:
-    """One seed's data: disjoint random train/test subsets, coloured, with train captions.
+@dataclasses.dataclass(frozen=True)
+class DigitsSplit:
+    """One seed's data. train: Dataset (x_image (n, h*w*3), x_text (n, V), label (n,), spurious (n,));
+    tests: Dataset with a leading axis over TESTS (x_image (3, m, h*w*3), label (3, m), ...);
+    prompts: {'word', 'caption_mean'} -> (10, V), the caption-mean prompt from the sampled captions;
+    theory: the exact expectation over colour and caption draws given the train images:
+    cross_covariance E[S] (h*w*3, V), image_mean E[xbar] (h*w*3,), caption_mean_prompts (10, V)."""
 
-    Returns train_x (n_train, h*w*3), train_tokens (n_train, V), train_y, train_colour (n_train,),
-    test_x (3, n_test, h*w*3) and test_y, test_colour (3, n_test) for TESTS in order.
-    Detail tertiles are estimated on the train subset, per class.
+    train: Dataset
+    tests: Dataset
+    prompts: dict
+    theory: dict
+
+
+def build_split(config: DigitsConfig, seed: int) -> DigitsSplit:
+    """Disjoint random train/test subsets of the dataset, coloured, with train captions (numpy).
+
+    The details are measured on the train subset (class means, tertiles and z-scores within class).
     """
     grey, labels = load_digit_images(config.dataset)
     if config.n_train + config.n_test > labels.shape[0]:
-        raise ValueError(f"DigitsConfig.n_train + n_test = {config.n_train + config.n_test}: expected at most "
-                         f"{labels.shape[0]}, the number of images in dataset {config.dataset!r}")
+        raise ConfigError(f"DigitsConfig.n_train + n_test = {config.n_train + config.n_test} is out of range: allowed "
+                          f"at most {labels.shape[0]}, the number of images in dataset {config.dataset!r}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(labels.shape[0])
     train, test = order[: config.n_train], order[config.n_train : config.n_train + config.n_test]
-    measured = _measured(config.dataset)
-    edges = {d: within_class_tertiles(measured[d][train], labels[train]) for d in DETAILS}
-    bins = np.stack([tertile_bins(measured[d][train], labels[train], edges[d]) for d in DETAILS], axis=1)
-    train_colour = spurious_colours(labels[train], config.p, rng)
-    tokens = caption_tokens(labels[train], bins, train_colour, config.r, config.colour_in_caption, rng)
+    y = labels[train]
+    colour = spurious_colours(y, config.p, rng)
+    colour_words = np.eye(NUM_CLASSES)[colour] if config.colour_in_caption else np.zeros((y.shape[0], NUM_CLASSES))
+    expected_colour_words = colour_probabilities(y, config.p) if config.colour_in_caption else colour_words
+    if config.caption == "tokens":
+        measured = _measured(config.dataset)
+        bins = np.stack([tertile_bins(measured[d][train], y, within_class_tertiles(measured[d][train], y))
+                         for d in DETAILS], axis=1)
+        if config.shuffle_details:
+            bins = shuffle_within_class(bins, y, rng)
+        x_text = caption_tokens(y, bins, colour, config.r, config.colour_in_caption, rng)
+        detail_ids = np.array([[TOKEN[w] for w in DETAIL_WORDS[d]] for d in DETAILS])  # (3, 3)
+        expected_text = np.zeros_like(x_text)
+        expected_text[np.arange(y.shape[0]), y] = 1.0
+        for j in range(len(DETAILS)):
+            expected_text[np.arange(y.shape[0]), detail_ids[j, bins[:, j]]] = config.r
+        expected_text[:, len(VOCAB) - NUM_CLASSES :] = expected_colour_words
+    else:
+        values = detail_values(grey[train], y, config.detail)
+        if config.shuffle_details:
+            values = shuffle_within_class(values, y, rng)
+        annotated = (rng.random(y.shape[0]) < config.r).astype(np.float64)
+        x_text = class_weight_captions(y, values, annotated, colour_words, config.detail_scale)
+        expected_text = class_weight_captions(y, values, np.full(y.shape, config.r), expected_colour_words,
+                                              config.detail_scale)
     test_colour = np.stack([spurious_colours(labels[test], t, rng) for t in TESTS])
     flat = lambda rgb: rgb.reshape(rgb.shape[0], -1)
-    return {
-        "train_x": flat(colour_images(grey[train], train_colour, config, rng)),
-        "train_tokens": tokens,
-        "train_y": labels[train],
-        "train_colour": train_colour,
-        "test_x": np.stack([flat(colour_images(grey[test], a, config, rng)) for a in test_colour]),
-        "test_y": np.broadcast_to(labels[test], test_colour.shape).copy(),
-        "test_colour": test_colour,
-    }
+    train_set = Dataset(flat(colour_images(grey[train], colour, config, rng)), x_text, y, colour)
+    tests = Dataset(np.stack([flat(colour_images(grey[test], a, config, rng)) for a in test_colour]),
+                    np.zeros((len(TESTS), test.shape[0], 0), np.float32),
+                    np.broadcast_to(labels[test], test_colour.shape).copy(), test_colour)
+    cross, image_mean = expected_cross_covariance(grey[train], y, expected_text, config)
+    theory = {"cross_covariance": cross, "image_mean": image_mean,
+              "caption_mean_prompts": class_mean_prompts(expected_text, y)}
+    prompts = {"word": word_prompts(config.caption), "caption_mean": class_mean_prompts(x_text, y)}
+    return DigitsSplit(train_set, tests, prompts, theory)
 
 
-# --------------------------------------------------------------------------------------------
-# Models
-# --------------------------------------------------------------------------------------------
+def expected_cross_covariance(grey: np.ndarray, labels: np.ndarray, expected_text: np.ndarray,
+                              config: DigitsConfig) -> tuple[np.ndarray, np.ndarray]:
+    """E[S] and E[xbar] over the colour and caption draws, given the train images: float64.
 
-
-def _normalise(x):
-    return x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-8)
-
-
-def init_params(key: jax.Array, learner: str, in_dim: int, width: int, embed_dim: int) -> dict:
-    """Backbone f: in_dim -> width -> width -> embed_dim (ReLU MLP), shared by both learners.
-
-    mmcl_infonce_digits adds word embeddings E (V, embed_dim), g(t) = t E (bag of words);
-    sl_digits adds a linear head embed_dim -> 10.
+    grey (n, h, w), labels (n,), expected_text E[x_T,i] (n, V) -> ((h*w*3, V), (h*w*3,)).
+    S = (1/(n-1)) sum_i (x_i - xbar) x_T,i^T = M/(n-1) - n xbar xbar_T^T/(n-1) is bilinear, and the
+    draws are independent across images, so with M = sum_i E[x_i x_T,i^T], P = sum_i E[x_i] E[x_T,i]^T,
+    a = sum_i E[x_i], b = sum_i E[x_T,i]:  E[S] = M/n - (a b^T - P)/(n(n-1)).
+    Within an image the caption's non-colour part is independent of the colour (M = P there);
+    the colour word (last 10 columns, when captioned) gives M[:, a] = sum_i P(a | y_i) E[x_i | a].
     """
-    k_image, k_other = jax.random.split(key)
-    params = {"image": init_mlp(k_image, (in_dim, width, width, embed_dim))}
-    if learner == "mmcl_infonce_digits":
-        params["text"] = jax.random.normal(k_other, (len(VOCAB), embed_dim)) / jnp.sqrt(embed_dim)
-    else:
-        params["head"] = init_mlp(k_other, (embed_dim, NUM_CLASSES))
-    return params
-
-
-def prompt_tokens() -> np.ndarray:
-    """Zero-shot prompts: the caption naming digit k alone, one-hot (10, len(VOCAB))."""
-    return np.eye(NUM_CLASSES, len(VOCAB), dtype=np.float32)
-
-
-def predict(params: dict, learner: str, x: jax.Array) -> jax.Array:
-    """Class scores (n, 10): zero-shot <f(x)/|f(x)|, g(t_k)/|g(t_k)|> for MMCL, logits for SL."""
-    emb = apply_mlp(params["image"], x)
-    if learner == "mmcl_infonce_digits":
-        prompts = _normalise(jnp.asarray(prompt_tokens()) @ params["text"])
-        return _normalise(emb) @ prompts.T
-    return apply_mlp(params["head"], emb)
-
-
-def loss(params: dict, learner: str, x: jax.Array, tokens: jax.Array, y: jax.Array, temperature: float) -> jax.Array:
-    """Minibatch loss: symmetric InfoNCE on normalised (f(x), g(t)) with logit scale 1/tau (MMCL),
-    or softmax cross-entropy of head(f(x)) against y (SL)."""
-    if learner == "mmcl_infonce_digits":
-        emb_image = _normalise(apply_mlp(params["image"], x))
-        emb_text = _normalise(tokens @ params["text"])
-        return infonce_loss(emb_image, emb_text, jnp.asarray(1.0 / temperature))
-    return optax.softmax_cross_entropy_with_integer_labels(predict(params, learner, x), y).mean()
-
-
-# --------------------------------------------------------------------------------------------
-# Training and evaluation: one compiled call per (learner, shapes, optimiser settings)
-# --------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=16)
-def compiled_train_eval(learner: str, in_dim: int, steps: int, batch_size: int, lr: float,
-                        weight_decay: float, width: int, embed_dim: int, temperature: float):
-    """jit(vmap over seeds) of: init, `steps` AdamW minibatch steps (lax.scan), test accuracy.
-
-    Arguments of the returned function, with a leading seed axis S:
-    keys (S,) PRNG keys, train_x (S, n, D), train_tokens (S, n, V), train_y (S, n),
-    test_x (S, 3, m, D), test_y (S, 3, m). Returns accuracies (S, 3) and final losses (S,).
-    """
-    optimiser = optax.adamw(lr, weight_decay=weight_decay)
-
-    def one_seed(key, train_x, train_tokens, train_y, test_x, test_y):
-        k_init, k_steps = jax.random.split(key)
-        params = init_params(k_init, learner, in_dim, width, embed_dim)
-        n = train_x.shape[0]
-
-        def step(carry, k):
-            params, state = carry
-            idx = jax.random.choice(k, n, (batch_size,), replace=False)
-            value, grads = jax.value_and_grad(loss)(params, learner, train_x[idx], train_tokens[idx],
-                                                    train_y[idx], temperature)
-            updates, state = optimiser.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), value
-
-        (params, _), losses = jax.lax.scan(step, (params, optimiser.init(params)), jax.random.split(k_steps, steps))
-        scores = jax.vmap(lambda x: predict(params, learner, x))(test_x)
-        accuracy = jnp.mean(jnp.argmax(scores, axis=-1) == test_y, axis=-1)
-        return accuracy, losses[-1]
-
-    return jax.jit(jax.vmap(one_seed))
-
-
-def linear_scores(learner: str, embed_dim: int, train_x: jax.Array, train_tokens: jax.Array,
-                  train_y: jax.Array, x: jax.Array) -> jax.Array:
-    """Class scores (m, 10) of the closed-form linear learners trained on (n, D), (n, V), (n,).
-
-    mmcl_linear_digits: (x - mean_I)^T A* t_k, A* = W_I^T W_T from learners.mmcl_closed_form at
-    rank embed_dim (rho = 1; zero-shot is invariant to rho), t_k the one-hot digit-word prompt.
-    sl_min_norm_digits: x^T W with W = learners.sl_min_norm (pinv(X_I) (2 onehot(y) - 1)).
-    """
-    if learner == "mmcl_linear_digits":
-        w_image, w_text = mmcl_closed_form(train_x, train_tokens, rank=embed_dim)
-        return ((x - train_x.mean(0)) @ w_image.T) @ (w_text @ jnp.asarray(prompt_tokens()).T)
-    return x @ sl_min_norm(train_x, train_y, NUM_CLASSES)
-
-
-@functools.lru_cache(maxsize=8)
-def compiled_linear_eval(learner: str, embed_dim: int):
-    """jit(vmap over seeds) of the closed-form fit and test accuracy; same arguments as
-    compiled_train_eval's function without keys. Returns accuracies (S, 3)."""
-
-    def one_seed(train_x, train_tokens, train_y, test_x, test_y):
-        scores = jax.vmap(lambda x: linear_scores(learner, embed_dim, train_x, train_tokens, train_y, x))(test_x)
-        return jnp.mean(jnp.argmax(scores, axis=-1) == test_y, axis=-1)
-
-    return jax.jit(jax.vmap(one_seed))
-
-
-def run_point(config: DigitsConfig, seeds: list[int], learners: tuple[str, ...] = LEARNERS) -> list[dict]:
-    """Fits every learner on every seed of one config; all seeds of a learner in one jit call.
-
-    Returns one row per (learner, test, seed): {'learner', 'test', 'seed', 'n', 'accuracy'},
-    n = n_train, accuracy on n_test held-out images coloured per TESTS.
-    """
-    unknown = [name for name in learners if name not in LEARNERS]
-    if unknown:
-        raise ValueError(f"learners={unknown}: expected names from {LEARNERS}")
-    seeds = [int(s) for s in seeds]
-    splits = [build_split(config, s) for s in seeds]
-    data = tuple(jnp.asarray(np.stack([sp[k] for sp in splits]))
-                 for k in ("train_x", "train_tokens", "train_y", "test_x", "test_y"))
-    keys = jnp.stack([jax.random.key(s) for s in seeds])
-    rows = []
-    for learner in learners:
-        if learner in ("mmcl_linear_digits", "sl_min_norm_digits"):
-            accuracy = np.asarray(compiled_linear_eval(learner, config.embed_dim)(*data))
-        else:
-            fn = compiled_train_eval(learner, data[0].shape[-1], config.steps, config.batch_size,
-                                     float(config.lr), float(config.weight_decay), config.width, config.embed_dim,
-                                     float(config.temperature))
-            accuracy = np.asarray(fn(keys, *data)[0])
-        rows += [
-            {"learner": learner, "test": test, "seed": seed, "n": config.n_train, "accuracy": float(accuracy[i, j])}
-            for i, seed in enumerate(seeds) for j, test in enumerate(TESTS)
-        ]
-    return rows
+    n = labels.shape[0]
+    probs = colour_probabilities(labels, config.p)
+    mean_images = expected_images(grey, probs, config)  # (n, D)
+    text = expected_text.astype(np.float64)
+    a, b = mean_images.sum(0), text.sum(0)
+    pairs = mean_images.T @ text  # P
+    moments = pairs.copy()  # M
+    if config.colour_in_caption:
+        for j in range(NUM_CLASSES):
+            fixed = np.zeros((n, NUM_CLASSES))
+            fixed[:, j] = 1.0
+            moments[:, -NUM_CLASSES + j] = expected_images(grey, fixed, config).T @ probs[:, j]
+    return moments / n - (np.outer(a, b) - pairs) / (n * (n - 1)), a / n

@@ -1,8 +1,8 @@
 """`python -m mmcl_theory.figures [--from DIR] [--quick] [--only NAMES]`: regenerate every figure into figures/.
 
-For each named sweep (SPEC section 8) it runs the sweep afresh (resumable, in runs/figures[-quick]/NAME)
-or, with --from DIR, reads DIR/NAME/results.json as written by `python -m mmcl_theory.sweep NAME
---out DIR/NAME`. It then writes figures/NAME.png (theory curves, measured points with seed error
+For each named sweep (docs/README.md#sweeps) it runs the sweep afresh (resumable, in runs/figures[-quick]/NAME)
+or, with --from DIR, reads DIR/NAME/results.json (or DIR/NAME-quick/results.json) as written by
+`python -m mmcl_theory.sweep NAME [--quick] --out DIR/NAME[-quick]` (the sweep's default --out is runs/). It then writes figures/NAME.png (theory curves, measured points with seed error
 bars, one panel per test distribution, the shared style of plotting.py) and figures/NAME.csv (the
 rows it was drawn from, in the results contract). The real-data OOD-vs-ID figure is drawn by the
 real-data track's plotting function (mmcl_theory.clip.robustness.plot_ood_vs_id) when its series CSV
@@ -11,11 +11,9 @@ exists, and skipped with a note otherwise. figures/README.md lists every figure 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime
 import glob
-import io
 import json
 import os
 import sys
@@ -23,6 +21,8 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .config import ArgumentParser
+from .io import atomic_write_csv, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES_DIR = ROOT / "figures"
@@ -61,9 +61,22 @@ SWEEP_FIGURES = {
         "M1, r = 1, d 2000, other parameters at the defaults"),
     "digits": (
         "Coloured digits (M3, semi-synthetic)",
-        "Real digits, colour tint as the spurious feature: min-norm SL falls on the flipped test as p -> 1 while "
-        "linear MMCL stays flat; trained InfoNCE tracks the same-backbone SL and rich captions lower it at high p.",
-        "sklearn digits, colour tint spurious, n 1200, 600 steps (H100 run); solid: r = 0, dashed: r = 0.5, dotted: r = 1"),
+        "Real digits under a calibrated tint where same-backbone SL fails (flipped 0.17-0.33): captions whose "
+        "per-image detail weights the class word lift closed-form MMCL's flipped accuracy with r as its exact "
+        "expectation predicts (sklearn 0.26 -> 0.38, MNIST 0.10 -> 0.17); trained linear InfoNCE rises more; "
+        "shuffled details and class-agnostic tokens stay flat.",
+        "sklearn digits, tint 0.5, sigma 0.01, p 0.99, kappa 2, n 1200, 5 seeds; one line style per variant"),
+    "digits_mnist": (
+        "Coloured MNIST digits (M3, semi-synthetic)",
+        "The digits design on 10k real MNIST test images (split into train and test): closed-form MMCL's flipped "
+        "accuracy rises with r as its exact expectation predicts; SL on the same backbones fails.",
+        "MNIST test images, tint 0.5, sigma 0.01, p 0.99, kappa 2, n 3000, 5 seeds; one line style per variant"),
+    "digits_calibration": (
+        "Digits premise: where same-backbone SL fails",
+        "SL (MLP, logistic, min-norm) at p = 0.99 across the colour's strength: a background tint of strength "
+        ">= 0.5 drives SL's flipped accuracy below 0.5 with aligned >= 0.99 (later at higher colour variance); a "
+        "corner patch never does.",
+        "sklearn digits, p 0.99, sigma 0.01 (and 0.1), n 1200, 3 seeds; one line style per variant"),
 }
 REAL_DATA_NAME = "real_data_ood_vs_id"
 
@@ -74,12 +87,6 @@ def available() -> list[str]:
 
     have = set(available_sweeps())
     return [n for n in SWEEP_FIGURES if n in have]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def fresh_rows(name: str, quick: bool, runs: Path) -> tuple[list[dict], dict]:
@@ -98,25 +105,25 @@ def fresh_rows(name: str, quick: bool, runs: Path) -> tuple[list[dict], dict]:
 
 def stored_rows(name: str, directory: Path) -> tuple[list[dict], dict]:
     """Rows from DIR/NAME/results.json (written by the sweep CLI)."""
-    path = directory / name / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"--from {directory}: no {path.relative_to(directory)} (run "
+    found = [directory / d / "results.json" for d in (name, f"{name}-quick") if (directory / d / "results.json").is_file()]
+    if not found:
+        raise FileNotFoundError(f"--from {directory}: no {name}/results.json or {name}-quick/results.json (run "
                                 f"`python -m mmcl_theory.sweep {name} --out {directory / name}`)")
-    meta = json.loads(path.read_text())
-    rows = meta["rows"]
-    return rows, {"seeds": len(meta.get("plan", {}).get("seeds", [])) or len({r["seed"] for r in rows if r["seed"] >= 0}),
+    path = found[0]
+    try:
+        meta = json.loads(path.read_text())
+        rows = meta["rows"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise ValueError(f"{path} is not a sweep results.json (no rows); rerun the sweep") from None
+    return rows, {"seeds": len(meta.get("config", {}).get("seeds", [])) or len({r["seed"] for r in rows if r["seed"] >= 0}),
                   "seconds": meta.get("seconds"), "source": str(path), "learners": sorted({r["learner"] for r in rows})}
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
     from .sweep import CONTRACT
 
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CONTRACT, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({**r, "accuracy": f"{float(r['accuracy']):.6g}"})
-    _atomic_write(path, buf.getvalue())
+    atomic_write_csv(path, [{k: (f"{float(r[k]):.6g}" if k == "accuracy" else r.get(k, "")) for k in CONTRACT}
+                            for r in rows], CONTRACT)
 
 
 def draw_sweep(name: str, rows: list[dict], out_dir: Path, seeds: int, quick: bool = False) -> Path:
@@ -127,9 +134,7 @@ def draw_sweep(name: str, rows: list[dict], out_dir: Path, seeds: int, quick: bo
     note = (f"{settings}{' (quick variant)' if quick else ''}. Points: mean +- s.e. over {seeds} seeds"
             + ("; lines: theory." if has_theory else "; no theory curve applies."))
     png = out_dir / f"{name}.png"
-    tmp = out_dir / f".{name}.tmp.png"
-    plot_sweep(rows, tmp, title, note)
-    os.replace(tmp, png)
+    plot_sweep(rows, png, title, note)
     write_csv(rows, out_dir / f"{name}.csv")
     return png
 
@@ -182,10 +187,10 @@ def write_readme(out_dir: Path, entries: list[dict], command: str) -> None:
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Figures", "",
              f"Regenerated by `{command}` (mmcl-theory {__version__}, {date}). Every sweep figure has the CSV it "
-             "was drawn from beside it (columns: sweep, model, param, value, series, learner, test, seed, n, "
-             "accuracy; theory rows have seed -1). Panels: aligned / independent / flipped test; lines are the "
+             "was drawn from beside it (columns: sweep, model, param, value, series, learner, prompt, test, seed, "
+             "n, accuracy, route; theory rows have seed -1). Panels: aligned / independent / flipped test; lines are the "
              "population theory (and the core-only Bayes accuracy), points are the mean +- standard error over "
-             "seeds. Sources: the curves are this package's derivations for its models M1/M2 (SPEC.md sections 3-4), "
+             "seeds. Sources: the curves are this package's derivations for its models M1/M2 (docs/theory.md), "
              "standing in for the paper's unavailable constants, not numbers from the paper. The InfoNCE learners are "
              "shown as measured: in M1 with rich captions they weight the spurious feature negatively (aligned "
              "accuracy drops, flipped rises), which the linear-loss theory does not describe.", ""]
@@ -195,11 +200,11 @@ def write_readme(out_dir: Path, entries: list[dict], command: str) -> None:
                       f"Data: [{e['csv']}]({e['csv']}); {e['note']}", ""]
         else:
             lines += [f"## {e['title']}", "", f"Not drawn: {e['note']}", ""]
-    _atomic_write(out_dir / "README.md", "\n".join(lines))
+    atomic_write_text(out_dir / "README.md", "\n".join(lines))
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mmcl_theory.figures", description=__doc__.split("\n")[0])
+    ap = ArgumentParser(prog="python -m mmcl_theory.figures", description=__doc__.split("\n")[0])
     ap.add_argument("--from", dest="from_dir", type=Path,
                     help="read DIR/NAME/results.json instead of running the sweeps")
     ap.add_argument("--quick", action="store_true", help="run the sweeps' quick variants (fresh runs only)")
@@ -215,11 +220,18 @@ def main(argv=None) -> int:
     if unknown:
         print(f"error: unknown figure(s) {', '.join(unknown)}: known {', '.join(names)}", file=sys.stderr)
         return 2
-    import jax
+    if args.from_dir and not args.from_dir.is_dir():
+        print(f"error: --from {args.from_dir} is not a folder of sweep results", file=sys.stderr)
+        return 2
+    from .sweep import setup_jax
 
-    jax.config.update("jax_platforms", "cpu")
+    setup_jax("cpu")
     out_dir = args.out
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: cannot write to --out {out_dir}: {e.strerror or e}", file=sys.stderr)
+        return 2
     runs = args.runs or Path("runs") / ("figures-quick" if args.quick else "figures")
     entries, failed = [], []
     quick_for = {n.strip() for n in args.quick_for.split(",") if n.strip()}

@@ -1,6 +1,6 @@
 """Learners: MMCL (closed form, linear-loss GD, InfoNCE with linear or MLP encoders) and SL baselines.
 
-SPEC section 2. Every learner is a pure function of arrays (and a PRNG key for the trained ones),
+docs/learners.md. Every learner is a pure function of arrays (and a PRNG key for the trained ones),
 jit-able and vmap-able over seeds and sweep points. A learner returns its trained parameters; the
 encoders below turn parameters into embeddings or logits, and evaluate.py scores them.
 
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .datamodel import _check
+from .config import check_range
 from .losses import infonce_loss, linear_contrastive_loss
 
 
@@ -50,11 +50,13 @@ class LearnerSettings:
 
     def __post_init__(self):
         name = type(self).__name__
-        _check(name, "rank", self.rank, 0, 10**6, integer=True)
+        check_range(name, "rank", self.rank, 0, 10**6, integer=True)
         for f in ("embed_dim", "width", "steps", "gd_steps"):
-            _check(name, f, getattr(self, f), 1, 10**7, integer=True)
+            check_range(name, f, getattr(self, f), 1, 10**7, integer=True)
         for f in ("rho", "lr", "gd_lr", "temperature"):
-            _check(name, f, float(getattr(self, f)), 1e-12, math.inf)
+            check_range(name, f, getattr(self, f), 0.0, 1e6, open_low=True)
+        if not isinstance(self.learn_temperature, bool):
+            raise ValueError(f"{name}.learn_temperature = {self.learn_temperature!r} is not allowed: true or false")
 
 
 # ------------------------------------------------------------------ closed forms
@@ -64,7 +66,7 @@ def mmcl_closed_form(x_image: jax.Array, x_text: jax.Array, rank: int = 0, rho: 
     """Minimiser of the linear loss, as encoders (W_I (p, d_I), W_T (p, d_T)) with W_I^T W_T = A*.
 
     A* = (1/rho) sum_{j<=p} sigma_j u_j v_j^T, the top-p SVD of S = (X_I - 1 mean_I^T)^T X_T / (n-1)
-    (SPEC section 2). rank=0 keeps every singular value: A* = S/rho, factored exactly as
+    (docs/theory.md#closed-form). rank=0 keeps every singular value: A* = S/rho, factored exactly as
     W_I = (X_I - 1 mean_I^T) / ((n-1) rho), W_T = X_T (embedding dimension n). A rank p > 0 goes
     through thin QR factors, S = Q_I (R_I R_T^T / (n-1)) Q_T^T, in O(d n min(d, n)).
     """
@@ -80,13 +82,51 @@ def mmcl_closed_form(x_image: jax.Array, x_text: jax.Array, rank: int = 0, rho: 
     return scale * (q_i @ u[:, :p]).T, scale * (vt[:p] @ q_t.T)
 
 
-def sl_min_norm(x: jax.Array, label: jax.Array, num_classes: int) -> jax.Array:
-    """Minimum-norm interpolator of one-vs-rest +-1 targets, W = X^+ Y, (d, K); logits = x W.
+MIN_NORM_METHODS = ("auto", "cholesky", "qr", "pinv")
+CHOLESKY_MAX_CONDITION = 100.0  # largest (max diag L / min diag L)^2 of the Gram factor trusted in float32 (a lower bound on cond(X X^T); 862 already gave 2.5e-3 relative error)
 
-    Equals the max-margin direction when every training point is a support vector (d >> n).
+
+def sl_min_norm(x: jax.Array, label: jax.Array, num_classes: int, method: str = "auto",
+                weights: jax.Array | None = None) -> jax.Array:
+    """Minimum-norm least-squares fit of one-vs-rest +-1 targets, W = X^+ Y, (d, K); logits = x W.
+
+    x (n, d), label (n,) -> W (d, K). With per-point weights w (n,), the weighted least-squares fit
+    argmin sum_i w_i ||x_i W - y_i||^2 (rows scaled by sqrt(w)); when d > n every interpolator fits
+    exactly, so the minimum-norm one does not depend on w (Sagawa et al. 2020's point about upweighting). For d > n it interpolates, and equals the max-margin direction
+    when every training point is a support vector (d >> n). Methods (all give X^+ Y):
+      cholesky: the dual, W = X^T (X X^T)^{-1} Y with X X^T = L L^T (d > n; O(n^2 d));
+      qr:       thin QR of X^T = Q R (d > n), W = Q R^{-T} Y; or of X = Q R (d <= n), W = R^{-1} Q^T Y;
+                no squared condition number;
+      pinv:     jnp.linalg.pinv (SVD), the reference;
+      auto:     cholesky when d > n and the Gram factor's diagonal ratio squared (a lower bound on
+                cond(X X^T)) is below CHOLESKY_MAX_CONDITION, else qr.
     """
+    if method not in MIN_NORM_METHODS:
+        raise ValueError(f"sl_min_norm method = {method!r} is not allowed: one of {', '.join(MIN_NORM_METHODS)}")
     targets = 2.0 * jax.nn.one_hot(label, num_classes) - 1.0
-    return jnp.linalg.pinv(x) @ targets
+    if weights is not None:
+        root = jnp.sqrt(weights)[:, None]
+        x, targets = x * root, targets * root
+    n, d = x.shape
+    if method == "pinv":
+        return jnp.linalg.pinv(x) @ targets
+    if d <= n:  # least squares: X = Q R
+        q, r = jnp.linalg.qr(x)
+        return jax.scipy.linalg.solve_triangular(r, q.T @ targets, lower=False)
+
+    def by_qr():
+        q, r = jnp.linalg.qr(x.T)  # x^T = Q R, x = R^T Q^T
+        return q @ jax.scipy.linalg.solve_triangular(r.T, targets, lower=True)
+
+    if method == "qr":
+        return by_qr()
+    chol = jnp.linalg.cholesky(x @ x.T)
+    by_cholesky = x.T @ jax.scipy.linalg.cho_solve((chol, True), targets)
+    if method == "cholesky":
+        return by_cholesky
+    diag = jnp.abs(jnp.diagonal(chol))
+    trusted = jnp.all(jnp.isfinite(chol)) & ((jnp.max(diag) / jnp.min(diag)) ** 2 < CHOLESKY_MAX_CONDITION)
+    return jax.lax.cond(trusted, lambda: by_cholesky, by_qr)
 
 
 # ------------------------------------------------------------------ encoders
@@ -107,7 +147,8 @@ def apply_mlp(params, x: jax.Array) -> jax.Array:
     return x @ w + b
 
 
-def _l2_normalise(x: jax.Array) -> jax.Array:
+def l2_normalise(x: jax.Array) -> jax.Array:
+    """x / ||x|| over the last axis (1e-12 added to the norm)."""
     return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
 
 
@@ -133,7 +174,7 @@ def mmcl_linear_gd(key: jax.Array, x_image: jax.Array, x_text: jax.Array, embed_
     """Gradient descent (momentum 0.9) on the linear loss over factors W_I, W_T (p, d):
 
     L = linear_contrastive_loss(X_I W_I^T, X_T W_T^T) + (rho/2) ||W_I^T W_T||_F^2 = -<A, S> + (rho/2)||A||_F^2.
-    Its limit is the closed form A* of the same rank and rho (SPEC Q3). Returns (W_I, W_T).
+    Its limit is the closed form A* of the same rank and rho (docs/claims.md#q3). Returns (W_I, W_T).
     """
     k_i, k_t = jax.random.split(key)
     scale = 1e-2 / jnp.sqrt(x_image.shape[1])
@@ -172,8 +213,8 @@ def mmcl_infonce(key: jax.Array, x_image: jax.Array, x_text: jax.Array, settings
 
     def loss(params):
         log_scale = params["log_scale"] if settings.learn_temperature else jax.lax.stop_gradient(params["log_scale"])
-        emb_i = _l2_normalise(apply_mlp(params["image"], x_image))
-        emb_t = _l2_normalise(apply_mlp(params["text"], x_text))
+        emb_i = l2_normalise(apply_mlp(params["image"], x_image))
+        emb_t = l2_normalise(apply_mlp(params["text"], x_text))
         return infonce_loss(emb_i, emb_t, jnp.exp(jnp.minimum(log_scale, jnp.log(100.0))))
 
     return _adam_fit(loss, params, settings.steps, settings.lr)
@@ -181,7 +222,7 @@ def mmcl_infonce(key: jax.Array, x_image: jax.Array, x_text: jax.Array, settings
 
 def infonce_zero_shot_logits(params, x_image: jax.Array, prompts: jax.Array) -> jax.Array:
     """Zero-shot logits <f_I(x), f_T(t_k)> with normalised embeddings: (n, d), (K, d) -> (n, K)."""
-    return _l2_normalise(apply_mlp(params["image"], x_image)) @ _l2_normalise(apply_mlp(params["text"], prompts)).T
+    return l2_normalise(apply_mlp(params["image"], x_image)) @ l2_normalise(apply_mlp(params["text"], prompts)).T
 
 
 # ------------------------------------------------------------------ SL learners

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 
 
 def linear_contrastive_loss(emb_image: jax.Array, emb_text: jax.Array) -> jax.Array:
-    """Linearised contrastive loss without its regulariser (SPEC section 2).
+    """Linearised contrastive loss without its regulariser (docs/learners.md#linear-loss).
 
     emb_image, emb_text: (n, p) paired embeddings, s_ij = <emb_image_i, emb_text_j>.
     Returns -(1/n) sum_i s_ii + 1/(n(n-1)) sum_{i != j} s_ij; every negative pair counts,

@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .io import atomic_save_figure  # noqa: E402
+
 STYLE = {
     "figure.dpi": 120, "savefig.dpi": 200, "font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 9,
     "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8, "lines.linewidth": 1.4,
@@ -49,27 +51,31 @@ TEST_LABEL = {"aligned": "aligned test (q = 1)", "independent": "independent tes
 _EXTRA_COLOURS = ["tab:brown", "tab:pink", "tab:gray", "darkgreen", "navy"]
 
 
-def mean_and_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (0 for a single value)."""
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, 0.0
-    var = sum((v - m) ** 2 for v in values) / (len(values) - 1)
-    return m, math.sqrt(var / len(values))
+PROMPT_LABEL = {"core": "core prompt", "class_mean": "class-mean prompt", "digit_word": "digit-word prompt"}
+
+
+def curve_label(learner: str, prompt: str = "", short: bool = False) -> str:
+    """Legend / table label of one curve: the learner and, for zero-shot learners, its prompt."""
+    if short:
+        return learner + (f"[{prompt}]" if prompt else "")
+    return LEARNER_LABEL.get(learner, learner) + (f", {PROMPT_LABEL.get(prompt, prompt)}" if prompt else "")
 
 
 def summarise(rows: list[dict]) -> dict[tuple, tuple[float, float, int]]:
-    """(param, series, value, learner, test) -> (mean, standard error, number of seeds)."""
+    """(param, series, value, learner, prompt, test) -> (mean, standard error, number of seeds)."""
+    from .evaluate import mean_se
+
     groups = defaultdict(list)
     for r in rows:
-        groups[(r["param"], r.get("series", ""), float(r["value"]), r["learner"], r["test"])].append(float(r["accuracy"]))
-    return {k: (*mean_and_se(v), len(v)) for k, v in groups.items()}
+        key = (r["param"], r.get("series", ""), float(r["value"]), r["learner"], r.get("prompt", ""), r["test"])
+        groups[key].append(float(r["accuracy"]))
+    return {k: (*mean_se(v), len(v)) for k, v in groups.items()}
 
 
-def _learner_order(stats) -> list[str]:
-    present = list(dict.fromkeys(k[3] for k in stats))
-    known = [l for l in LEARNER_STYLE if l in present]
-    return known + [l for l in present if l not in LEARNER_STYLE]
+def _curve_order(stats) -> list[tuple[str, str]]:
+    present = list(dict.fromkeys(k[3:5] for k in stats))
+    rank = {l: i for i, l in enumerate(LEARNER_STYLE)}
+    return sorted(present, key=lambda c: (rank.get(c[0], len(rank)), c[1] == "class_mean"))
 
 
 def _series_label(s: str) -> str:
@@ -83,20 +89,21 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
     """Accuracy against the swept parameter, one panel per test distribution.
 
     Theory learners (seed -1) are lines; trained/closed-form learners are mean +- standard error
-    over seeds. A second axis (series) is drawn with line styles; several swept params get one row each.
+    over seeds. A second axis (series) is drawn with line styles; the class-mean prompt of a zero-shot
+    learner with the next line style and hollow markers; several swept params get one row each.
     """
     stats = summarise(rows)
     params = list(dict.fromkeys(k[0] for k in stats))
     series = sorted({k[1] for k in stats})
-    learners = _learner_order(stats)
+    curves = _curve_order(stats)
     dashes = ["-", "--", ":", "-."]
     extra = iter(_EXTRA_COLOURS)
-    style = {l: LEARNER_STYLE.get(l) or (next(extra, "black"), "D") for l in learners}
+    style = {l: LEARNER_STYLE.get(l) or (next(extra, "black"), "D") for l in dict.fromkeys(c[0] for c in curves)}
     with plt.rc_context(STYLE):
         panel_in, xlabel_in = 1.65, 0.5  # panel height; x tick labels + axis label under each row
         height = (panel_in + xlabel_in) * len(params)
-        n_items = len(learners) * max(len(series), 1)
-        longest = max((len(LEARNER_LABEL.get(l, l)) + (14 if series != [""] else 0) for l in learners), default=10)
+        n_items = len(curves) * max(len(series), 1)
+        longest = max((len(curve_label(*c)) + (14 if series != [""] else 0) for c in curves), default=10)
         ncol = max(1, min(n_items, 3 if longest <= 32 else 2))
         legend_rows = math.ceil(n_items / ncol)
         bottom_in = 0.08 + 0.16 * legend_rows + (0.2 if caption else 0.0)
@@ -107,23 +114,24 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
         for i, param in enumerate(params):
             for j, test in enumerate(TESTS):
                 ax = axes[i, j]
-                for learner in learners:
+                for learner, prompt in curves:
                     colour, marker = style[learner]
+                    second = prompt == "class_mean"
                     for s_idx, s in enumerate(series):
                         pts = sorted((k[2], v) for k, v in stats.items()
-                                     if k[0] == param and k[1] == s and k[3] == learner and k[4] == test)
+                                     if k[:2] == (param, s) and k[3:] == (learner, prompt, test))
                         if not pts:
                             continue
                         xs = [x for x, _ in pts]
                         ms = [v[0] for _, v in pts]
-                        label = LEARNER_LABEL.get(learner, learner) + (f" ({_series_label(s)})" if s else "")
-                        ls = dashes[s_idx % len(dashes)]
+                        label = curve_label(learner, prompt) + (f" ({_series_label(s)})" if s else "")
+                        ls = dashes[(s_idx + second) % len(dashes)]
                         if marker is None:
                             (h,) = ax.plot(xs, ms, color=colour, linestyle=ls, linewidth=2.0, alpha=0.85, zorder=2, label=label)
                         else:
                             h = ax.errorbar(xs, ms, yerr=[v[1] for _, v in pts], color=colour, marker=marker,
                                             linestyle=ls, linewidth=0.9, capsize=2, zorder=3, label=label,
-                                            markerfacecolor="white" if s_idx % 2 else colour)
+                                            markerfacecolor="white" if (s_idx + second) % 2 else colour)
                         handles.setdefault(label, h)
                 if i == 0:
                     ax.set_title(TEST_LABEL.get(test, test))
@@ -141,5 +149,5 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
             fig.text(0.5, 0.04 / total, caption, ha="center", va="bottom", fontsize=7.5, style="italic", wrap=True)
         fig.subplots_adjust(left=0.075, right=0.99, wspace=0.08, hspace=xlabel_in / panel_in,
                             top=1 - top_in / total, bottom=(bottom_in + xlabel_in) / total)
-        fig.savefig(path)
+        atomic_save_figure(fig, path)
         plt.close(fig)

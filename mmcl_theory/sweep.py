@@ -1,24 +1,26 @@
 """`python -m mmcl_theory.sweep NAME`: run a named sweep (synthetic/NAME.toml), resumable.
 
 A sweep varies one or more parameters (`param`, a name or a list of names swept one at a time)
-over `values`, optionally for each value of a second parameter (`series`). Every point runs all
-seeds and learners; points sharing static shapes are jit-compiled once and vmapped over seeds and
-sweep values (sharded over local devices). Finished points are appended to points.jsonl as they
-complete, so a killed sweep rerun with the same --out skips them. At the end it writes
-results.csv / results.json (the results contract) and a figure, and prints a table.
+over `values`, optionally for each value of a second parameter (`series`), or for each of its named
+`[variants.NAME]` tables (each with config or settings overrides, and optionally its own `values`
+and `learners`; the series column reads "variant=NAME"). A swept parameter may be a model parameter
+or a learner setting (e.g. `steps`). Every point runs all seeds and learners
+through the model registry (models.py); for the synthetic models that is evaluate.evaluate_grid,
+one compiled call per point, vmapped over seeds. Finished points are appended to points.jsonl as
+they complete, each line tagged with the plan's hash, so a killed sweep rerun with the same --out
+skips them and lines of another plan are refused. At the end it writes results.csv / results.json
+(the results contract) and a figure, and prints a table.
 
-Results contract, one row per accuracy:
-    sweep, model, param, value, series, learner, test, seed, n, accuracy
-`series` is "name=value" for two-axis sweeps and "" otherwise; theory rows have seed -1.
+Results contract, one row per accuracy: CONTRACT below. `series` is "name=value" for two-axis
+sweeps and "" otherwise; theory rows have seed -1; `prompt` is the zero-shot prompt ("core",
+"class_mean"; "" for SL); `route` says how the accuracy was computed (evaluate.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import datetime
-import io
+import hashlib
 import json
 import os
 import sys
@@ -26,14 +28,17 @@ import time
 import tomllib
 from pathlib import Path
 
-from . import __version__
+from .config import ConfigError, field_types, parse_value, split_override
+from .io import CorruptFileError, append_jsonl, atomic_write_csv, atomic_write_json, read_jsonl, run_header
 
 SWEEP_DIR = Path(__file__).resolve().parent / "sweeps"
-CONTRACT = ("sweep", "model", "param", "value", "series", "learner", "test", "seed", "n", "accuracy")
+CONTRACT = ("sweep", "model", "param", "value", "series", "learner", "prompt", "test", "seed", "n", "accuracy",
+            "route")
+ROW_KEYS = ("learner", "prompt", "test", "seed", "n", "accuracy", "route")
 
 
 class SweepError(ValueError):
-    """A bad sweep name, key, value or output directory: reported as one line, exit code 2."""
+    """A bad sweep name, key, value, output directory or resume state: one line, exit code 2."""
 
 
 # ------------------------------------------------------------------ sweep definitions
@@ -51,32 +56,25 @@ def load_definition(name: str) -> dict:
         return tomllib.load(f)
 
 
-def _parse_value(text: str):
-    """A --set value: TOML scalar or list (1, 0.5, true, [0, 1]); anything else is a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One point of a sweep: the swept value, its series label, and the resolved config and settings."""
 
+    param: str
+    value: object
+    series: str
+    config: object
+    settings: object
+    learners: tuple[str, ...]
 
-def _model_api(model: str):
-    """(config class, valid config keys, settings class or None) for a sweep's model."""
-    if model in ("M1", "M2"):
-        from .datamodel import PRESETS
-        from .learners import LearnerSettings
-
-        cls = PRESETS[model]
-        return cls, [f.name for f in dataclasses.fields(cls)], LearnerSettings
-    if model == "digits":
-        from .digits import DigitsConfig
-
-        return DigitsConfig, [f.name for f in dataclasses.fields(DigitsConfig)], None
-    raise SweepError(f"unknown model {model!r} in sweep definition: allowed M1, M2, digits")
+    @property
+    def id(self) -> str:
+        return json.dumps([self.param, self.value, self.series])
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """A resolved sweep: the points to run and everything that identifies the run."""
+    """A resolved sweep: everything that identifies the run, and its points (configs built once)."""
 
     name: str
     model: str
@@ -88,215 +86,100 @@ class Plan:
     learners: tuple[str, ...]
     base: dict
     settings: dict
+    route: str
     description: str = ""
-
-    def points(self) -> list[dict]:
-        """One dict per point: {param, value, series, config overrides}."""
-        out = []
-        for param in self.params:
-            for s in (self.series_values if self.series else [None]):
-                for v in self.values:
-                    overrides = dict(self.base)
-                    if self.series:
-                        overrides[self.series] = s
-                    overrides[param] = v
-                    out.append({"param": param, "value": v,
-                                "series": f"{self.series}={s}" if self.series else "", "overrides": overrides})
-        return out
+    points: tuple[Point, ...] = dataclasses.field(default=(), compare=False, repr=False)
 
     def identity(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("description")
-        return json.loads(json.dumps(d))
+        """The plan as JSON-ready data (no description, no built configs)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("description", "points")}
+
+    @property
+    def hash(self) -> str:
+        """First 16 hex digits of the SHA-256 of the identity; tags every points.jsonl line."""
+        text = json.dumps(self.identity(), sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def make_plan(name: str, quick: bool = False, seeds: int | None = None, learners: list[str] | None = None,
-              overrides: dict | None = None) -> Plan:
-    """Resolve a sweep definition with --quick, --seeds, --learners and --set overrides."""
+              overrides: list[str] | dict | None = None, route: str | None = None) -> Plan:
+    """Resolve a sweep definition with --quick, --seeds, --learners, --set KEY=VALUE and --route.
+
+    Every point's config and settings are built (and so validated) here, before any work starts.
+    """
+    from .models import get_model
+
     spec = load_definition(name)
-    model = spec["model"]
-    config_cls, config_keys, settings_cls = _model_api(model)
+    model = get_model(spec["model"])
+    config_types, settings_types = field_types(model.config_cls), field_types(model.settings_cls)
     quick_table = dict(spec.get("quick", {})) if quick else {}
-    pick = lambda key, default=None: quick_table.pop(key) if key in quick_table else spec.get(key, default)
+    pick = lambda key, default=None: quick_table.pop(key, spec.get(key, default))
     values, series_values = pick("values"), pick("series_values", [])
-    n_seeds = seeds if seeds is not None else pick("seeds", 3)
-    base = {**spec.get("base", {}), **quick_table}
-    settings = dict(spec.get("settings", {}))
-    settings_keys = [f.name for f in dataclasses.fields(settings_cls)] if settings_cls else []
-    for key, value in (overrides or {}).items():
-        if key in config_keys:
-            base[key] = value
-        elif key in settings_keys:
-            settings[key] = value
-        else:
-            raise SweepError(f"unknown --set key {key!r} for model {model}: valid keys are "
-                             f"{', '.join(config_keys + settings_keys)}")
-    params = spec["param"] if isinstance(spec["param"], list) else [spec["param"]]
-    swept = [k for k in (overrides or {}) if k in params or k == spec.get("series")]
-    if swept:
-        raise SweepError(f"--set {swept[0]} would be overwritten: sweep {name!r} varies {swept[0]!r} itself")
-    for p in params + ([spec["series"]] if spec.get("series") else []):
-        if p not in config_keys:
-            raise SweepError(f"sweep {name!r} varies {p!r}, which is not a {model} parameter")
-    known = _known_learners(model)
-    chosen = learners or spec.get("learners", list(known))
-    bad = [l for l in chosen if l not in known]
-    if bad:
-        raise SweepError(f"unknown learner(s) {', '.join(bad)} for model {model}: valid learners are {', '.join(known)}")
-    if not isinstance(n_seeds, int) or n_seeds < 1:
+    default_seeds = pick("seeds", 3)
+    quick_settings = quick_table.pop("settings", {})
+    n_seeds = default_seeds if seeds is None else seeds
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
         raise SweepError(f"--seeds = {n_seeds!r} is out of range: allowed integers >= 1")
-    plan = Plan(name, model, tuple(params), tuple(values), spec.get("series"), tuple(series_values),
-                tuple(range(n_seeds)), tuple(chosen), base, settings, spec.get("description", ""))
-    for point in plan.points():  # validate every config before any work starts
-        config_cls(**point["overrides"])
-    if settings_cls:
-        settings_cls(**settings)
-    return plan
-
-
-def _known_learners(model: str) -> tuple[str, ...]:
-    if model == "digits":
-        from .digits import LEARNERS
-
-        return tuple(LEARNERS)
-    from .evaluate import LEARNERS, THEORY_LEARNERS
-
-    return THEORY_LEARNERS + LEARNERS
-
-
-# ------------------------------------------------------------------ running points
-
-
-def _theory_rows(cfg, learners, rank: int) -> list[dict]:
-    from .datamodel import TESTS
-    from .theory import bayes_core_accuracy, population_zero_shot_accuracy
-
-    rows = []
-    for test in TESTS:
-        if "theory_mmcl" in learners:
-            acc = population_zero_shot_accuracy(cfg, test, rank=rank or None)
-            rows.append({"learner": "theory_mmcl", "test": test, "seed": -1, "accuracy": acc})
-        if "bayes_core" in learners:
-            rows.append({"learner": "bayes_core", "test": test, "seed": -1, "accuracy": bayes_core_accuracy(cfg)})
-    return rows
-
-
-def _run_synthetic_chunk(plan: Plan, chunk: list[dict], size: int) -> list[list[dict]]:
-    """Run points sharing static shapes in one jit-compiled call, vmapped over values and seeds.
-
-    The chunk is padded to `size` points (repeating its last one) so that every chunk of a sweep
-    reuses one compilation; the padding's results are dropped.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from .datamodel import TESTS, make_config
-    from .evaluate import LEARNERS, evaluate_point
-    from .learners import LearnerSettings
-
-    settings = LearnerSettings(**plan.settings)
-    configs = [make_config(plan.model, **p["overrides"]) for p in chunk]
-    sampled = tuple(l for l in plan.learners if l in LEARNERS)
-    results = [_theory_rows(c, plan.learners, settings.rank) for c in configs]
-    if sampled:
-        padded = configs + configs[-1:] * (size - len(configs))
-        stacked = jax.tree.map(lambda *xs: jnp.asarray(xs, jnp.float32), *padded)
-        keys = jax.vmap(jax.random.key)(jnp.asarray(plan.seeds))
-        stacked, keys = _shard(stacked, keys)
-        run = _compiled_point(sampled, settings)
-        acc = jax.device_get(run(keys, stacked))  # {learner: (points, seeds, tests)}
-        for i, cfg in enumerate(configs):
-            for learner in sampled:
-                for s_idx, seed in enumerate(plan.seeds):
-                    for t_idx, test in enumerate(TESTS):
-                        results[i].append({"learner": learner, "test": test, "seed": seed,
-                                           "accuracy": float(acc[learner][i, s_idx, t_idx])})
-    for cfg, rows in zip(configs, results):
-        for r in rows:
-            r["n"] = cfg.n
-    return results
-
-
-_COMPILED = {}
-
-
-def _compiled_point(learners, settings):
-    """jit(vmap over values (vmap over seeds (evaluate_point))), cached per learners and settings."""
-    import jax
-
-    from .evaluate import evaluate_point
-
-    key = (learners, settings)
-    if key not in _COMPILED:
-        per_seed = jax.vmap(lambda k, c: evaluate_point(k, c, settings, learners), in_axes=(0, None))
-        _COMPILED[key] = jax.jit(jax.vmap(per_seed, in_axes=(None, 0)))
-    return _COMPILED[key]
-
-
-def _shard(stacked, keys):
-    """Spread the sweep-value axis over all local accelerators when it divides evenly.
-
-    CPU runs are not sharded: with 2 forced host devices (--xla_force_host_platform_device_count=2)
-    the sharded program deadlocked in XLA on this 2-core machine (jax 0.10.2 always, 0.9.2 under load).
-    """
-    import jax
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    devices = jax.local_devices()
-    n_points = jax.tree.leaves(stacked)[0].shape[0]
-    if len(devices) == 1 or n_points % len(devices) or devices[0].platform == "cpu":
-        return stacked, keys
-    mesh = Mesh(devices, ("points",))
-    stacked = jax.device_put(stacked, NamedSharding(mesh, PartitionSpec("points")))
-    return stacked, jax.device_put(keys, NamedSharding(mesh, PartitionSpec()))
-
-
-def _run_digits_point(plan: Plan, point: dict) -> list[dict]:
-    from .digits import DigitsConfig, run_point
-
-    return run_point(DigitsConfig(**point["overrides"]), list(plan.seeds), plan.learners)
-
-
-def _static_signature(plan: Plan, point: dict):
-    """Points with equal static (shape) fields share one compiled call."""
-    if plan.model == "digits":
-        return id(point)
-    from .datamodel import make_config
-
-    cfg = make_config(plan.model, **point["overrides"])
-    return tuple(getattr(cfg, f) for f in ("n", "d", "n_test", "K") if hasattr(cfg, f))
-
-
-# ------------------------------------------------------------------ storage
-
-
-def _point_id(point: dict) -> str:
-    return json.dumps([point["param"], point["value"], point["series"]])
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _read_done(points_file: Path) -> dict[str, list[dict]]:
-    """Completed points from points.jsonl; a line cut by a kill is ignored (that point reruns)."""
-    done = {}
-    if points_file.exists():
-        for line in points_file.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
+    base, settings = {**spec.get("base", {}), **quick_table}, {**spec.get("settings", {}), **quick_settings}
+    params = spec["param"] if isinstance(spec["param"], list) else [spec["param"]]
+    axes = params + ([spec["series"]] if spec.get("series") else [])
+    items = overrides.items() if isinstance(overrides, dict) else (split_override(i) for i in overrides or [])
+    for key, text in items:
+        if key in axes:
+            raise SweepError(f"--set {key} would be overwritten: sweep {name!r} varies {key!r} itself")
+        if key in config_types:
+            base[key] = parse_value(key, text, config_types[key]) if isinstance(text, str) else text
+        elif key in settings_types:
+            settings[key] = parse_value(key, text, settings_types[key]) if isinstance(text, str) else text
+        else:
+            raise SweepError(f"unknown --set key {key!r} for model {model.name}: valid keys are "
+                             f"{', '.join(list(config_types) + list(settings_types))}")
+    for p in axes:
+        if p not in config_types and p not in settings_types:
+            raise SweepError(f"sweep {name!r} varies {p!r}, which is neither a {model.name} parameter nor a learner setting")
+    chosen = tuple(learners or spec.get("learners", model.learners))
+    bad = [l for l in chosen if l not in model.learners]
+    if bad:
+        raise SweepError(f"unknown learner(s) {', '.join(bad)} for model {model.name}: valid learners are "
+                         f"{', '.join(model.learners)}")
+    route = route or model.routes[0]
+    if route not in model.routes:
+        raise SweepError(f"unknown evaluation route {route!r} for model {model.name}: allowed {', '.join(model.routes)}")
+    # the second axis: a series parameter, or named variants (override tables), or nothing
+    variants = spec.get("variants")
+    if variants:
+        axis = [(f"variant={v}", dict(t)) for v, t in variants.items()]
+    elif spec.get("series"):
+        axis = [(f"{spec['series']}={s}", {spec["series"]: s}) for s in series_values]
+    else:
+        axis = [("", {})]
+    plan = Plan(name, model.name, tuple(params), tuple(values), spec.get("series"), tuple(series_values),
+                tuple(range(n_seeds)), chosen, base, settings, route, spec.get("description", ""))
+    points = []
+    for param in params:
+        for label, table in axis:
+            table = dict(table)
+            own_values = table.pop("values", values)
+            own_values = [v for v in own_values if v in values] or own_values[:1] if quick else own_values
+            own_learners = tuple(l for l in table.pop("learners", chosen) if l in chosen)
+            if not own_learners:
                 continue
-            done[rec["point"]] = rec["rows"]
-    return done
+            for v in own_values:
+                swept = {**table, param: v}
+                cfg_kw = {**base, **{k: x for k, x in swept.items() if k in config_types}}
+                set_kw = {**settings, **{k: x for k, x in swept.items() if k not in config_types}}
+                points.append(Point(param, v, label, model.config_cls(**cfg_kw), model.settings_cls(**set_kw),
+                                    own_learners))
+    return dataclasses.replace(plan, points=tuple(points))
+
+
+# ------------------------------------------------------------------ storage and resume
 
 
 def _prepare_out(out: Path, plan: Plan) -> None:
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"--out {out} is a file: give a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test"
@@ -305,100 +188,153 @@ def _prepare_out(out: Path, plan: Plan) -> None:
     except OSError as e:
         raise SweepError(f"cannot write to --out {out}: {e.strerror or e}") from None
     ident_file = out / "sweep.json"
-    ident = plan.identity()
     if ident_file.exists():
-        previous = json.loads(ident_file.read_text())
-        if previous != ident:
-            raise SweepError(f"{out} holds results of a different sweep configuration; "
-                             "use another --out or delete it")
+        try:
+            previous = json.loads(ident_file.read_text()).get("hash")
+        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+            raise SweepError(f"{ident_file} is corrupt: delete it (points.jsonl keeps the finished points)") from None
+        if previous != plan.hash:
+            raise SweepError(f"{out} holds results of a different sweep configuration (plan {previous}, this run "
+                             f"{plan.hash}); use another --out or delete it")
     else:
-        _atomic_write(ident_file, json.dumps(ident, indent=1))
+        atomic_write_json(ident_file, {"hash": plan.hash, "plan": plan.identity()})
 
 
-def run_sweep(plan: Plan, out: Path, chunk_size: int = 6, progress: bool = True) -> list[dict]:
-    """Run every unfinished point of `plan`, appending to out/points.jsonl; return all contract rows."""
+def read_done(points_file: Path, plan: Plan) -> dict[str, list[dict]]:
+    """Finished points of this plan from points.jsonl (io.read_jsonl's torn-tail policy).
+
+    A line of another plan, or of the wrong shape, is refused with one line naming the file.
+    """
+    try:
+        records = read_jsonl(points_file)
+    except CorruptFileError as e:
+        raise SweepError(str(e)) from None
+    ids = {p.id for p in plan.points}
+    done = {}
+    for i, rec in enumerate(records, 1):
+        rows = rec.get("rows")
+        if rec.get("plan") != plan.hash:
+            raise SweepError(f"{points_file}, line {i}: a point of another sweep plan ({rec.get('plan')!r}, "
+                             f"this run {plan.hash}); use another --out or delete the file")
+        if rec.get("point") not in ids or not isinstance(rows, list) or not all(
+                isinstance(r, dict) and set(ROW_KEYS) <= set(r) for r in rows):
+            raise SweepError(f"{points_file}, line {i}: not a point of this plan with rows {list(ROW_KEYS)}; "
+                             "delete the file to start afresh")
+        done[rec["point"]] = rows
+    return done
+
+
+def run_sweep(plan: Plan, out: Path, progress: bool = True) -> list[dict]:
+    """Run every unfinished point of `plan`, appending to out/points.jsonl; return all contract rows.
+
+    Points sharing learner settings go to the model's runner in one call (so SL learners are
+    trained once per caption-free config); each finished point is appended at once.
+    """
     from tqdm import tqdm
+
+    from .models import get_model, run_points
 
     _prepare_out(out, plan)
     points_file = out / "points.jsonl"
-    done = _read_done(points_file)
-    todo = [p for p in plan.points() if _point_id(p) not in done]
+    done = read_done(points_file, plan)
+    todo = [p for p in plan.points if p.id not in done]
+    model = get_model(plan.model)
+    bar = tqdm(total=len(plan.points), initial=len(plan.points) - len(todo), unit="point", desc=plan.name,
+               disable=not progress, file=sys.stderr, smoothing=0.3)
     groups: dict = {}
     for p in todo:
-        groups.setdefault(_static_signature(plan, p), []).append(p)
-    chunks = [(g[i:i + chunk_size], min(chunk_size, len(g))) for g in groups.values()
-              for i in range(0, len(g), chunk_size)]
-    bar = tqdm(total=len(plan.points()), initial=len(plan.points()) - len(todo), unit="point",
-               desc=plan.name, disable=not progress, file=sys.stderr)
-    with open(points_file, "a") as f:
-        for chunk, size in chunks:
-            if plan.model == "digits":
-                results = [_run_digits_point(plan, p) for p in chunk]
-            else:
-                results = _run_synthetic_chunk(plan, chunk, size)
-            for p, rows in zip(chunk, results):
-                f.write(json.dumps({"point": _point_id(p), "rows": rows}) + "\n")
-                done[_point_id(p)] = rows
-            f.flush()
-            os.fsync(f.fileno())
-            bar.update(len(chunk))
+        groups.setdefault((p.settings, p.learners), []).append(p)
+    for (settings, learners), group in groups.items():
+        def finished(i, rows, group=group):
+            append_jsonl(points_file, {"plan": plan.hash, "point": group[i].id, "rows": rows})
+            done[group[i].id] = rows
+            bar.update(1)
+
+        run_points(model, [p.config for p in group], plan.seeds, learners, settings, plan.route, finished)
     bar.close()
-    rows = []
-    for p in plan.points():
-        for r in done[_point_id(p)]:
-            rows.append({"sweep": plan.name, "model": plan.model, "param": p["param"], "value": p["value"],
-                         "series": p["series"], **r})
-    return [{k: r[k] for k in CONTRACT} for r in rows]
+    return [{"sweep": plan.name, "model": plan.model, "param": p.param, "value": p.value, "series": p.series,
+             **{k: r[k] for k in ROW_KEYS}} for p in plan.points for r in done[p.id]]
 
 
-def write_results(rows: list[dict], plan: Plan, out: Path, seconds: float) -> None:
-    """results.csv (the contract) and results.json (rows + full config + package version)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CONTRACT)
-    writer.writeheader()
-    writer.writerows(rows)
-    _atomic_write(out / "results.csv", buf.getvalue())
-    meta = {"sweep": plan.name, "description": plan.description, "package_version": __version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "seconds": round(seconds, 2), "plan": plan.identity(), "rows": rows}
-    _atomic_write(out / "results.json", json.dumps(meta, indent=1))
+def write_results(rows: list[dict], plan: Plan, out: Path, seconds: float) -> list[Path]:
+    """results.csv (the contract) and results.json (run header, plan, rows, seconds); returns the paths."""
+    atomic_write_csv(out / "results.csv", rows, CONTRACT)
+    atomic_write_json(out / "results.json", {**run_header(plan.identity()), "sweep": plan.name,
+                                             "description": plan.description, "plan_hash": plan.hash,
+                                             "seconds": round(seconds, 2), "rows": rows})
+    return [out / "results.csv", out / "results.json"]
 
 
 def format_table(rows: list[dict]) -> str:
     """Per test distribution: value (and series) against theory and each learner, mean +- s.e. over seeds."""
-    from .plotting import TESTS, summarise
+    from .plotting import TESTS, curve_label, summarise
 
     stats = summarise(rows)
-    learners = list(dict.fromkeys(r["learner"] for r in rows))
+    curves = list(dict.fromkeys((r["learner"], r["prompt"]) for r in rows))
+    width = max(20, *(len(curve_label(*c, short=True)) + 1 for c in curves))
     lines = []
     for test in TESTS:
         lines.append(f"\n== {test} test: accuracy, mean +- s.e. over seeds ==")
-        header = f"{'param':>10} {'value':>8} {'series':>12} " + " ".join(f"{l:>20}" for l in learners)
-        lines.append(header)
+        lines.append(f"{'param':>10} {'value':>8} {'series':>12} "
+                     + " ".join(f"{curve_label(*c, short=True):>{width}}" for c in curves))
         for key in sorted({k[:3] for k in stats}, key=lambda k: (k[0], k[1], k[2])):
             cells = []
-            for l in learners:
-                m = stats.get((*key, l, test))
-                cells.append(f"{'-':>20}" if m is None else
-                             f"{m[0]:>12.3f}" + (f" +-{m[1]:.3f}" if m[2] > 1 else " " * 7) + " ")
+            for learner, prompt in curves:
+                m = stats.get((*key, learner, prompt, test))
+                cells.append(f"{'-':>{width}}" if m is None else
+                             f"{m[0]:>{width - 8}.3f}" + (f" +-{m[1]:.3f}" if m[2] > 1 else " " * 7) + " ")
             lines.append(f"{key[0]:>10} {key[2]:>8.4g} {key[1]:>12} " + " ".join(cells))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ JAX setup
+
+
+def default_cache_dir() -> Path:
+    """The user cache folder for jax's persistent compilation cache."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mmcl_theory" / "jax"
+
+
+def setup_jax(device: str = "cpu", compile_cache: bool = True) -> None:
+    """Choose the backend (one line if a GPU is asked for and missing) and turn on the compile cache."""
+    import jax
+
+    jax.config.update("jax_platforms", "cuda" if device == "gpu" else "cpu")
+    if device == "gpu":
+        try:
+            jax.devices("gpu")
+        except Exception:  # jax raises RuntimeError or backend-specific errors when CUDA is absent
+            raise SweepError("--device gpu was asked for, but JAX finds no GPU (install jax[cuda12] on a GPU "
+                             "machine, or use --device cpu)") from None
+    if compile_cache and not os.environ.get("MMCL_NO_COMPILE_CACHE"):
+        jax.config.update("jax_compilation_cache_dir", str(default_cache_dir()))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 # ------------------------------------------------------------------ CLI
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m mmcl_theory.sweep", description=__doc__.split("\n")[0])
+    from .config import ArgumentParser
+
+    ap = ArgumentParser(prog="python -m mmcl_theory.sweep", description=__doc__.split("\n")[0],
+                        epilog="Models, learners and claims: docs/models.md, docs/learners.md, docs/claims.md.")
     ap.add_argument("name", nargs="?", help="sweep name (see --list)")
     ap.add_argument("--list", action="store_true", help="list the named sweeps and exit")
-    ap.add_argument("--quick", action="store_true", help="fewer values, seeds and samples (seconds, not minutes)")
+    ap.add_argument("--quick", action="store_true",
+                    help="the sweep's [quick] variant: fewer values, seeds and test points (timings in BENCHMARKS.md)")
     ap.add_argument("--seeds", type=int, help="number of seeds (default: the sweep's)")
-    ap.add_argument("--out", type=Path, help="output directory (default: runs/NAME[-quick])")
+    ap.add_argument("--out", type=Path, help="output directory (default: runs/NAME, or runs/NAME-quick)")
     ap.add_argument("--learners", help="comma-separated learners to run (default: the sweep's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a model or learner parameter (repeatable)")
+                    help="override a model parameter or learner setting (repeatable; typed by the field)")
+    ap.add_argument("--route", help="evaluation route: exact (test-distribution accuracy; the synthetic models' "
+                                     "default) or sampled (test sets drawn; the digits model's only route)")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="JAX backend (default cpu)")
+    ap.add_argument("--no-compile-cache", action="store_true",
+                    help=f"do not use jax's persistent compilation cache (default folder {default_cache_dir()})")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return ap
 
@@ -412,35 +348,23 @@ def main(argv=None) -> int:
             return 0
         if not args.name:
             raise SweepError(f"give a sweep name: one of {', '.join(available_sweeps())}")
-        overrides = {}
-        for item in args.set:
-            if "=" not in item:
-                raise SweepError(f"--set {item!r} must look like KEY=VALUE")
-            key, value = item.split("=", 1)
-            overrides[key.strip()] = _parse_value(value.strip())
-        import jax
-
-        jax.config.update("jax_platforms", "cuda" if args.device == "gpu" else "cpu")
-        if args.device == "gpu":
-            try:
-                jax.devices("gpu")
-            except RuntimeError:
-                raise SweepError("--device gpu was asked for, but JAX finds no GPU (install jax[cuda])") from None
-        learners = args.learners.split(",") if args.learners else None
-        plan = make_plan(args.name, args.quick, args.seeds, learners, overrides)
+        learners = [l.strip() for l in args.learners.split(",")] if args.learners is not None else None
+        plan = make_plan(args.name, args.quick, args.seeds, learners, args.set, args.route)
+        setup_jax(args.device, not args.no_compile_cache)
         out = args.out or Path("runs") / (args.name + ("-quick" if args.quick else ""))
         start = time.perf_counter()
         rows = run_sweep(plan, out, progress=not args.no_progress)
         seconds = time.perf_counter() - start
-        write_results(rows, plan, out, seconds)
+        written = write_results(rows, plan, out, seconds)
         from .plotting import plot_sweep
 
-        plot_sweep(rows, out / f"{plan.name}.png", f"sweep {plan.name} ({plan.model})", plan.description)
+        figure = out / f"{plan.name}.png"
+        plot_sweep(rows, figure, f"sweep {plan.name} ({plan.model})", plan.description)
         print(format_table(rows))
-        print(f"\n{len(rows)} rows in {seconds:.1f} s; wrote {out / 'results.csv'}, {out / 'results.json'}, "
-              f"{out / (plan.name + '.png')}")
+        print(f"\n{len(rows)} rows in {seconds:.1f} s; wrote "
+              + ", ".join(str(p) for p in [*written, figure, out / "points.jsonl", out / "sweep.json"]))
         return 0
-    except (SweepError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, SweepError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

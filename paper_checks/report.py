@@ -8,8 +8,10 @@ import sys
 import time
 import traceback
 
+from mmcl_theory.io import atomic_write_json
+
 from .checks import CHECKS
-from .common import FAIL, Record
+from .common import CRASHED, Record
 
 
 def run_one(check_id: str, quick: bool) -> Record:
@@ -18,7 +20,7 @@ def run_one(check_id: str, quick: bool) -> Record:
     try:
         rec = CHECKS[check_id](quick)
     except Exception as e:  # noqa: BLE001 - the report must show a crashed check as failed
-        rec = Record(check_id, "(check crashed)", "-", "-", "-", FAIL, f"{type(e).__name__}: {e}",
+        rec = Record(check_id, "(check crashed)", "-", "-", "-", CRASHED, f"{type(e).__name__}: {e}",
                      ["```", traceback.format_exc().rstrip(), "```"])
     rec.seconds = time.perf_counter() - start
     return rec
@@ -37,7 +39,10 @@ def run_all(quick: bool = False, only: list[str] | None = None, progress: bool =
     for cid in only or list(CHECKS):
         saved = Path(resume_dir) / f"{cid}.json" if resume_dir else None
         if saved is not None and saved.is_file():
-            data = json.loads(saved.read_text())
+            try:
+                data = json.loads(saved.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                data = {}  # a torn save: rerun the check
             if data.get("version") == mmcl_theory.__version__ and data.get("quick") == quick:
                 rec = Record(**data["record"])
                 if progress:
@@ -48,9 +53,7 @@ def run_all(quick: bool = False, only: list[str] | None = None, progress: bool =
             print(f"[paper_checks] {cid} ...", file=sys.stderr, flush=True)
         rec = run_one(cid, quick)
         if saved is not None:
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            saved.write_text(json.dumps({"version": mmcl_theory.__version__, "quick": quick,
-                                         "record": rec.as_dict()}))
+            atomic_write_json(saved, {"version": mmcl_theory.__version__, "quick": quick, "record": rec.as_dict()})
         if progress:
             print(f"[paper_checks] {cid}: {rec.verdict} ({rec.seconds:.1f} s) - {rec.why}", file=sys.stderr, flush=True)
         records.append(rec)
@@ -69,7 +72,7 @@ def render(records: list[Record], quick: bool, seconds: float) -> str:
     import mmcl_theory
 
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    counts = {v: sum(r.verdict == v for r in records) for v in ("pass", "fail", "not run")}
+    counts = {v: sum(r.verdict == v for r in records) for v in ("pass", "fail", "not run", "crashed")}
     out = [
         "# Paper checks: report",
         "",
@@ -80,14 +83,15 @@ def render(records: list[Record], quick: bool, seconds: float) -> str:
         f"Time: {sum(r.seconds for r in records):.0f} s summed over the checks ({seconds:.0f} s in this invocation; "
         "the machine is a shared 2-core CPU, so timings are noisy).",
         f"- Command: `python -m paper_checks{' --quick' if quick else ''}`",
-        f"- Verdicts: {counts['pass']} pass, {counts['fail']} fail, {counts['not run']} not run.",
+        f"- Verdicts: {counts['pass']} pass, {counts['fail']} fail, {counts['not run']} not run, "
+        f"{counts['crashed']} crashed.",
         "",
-        "Sources: *paper claim* = a claim of Xue et al. (ICLR 2024) as stated in SPEC.md section 7; "
+        "Sources: *paper claim* = a claim of Xue et al. (ICLR 2024) as stated in docs/claims.md; "
         "*package derivation* = a number or identity of this package's own models M1/M2 "
-        "(SPEC sections 3-4), standing in for the paper's unavailable constants; "
+        "(docs/theory.md), standing in for the paper's unavailable constants; "
         "*published: Sagawa et al. 2020* = their Theorem 1, restated in M1's parameters. "
         "Every expectation is independent of the code it checks: a closed form written out in the check, "
-        "a second method, or the SPEC reference numbers (which came from an independent NumPy simulation). "
+        "a second method, or the reference tables of docs/theory.md (which came from an independent NumPy simulation). "
         "Tolerances are 3 standard errors of the seed mean, plus the rounding of quoted numbers; "
         "the quick mode's tolerances are wider only because its standard errors are.",
         "",

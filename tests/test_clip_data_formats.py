@@ -4,6 +4,7 @@ ImageNet-Captions, corrupt and missing files; and the inspection CLI."""
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -177,7 +178,7 @@ def test_conceptual_captions_tsv_with_img2dataset_files(tmp_path):
     ds = D.load_training_set("cc3m", tmp_path, images=tmp_path / "images")
     assert ds.texts("caption") == ["a dog on the beach", "two cats", "a blue car"]
     assert _value(ds.image_paths) == [1, 2, 4]
-    assert ds.skipped == [(f"{tmp_path / 'cc.tsv'}:2", "expected 2 non-empty tab-separated fields, got 1"),
+    assert ds.skipped == [(f"{tmp_path / 'cc.tsv'}:2", "expected 2 non-empty tab-separated fields (caption<TAB>url), got 1 fields"),
                           (f"{tmp_path / 'cc.tsv'}:4", "not downloaded")]
     assert ds.texts("label") == ["dog", "cat", "car"]
     # CC12M puts the url first
@@ -209,7 +210,7 @@ def test_imagenet_captions_json_and_jsonl(tmp_path):
     ds = D.load_training_set("imagenet_captions", tmp_path, text_fields=("title", "tags"))
     assert ds.texts("caption") == ["My goldfish. fish, pet"] and ds.labels.tolist() == [1]
     assert ds.texts("label") == ["goldfish"]
-    assert [r for _, r in ds.skipped] == ["missing image file", "empty caption fields ('title', 'tags')"]
+    assert [r for _, r in ds.skipped] == ["missing image file", "empty caption (fields title, tags)"]
     lines = [json.dumps(recs[0]), "{not json", json.dumps(recs[2])]
     (tmp_path / "imagenet_captions.json").write_text("\n".join(lines))
     ds = D.load_training_set("imagenet_captions", tmp_path, text_fields=("description",))
@@ -232,8 +233,11 @@ def test_corrupt_image_is_reported_not_fatal(tmp_path):
 # ---------------------------------------------------------------------------------------------- CLI
 
 def _cli(*args):
+    """The CLI of this checkout (not of whichever copy of the package is installed)."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "mmcl_theory.clip.data", *args], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=env)
 
 
 def test_cli_check_reports_counts_and_skips(tmp_path, shared_data):

@@ -1,7 +1,11 @@
 """clip.data caption variants, shifts, tokenizer and image cache."""
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +14,8 @@ from hypothesis import strategies as st
 
 import mmcl_theory.clip.data as D
 from mmcl_theory.clip.data.captions import colour_name, image_details, rich_text
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------------------- captions
@@ -148,6 +154,43 @@ def test_trained_tokenizer_roundtrip_and_truncation(shared_data, tmp_path):
     assert tok.decode(a[0]) == batch[0]
     with pytest.raises(ValueError, match="vocab_size"):
         D.train_tokenizer(texts, 100)
+
+
+_DETERMINISM_SCRIPT = """
+import sys
+from mmcl_theory.clip.data import train_tokenizer
+texts = [f"{a} {b} {c}" for a in ("dog", "cat", "red", "sky") for b in ("on", "in", "at") for c in ("mat", "hat", "bat", "sat")]
+train_tokenizer(texts * 2 + ["zebra quilt", "xylophone jazz"], 600, sys.argv[1])
+"""
+
+
+def test_trained_tokenizer_is_byte_identical_across_runs_and_processes(tmp_path):
+    """Same texts and vocab size -> same file bytes: twice in this process and in two fresh processes
+    with different hash seeds (the trainer used to number word-end symbols in hash-map order)."""
+    script = tmp_path / "train_tok.py"
+    script.write_text(_DETERMINISM_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, str(script), str(tmp_path / f"proc{seed}.json")], check=True, timeout=120,
+                       env={**env, "PYTHONHASHSEED": seed})
+    for k in range(2):
+        exec(compile(_DETERMINISM_SCRIPT.replace("sys.argv[1]", repr(str(tmp_path / f"here{k}.json"))), "s", "exec"), {})
+    files = [(tmp_path / f).read_bytes() for f in ("proc1.json", "proc2.json", "here0.json", "here1.json")]
+    assert all(f == files[0] for f in files[1:])
+
+
+def test_trained_tokenizer_ids_follow_the_documented_order(tmp_path):
+    tok = D.train_tokenizer(["ab ab ab", "cd"], 520)
+    vocab = tok._tok.get_vocab()
+    # byte order of GPT-2/CLIP starts at '!' (33); 'a' (97) is the 65th symbol
+    assert vocab["<pad>"] == 0 and vocab["!</w>"] == 1 and vocab["a</w>"] == 65 and vocab["!"] == 257
+    assert vocab["a"] == 257 + 64
+    # merges by frequency: a + b</w> (3 times) -> 513, c + d</w> (once) -> 514; no pair is left, so the
+    # vocabulary stops at 517 < 520 ids, with SOT and EOT last
+    assert vocab["ab</w>"] == 513 and vocab["cd</w>"] == 514
+    assert (tok.vocab_size, tok.sot_id, tok.eot_id) == (517, 515, 516)
+    # a byte never seen at a word end still encodes (it was silently dropped before)
+    assert tok.decode(tok.encode_batch(["quiz"], 16)[0]) == "quiz"
 
 
 # ------------------------------------------------------------------------------------------- cache

@@ -1,4 +1,4 @@
-"""Effective robustness: SPEC section 9 testbed fits, ER identities, bootstrap, series, figure."""
+"""Effective robustness: reference testbed fits, ER identities, bootstrap, series, figure."""
 
 import csv
 import json
@@ -8,8 +8,8 @@ import pytest
 
 from mmcl_theory.clip import robustness as rb
 
-# SPEC section 9, from the testbed CSV (STANDARD; logit). Independent published numbers: never edit.
-SPEC = {
+# Reference fits computed independently from the testbed CSV (STANDARD; logit): never edit.
+REFERENCE = {
     "imagenetv2": (0.923, -0.498, 0.998),
     "imagenet_sketch": (1.071, -2.370, None),
     "imagenet-r": (0.637, -2.108, None),
@@ -23,9 +23,9 @@ def testbed(shared_data):
     return rb.load_testbed(shared_data / "imagenet_testbed")
 
 
-@pytest.mark.parametrize("shift", sorted(SPEC))
-def test_standard_logit_fits_reproduce_spec(testbed, shift):
-    slope, intercept, r = SPEC[shift]
+@pytest.mark.parametrize("shift", sorted(REFERENCE))
+def test_standard_logit_fits_reproduce_reference(testbed, shift):
+    slope, intercept, r = REFERENCE[shift]
     fit = rb.fit_testbed(testbed, shift, ("STANDARD",), "logit")
     assert fit.slope == pytest.approx(slope, abs=5e-4)
     assert fit.intercept == pytest.approx(intercept, abs=5e-4)

@@ -23,11 +23,11 @@ def _cli(*args, timeout=300):
 
 def test_named_sweeps_exist_and_validate():
     expected = {"caption_richness", "core_variance", "spurious_strength", "feature_sharing", "detail_types",
-                "sample_size"}
+                "sample_size", "digits", "digits_calibration", "digits_mnist", "sagawa_toy"}
     assert expected <= set(available_sweeps())
-    for name in expected:
+    for name in available_sweeps():  # every definition resolves and builds every point's config
         for quick in (False, True):
-            assert make_plan(name, quick).points()
+            assert make_plan(name, quick).points
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -63,7 +63,9 @@ def test_quick_sweep_writes_the_results_contract(tmp_path, capsys):
     assert {r["value"] for r in rows} == {"0.0", "0.5", "1.0"}
     assert all(0 <= float(r["accuracy"]) <= 1 for r in rows)
     meta = json.loads((out / "results.json").read_text())
-    assert meta["package_version"] and meta["plan"]["base"]["n"] == 40
+    assert meta["package_version"] and meta["config"]["base"]["n"] == 40 and meta["command"]
+    assert {r["prompt"] for r in rows if r["learner"] == "mmcl_closed_form"} == {"core", "class_mean"}
+    assert {r["route"] for r in rows} == {"theory", "exact"}
     assert (out / "caption_richness.png").stat().st_size > 10_000
     assert "flipped test" in capsys.readouterr().out
 

@@ -20,7 +20,6 @@ result JSONs of run folders into one CSV (the input of ``clip.robustness``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Sequence
 
 from mmcl_theory.clip import state as st, zero_shot as zs
 from mmcl_theory.clip.config import CLASS_SPACES, portable_name
-from mmcl_theory.config import ConfigError
+from mmcl_theory.config import ArgumentParser, ConfigError, check_range, option_type
 from mmcl_theory.io import CorruptFileError, atomic_write_csv, run_header
 
 PROG = "python -m mmcl_theory.clip.evaluate"
@@ -59,8 +58,8 @@ def evaluate_workdir(workdir: str | os.PathLike, datasets: Sequence[str], root: 
     from mmcl_theory.clip import data
 
     workdir = Path(workdir)
-    if batch_size < 1 or max_examples < 0:
-        raise ConfigError(f"--batch-size = {batch_size}, --max-examples = {max_examples}: need >= 1 and >= 0")
+    check_range("", "--batch-size", batch_size, 1, 2**31 - 1, integer=True)
+    check_range("", "--max-examples", max_examples, 0, 2**31 - 1, integer=True)
     run = st.load_run(workdir)
     model = st.model_from_run(run)
     tok_path = workdir / st.TOKENIZER_FILE
@@ -145,13 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv and argv[0] == "build":
-            p = argparse.ArgumentParser(prog=f"{PROG} build", description="Gather result JSONs into one CSV.")
+            p = ArgumentParser(prog=f"{PROG} build", description="Gather result JSONs into one CSV.")
             p.add_argument("--workdir", nargs="+", required=True, help="training run folders")
             p.add_argument("--out", required=True, help="CSV path")
             a = p.parse_args(argv[1:])
             print(f"{build_csv(a.workdir, a.out)} rows -> {a.out}")
             return 0
-        p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
+        p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
                                     epilog=f"Also: {PROG} build --workdir DIR [DIR ...] --out results.csv")
         p.add_argument("--workdir", required=True, help="a training run folder")
         p.add_argument("--dataset", nargs="+", required=True,
@@ -161,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--step", default="latest", help="'latest', 'all' or a step number")
         p.add_argument("--templates", default="", help="JSON list of templates (default: the built-in set)")
         p.add_argument("--class-space", default="imagenet1k", choices=CLASS_SPACES)
-        p.add_argument("--batch-size", type=int, default=256)
-        p.add_argument("--max-examples", type=int, default=0, help="random subset per dataset (0 = all)")
+        p.add_argument("--batch-size", type=option_type("--batch-size", int, 1, 2**31 - 1), default=256)
+        p.add_argument("--max-examples", type=option_type("--max-examples", int, 0, 2**31 - 1), default=0,
+                       help="random subset per dataset (0 = all)")
         a = p.parse_args(argv)
         evaluate_workdir(a.workdir, a.dataset, a.dataset_root, _parse_roots(a.root), a.step, a.templates,
                          a.class_space, a.batch_size, a.max_examples, command=[PROG, *argv])

@@ -10,7 +10,12 @@ The ImageNet baselines come from imagenet-testbed's ``robustness_top1s.csv`` and
 ResNet-50 duplicates whose names contain 'aws', 'batch64' or 'subsample', and points whose
 transform is not finite (ResNet-50 on ImageNet-A scores 0 by construction). The x-axis is ImageNet
 accuracy on the shift's classes (``val-on-imagenet-r-classes`` etc. for R, A and ObjectNet).
-With this protocol the STANDARD logit fits reproduce SPEC section 9 (``SPEC_LOGIT_FITS``).
+With this protocol the STANDARD logit fits reproduce the reference fits ``REFERENCE_LOGIT_FITS``.
+
+Bad input is refused with one line naming the file and what is allowed (a missing file or column,
+an empty table, a value that is not a number), or, for single rows of a results table (an accuracy
+that is NaN or outside [0, 1], a step that is not an integer), skipped, counted and reported on
+stdout and in the JSON report. No NaN reaches a printed or written result.
 
 CLI: ``python -m mmcl_theory.clip.robustness testbed --testbed DIR [--results CSV]`` prints the
 baseline fits (and ER of evaluated models); ``... series --results CSV --id-dataset D --ood-datasets ...``
@@ -20,10 +25,10 @@ series (``--baseline label``) and draws the OOD-vs-ID figure.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
-import json
+import io
+import math
 import os
 import sys
 from pathlib import Path
@@ -32,7 +37,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-import mmcl_theory
+from mmcl_theory.config import ArgumentParser, option_type
+from mmcl_theory.io import atomic_save_figure, atomic_write_csv, atomic_write_json, run_header
 
 # shift name -> (testbed column of the shifted accuracy, testbed column of the same-class ImageNet accuracy)
 TESTBED_SHIFTS: dict[str, tuple[str, str]] = {
@@ -43,8 +49,9 @@ TESTBED_SHIFTS: dict[str, tuple[str, str]] = {
     "objectnet": ("objectnet-1.0-beta", "val-on-objectnet-classes"),
 }
 
-# Facts (SPEC section 9): STANDARD models, logit, (slope, intercept, r).
-SPEC_LOGIT_FITS: dict[str, tuple[float, float, float | None]] = {
+# Reference fits over imagenet-testbed's CSV with the protocol above: STANDARD models, logit,
+# (slope, intercept, r), computed independently of this module.
+REFERENCE_LOGIT_FITS: dict[str, tuple[float, float, float | None]] = {
     "imagenetv2": (0.923, -0.498, 0.998),
     "imagenet_sketch": (1.071, -2.370, None),
     "imagenet-r": (0.637, -2.108, None),
@@ -79,6 +86,18 @@ def inverse_transform(z: np.ndarray, kind: str = "logit") -> np.ndarray:
     raise ValueError(f"transform = {kind!r}: must be one of {TRANSFORMS}")
 
 
+def check_accuracies(where: str, id_acc, ood_acc) -> None:
+    """ValueError unless every ID accuracy is a fraction strictly inside (0, 1) (its transform is finite)
+    and every OOD accuracy a fraction in [0, 1]; NaN is refused."""
+    ids, oods = np.atleast_1d(np.asarray(id_acc, np.float64)), np.atleast_1d(np.asarray(ood_acc, np.float64))
+    if not (np.all(ids > 0) and np.all(ids < 1)):  # also false for NaN
+        raise ValueError(f"{where}: ID accuracy {float(ids[~((ids > 0) & (ids < 1))][0])!r} is not allowed: a fraction "
+                         "strictly between 0 and 1")
+    if not (np.all(oods >= 0) and np.all(oods <= 1)):
+        raise ValueError(f"{where}: OOD accuracy {float(oods[~((oods >= 0) & (oods <= 1))][0])!r} is not allowed: a fraction "
+                         "in [0, 1]")
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearFit:
     """T(ood) = slope * T(id) + intercept over ``n`` points; r = Pearson correlation in T-space."""
@@ -108,7 +127,10 @@ def fit_line(id_acc: Sequence[float], ood_acc: Sequence[float], kind: str = "log
     """Least-squares line in transformed space over the points whose transform is finite (>= 2)."""
     x, y = _finite_pairs(id_acc, ood_acc, kind)
     if x.size < 2 or np.ptp(x) == 0:
-        raise ValueError(f"baseline points: need >= 2 distinct finite points, got {x.size}")
+        raise ValueError(f"baseline points: need >= 2 points with distinct accuracies strictly between 0 and 1, "
+                         f"got {x.size}")
+    if np.ptp(y) == 0:
+        raise ValueError("baseline points: the OOD accuracies are all equal, so there is no trend to fit")
     res = stats.linregress(x, y)
     return LinearFit(float(res.slope), float(res.intercept), float(res.rvalue), int(x.size), kind)
 
@@ -130,6 +152,7 @@ def bootstrap_effective_robustness(baseline_id, baseline_ood, id_acc, ood_acc, k
     fit = fit_line(baseline_id, baseline_ood, kind)
     x, y = _finite_pairs(baseline_id, baseline_ood, kind)
     id_acc, ood_acc = np.atleast_1d(np.asarray(id_acc, float)), np.atleast_1d(np.asarray(ood_acc, float))
+    check_accuracies("checkpoints", id_acc, ood_acc)
     rng = np.random.default_rng(seed)
     tid = transform(id_acc, kind)
     samples = np.empty((num_samples, id_acc.size))
@@ -147,28 +170,78 @@ def bootstrap_effective_robustness(baseline_id, baseline_ood, id_acc, ood_acc, k
 # ----------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Testbed:
-    """models (n,), types (n,), columns: name -> (n,) accuracy fractions (NaN where missing)."""
+    """models (n,), types (n,), columns: name -> (n,) accuracy fractions (NaN where missing);
+    source: the accuracy CSV it was read from (named in errors)."""
 
     models: tuple[str, ...]
     types: tuple[str, ...]
     columns: Mapping[str, np.ndarray]
+    source: str = ""
+
+    def column(self, name: str, needed_for: str) -> np.ndarray:
+        """One accuracy column; a ValueError naming the file when it is absent."""
+        if name not in self.columns:
+            raise ValueError(f"{self.source or 'testbed'}: missing column {name!r} (needed for {needed_for})")
+        return self.columns[name]
+
+
+def read_table(path: str | os.PathLike, what: str, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV file with a header. One-line ValueError naming the file when it is
+    missing, not UTF-8, not valid CSV, empty, without data rows, or without a ``required`` column."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} = {str(path)!r}: no such file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 at byte {e.start}; expected a CSV file") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        rows = [(reader.line_num, r) for r in reader]
+    except csv.Error as e:
+        raise ValueError(f"{path}, line {reader.line_num}: not valid CSV ({e})") from None
+    header = reader.fieldnames or []
+    if not header:
+        raise ValueError(f"{path}: empty file; expected a CSV header with the columns {', '.join(required)}")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column {missing[0]!r} (the header has {', '.join(header[:8])}"
+                         f"{', ...' if len(header) > 8 else ''}; needed: {', '.join(required)})")
+    if not rows:
+        raise ValueError(f"{path}: no data rows below the header")
+    return rows
 
 
 def load_testbed(root: str | os.PathLike) -> Testbed:
-    """Read ROOT/robustness_top1s.csv (top-1 in percent) and ROOT/model_types.csv (model,type)."""
+    """Read ROOT/robustness_top1s.csv (model + top-1 columns in percent, empty where not evaluated) and
+    ROOT/model_types.csv (model,type). A missing file or column, an empty table or a value that is not
+    a number in [0, 100] is a one-line ValueError naming the file (and line and column)."""
     root = Path(root)
     top1, types_csv = root / "robustness_top1s.csv", root / "model_types.csv"
     for p in (top1, types_csv):
         if not p.is_file():
-            raise ValueError(f"--testbed = {str(root)!r}: missing {p.name}")
-    with open(types_csv, newline="") as f:
-        type_of = {r["model"]: r["type"] for r in csv.DictReader(f)}
-    with open(top1, newline="") as f:
-        rows = list(csv.DictReader(f))
-    models = tuple(r["model"] for r in rows)
-    columns = {c: np.array([float(r[c]) / 100.0 if r[c] else np.nan for r in rows])
-               for c in rows[0] if c != "model"}
-    return Testbed(models, tuple(type_of.get(m, "UNKNOWN") for m in models), columns)
+            raise ValueError(f"--testbed = {str(root)!r}: missing {p.name} (expected imagenet-testbed's "
+                             "robustness_top1s.csv and model_types.csv)")
+    type_of = {r["model"]: r["type"] for _, r in read_table(types_csv, "--testbed", ("model", "type"))}
+    rows = read_table(top1, "--testbed", ("model",))
+    names = [c for c in rows[0][1] if c not in ("model", None)]
+    columns = {c: np.full(len(rows), np.nan) for c in names}
+    for i, (line, r) in enumerate(rows):
+        for c in names:
+            text = (r.get(c) or "").strip()
+            if not text:
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not 0.0 <= value <= 100.0:  # also refuses nan
+                raise ValueError(f"{top1}, line {line}, column {c!r}: {text!r} is not allowed: a top-1 accuracy "
+                                 "in percent, 0..100, or empty")
+            columns[c][i] = value / 100.0
+    models = tuple(r["model"] for _, r in rows)
+    return Testbed(models, tuple(type_of.get(m, "UNKNOWN") for m in models), columns, str(top1))
 
 
 def baseline_mask(testbed: Testbed, types: Iterable[str] = ("STANDARD",)) -> np.ndarray:
@@ -183,8 +256,12 @@ def baseline_points(testbed: Testbed, shift: str, types: Iterable[str] = ("STAND
     if shift not in TESTBED_SHIFTS:
         raise ValueError(f"shift = {shift!r}: must be one of {sorted(TESTBED_SHIFTS)}")
     y_col, x_col = TESTBED_SHIFTS[shift]
-    x, y = testbed.columns[x_col], testbed.columns[y_col]
-    keep = baseline_mask(testbed, types) & np.isfinite(x) & np.isfinite(y)
+    x, y = testbed.column(x_col, f"shift {shift}"), testbed.column(y_col, f"shift {shift}")
+    mask = baseline_mask(testbed, types)
+    if not mask.any():
+        raise ValueError(f"--types {' '.join(types)}: no baseline model of these types in the testbed "
+                         f"(types there: {', '.join(sorted(set(testbed.types)))})")
+    keep = mask & np.isfinite(x) & np.isfinite(y)
     return x[keep], y[keep]
 
 
@@ -203,6 +280,10 @@ def testbed_effective_robustness(testbed: Testbed, accuracies: Mapping[str, tupl
     """
     types = tuple(types)
     shifts = list(accuracies)
+    if not shifts:
+        raise ValueError("accuracies: no shift given; expected {shift: (id_acc, ood_acc)}")
+    for shift in shifts:
+        check_accuracies(f"accuracies[{shift!r}]", *accuracies[shift])
     mask = baseline_mask(testbed, types)
     idx_all = np.flatnonzero(mask)
     rng = np.random.default_rng(seed)
@@ -217,10 +298,18 @@ def testbed_effective_robustness(testbed: Testbed, accuracies: Mapping[str, tupl
         for j, shift in enumerate(shifts):
             y_col, x_col = TESTBED_SHIFTS[shift]
             x, y = _finite_pairs(testbed.columns[x_col][draw], testbed.columns[y_col][draw], kind)
+            if x.size < 2:  # a resample without two usable points of this shift: no line, left out
+                samples[b, j] = np.nan
+                continue
             slope, intercept = _lstsq(x, y)
             id_acc, ood_acc = accuracies[shift]
             pred = inverse_transform(slope * transform(id_acc, kind) + intercept, kind)
             samples[b, j] = 100.0 * (ood_acc - pred)
+    usable = np.isfinite(samples).all(axis=1)
+    if usable.sum() < max(2, num_samples // 2):
+        raise ValueError(f"bootstrap: only {int(usable.sum())} of {num_samples} resamples of the {idx_all.size} "
+                         f"baseline models have two usable points for every shift; too few baseline models")
+    samples = samples[usable]
     for j, shift in enumerate(shifts):
         per_shift[shift]["ci"] = [float(np.percentile(samples[:, j], 2.5)), float(np.percentile(samples[:, j], 97.5))]
     avg = samples.mean(axis=1)
@@ -243,22 +332,38 @@ class Series:
     ood_acc: np.ndarray
 
 
+def _own_fit(s: Series, kind: str) -> dict | None:
+    """A series' own trend line, or None when its checkpoints do not determine one (< 2 distinct points)."""
+    x, y = _finite_pairs(s.id_acc, s.ood_acc, kind)
+    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return dataclasses.asdict(fit_line(s.id_acc, s.ood_acc, kind))
+
+
 def series_effective_robustness(series: Sequence[Series], baseline: Sequence[str], kind: str = "logit",
                                 num_samples: int = 1000, seed: int = 0) -> dict:
     """ER of every checkpoint against a baseline trend fitted over the checkpoints of the ``baseline``
     series (e.g. ['label'], or all series), plus each series' own fit. Bootstrap CIs resample the
     baseline checkpoints. Returns a JSON-ready dict."""
     by_name = {s.name: s for s in series}
+    empty = [s.name for s in series if len(s.steps) == 0]
+    if not series or empty:
+        raise ValueError(f"series {empty}: no checkpoints" if empty else "series: none given")
     missing = [b for b in baseline if b not in by_name]
     if missing:
         raise ValueError(f"baseline = {missing}: not among the series {sorted(by_name)}")
     bx = np.concatenate([by_name[b].id_acc for b in baseline])
     by = np.concatenate([by_name[b].ood_acc for b in baseline])
+    check_accuracies(f"baseline series {'+'.join(baseline)}", bx, by)
+    try:
+        fit_line(bx, by, kind)
+    except ValueError as e:
+        raise ValueError(f"baseline series {'+'.join(baseline)}: {e}") from None
     out = {"baseline_series": list(baseline), "transform": kind, "series": {}}
     for s in series:
         res = bootstrap_effective_robustness(bx, by, s.id_acc, s.ood_acc, kind, num_samples, seed)
         out["baseline_fit"] = dataclasses.asdict(res["fit"])
-        own = dataclasses.asdict(fit_line(s.id_acc, s.ood_acc, kind)) if len(s.steps) >= 2 else None
+        own = _own_fit(s, kind)
         out["series"][s.name] = {
             "own_fit": own, "mean_er": float(np.mean(res["er"])),
             "checkpoints": [{"step": int(st), "id_acc": float(i), "ood_acc": float(o), "er": float(e),
@@ -298,9 +403,9 @@ def plot_ood_vs_id(path: str | os.PathLike, series: Sequence[Series], kind: str 
         ax.scatter(tx, ty, color=c, s=30, zorder=5, label=f"{s.name} checkpoints")
         for step, a, b in zip(s.steps, tx, ty):
             ax.annotate(str(step), (a, b), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        if len(s.steps) >= 2:
-            f = fit_line(s.id_acc, s.ood_acc, kind)
-            ax.plot(grid, f.slope * grid + f.intercept, color=c, lw=1, ls=":", label=f"{s.name} fit")
+        own = _own_fit(s, kind)
+        if own is not None:
+            ax.plot(grid, own["slope"] * grid + own["intercept"], color=c, lw=1, ls=":", label=f"{s.name} fit")
     ticks = np.array([t for t in (0.5, 1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95) if lo * 100 <= t <= hi * 100])
     ax.set_xticks(transform(ticks / 100, kind), [f"{t:g}" for t in ticks])
     ax.set_yticks(transform(ticks / 100, kind), [f"{t:g}" for t in ticks])
@@ -313,73 +418,109 @@ def plot_ood_vs_id(path: str | os.PathLike, series: Sequence[Series], kind: str 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=150)
+    atomic_save_figure(fig, path, dpi=150)
     plt.close(fig)
-    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading results tables: bad rows are skipped and listed, or (without a list) refused
+# ----------------------------------------------------------------------------------------------
+def _skip(skipped: list[tuple[str, str]] | None, where: str, reason: str) -> None:
+    """Record a skipped row, or raise the one-line ValueError when the caller keeps no list."""
+    if skipped is None:
+        raise ValueError(f"{where}: {reason}")
+    skipped.append((where, reason))
+
+
+def _fraction(text: str | None) -> tuple[float, str | None]:
+    """(value, None) for a finite accuracy fraction in [0, 1]; (nan, why not) otherwise."""
+    try:
+        value = float((text or "").strip())
+    except ValueError:
+        return math.nan, f"accuracy {text!r} is not a number"
+    if not 0.0 <= value <= 1.0:  # also false for nan
+        return math.nan, f"accuracy {text!r} is not allowed: a fraction in [0, 1]"
+    return value, None
+
+
+def _step(text: str | None) -> tuple[int, str | None]:
+    try:
+        return int((text or "").strip()), None
+    except ValueError:
+        return -1, f"step {text!r} is not an integer"
+
+
+def _usable_id(where: str, id_acc: float, skipped: list | None) -> bool:
+    """An ID accuracy of exactly 0 or 1 has no finite logit/probit: the checkpoint is skipped."""
+    if 0.0 < id_acc < 1.0:
+        return True
+    _skip(skipped, where, f"ID accuracy {id_acc!r} has no finite transform (allowed: strictly between 0 and 1)")
+    return False
 
 
 def series_from_results(path: str | os.PathLike, id_dataset: str, ood_datasets: Sequence[str],
-                        series_key: str = "caption_variant", metric: str = "top1") -> list[Series]:
+                        series_key: str = "caption_variant", metric: str = "top1",
+                        skipped: list[tuple[str, str]] | None = None) -> list[Series]:
     """Series from ``evaluate build``'s CSV: one per value of ``series_key`` (e.g. caption variant),
-    x = ``metric`` on ``id_dataset``, y = its mean over ``ood_datasets``, at every step that has all."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"--results = {str(path)!r}: no rows")
+    x = ``metric`` on ``id_dataset``, y = its mean over ``ood_datasets``, at every step that has all.
+    Rows with an empty metric belong to other tasks and are passed over; a metric that is NaN or
+    outside [0, 1], or a step that is not an integer, is skipped into ``skipped`` (or refused)."""
+    rows = read_table(path, "--results", (series_key, "step", "dataset", metric))
     table: dict[tuple[str, int], dict[str, float]] = {}
-    for r in rows:
-        if r.get(metric):
-            table.setdefault((r[series_key], int(r["step"])), {})[r["dataset"]] = float(r[metric])
+    for line, r in rows:
+        if not (r.get(metric) or "").strip():
+            continue
+        (value, bad_value), (step, bad_step) = _fraction(r[metric]), _step(r["step"])
+        if bad_value or bad_step:
+            _skip(skipped, f"{path}:{line}", bad_step or f"{metric}: {bad_value}")
+            continue
+        table.setdefault((r[series_key] or "", step), {})[r["dataset"] or ""] = value
     missing = sorted({d for d in [id_dataset, *ood_datasets] if all(d not in v for v in table.values())})
     if missing:
-        raise ValueError(f"datasets {missing}: not in {path}")
+        raise ValueError(f"--results = {str(path)!r}: no usable {metric} of the datasets {missing} "
+                         f"(column 'dataset' there: {', '.join(sorted({d for v in table.values() for d in v})[:8])})")
     out = []
     for name in dict.fromkeys(k[0] for k in sorted(table)):
-        steps = sorted(s for (n, s), v in table.items() if n == name and all(d in v for d in [id_dataset, *ood_datasets]))
+        steps = [s for (n, s), v in sorted(table.items()) if n == name and all(d in v for d in [id_dataset, *ood_datasets])
+                 and _usable_id(f"{path}: {series_key} {name!r} step {s}", v[id_dataset], skipped)]
+        if not steps:
+            _skip(skipped, f"{path}: {series_key} {name!r}", f"no checkpoint with usable {metric} on all of "
+                                                              f"{', '.join([id_dataset, *ood_datasets])}")
+            continue
         out.append(Series(name, tuple(steps), np.array([table[(name, s)][id_dataset] for s in steps]),
                           np.array([np.mean([table[(name, s)][d] for d in ood_datasets]) for s in steps])))
+    if not out:
+        raise ValueError(f"--results = {str(path)!r}: no series has a checkpoint with usable {metric} on all of "
+                         f"{', '.join([id_dataset, *ood_datasets])}")
     return out
+
+
+SERIES_CSV_FIELDS = ("series", "step", "id_acc", "ood_acc")
 
 
 def write_series_csv(path: str | os.PathLike, series: Sequence[Series]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["series", "step", "id_acc", "ood_acc"])
-        for s in series:
-            for st, i, o in zip(s.steps, s.id_acc, s.ood_acc):
-                w.writerow([s.name, st, f"{i:.6f}", f"{o:.6f}"])
-    os.replace(tmp, path)
+    """The (series, step, id_acc, ood_acc) points as CSV, written atomically."""
+    rows = [{"series": s.name, "step": st, "id_acc": f"{i:.6f}", "ood_acc": f"{o:.6f}"}
+            for s in series for st, i, o in zip(s.steps, s.id_acc, s.ood_acc)]
+    atomic_write_csv(path, rows, SERIES_CSV_FIELDS)
 
 
-def read_series_csv(path: str | os.PathLike) -> list[Series]:
-    """CSV with columns series, step, id_acc, ood_acc (fractions) -> one Series per name, by step."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    need = {"series", "step", "id_acc", "ood_acc"}
-    if not rows or not need <= set(rows[0]):
-        raise ValueError(f"--points = {str(path)!r}: needs columns {sorted(need)}")
-    out = []
-    for name in dict.fromkeys(r["series"] for r in rows):
-        rs = sorted((r for r in rows if r["series"] == name), key=lambda r: int(r["step"]))
-        out.append(Series(name, tuple(int(r["step"]) for r in rs), np.array([float(r["id_acc"]) for r in rs]),
-                          np.array([float(r["ood_acc"]) for r in rs])))
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
+def read_series_csv(path: str | os.PathLike, skipped: list[tuple[str, str]] | None = None) -> list[Series]:
+    """CSV with columns series, step, id_acc, ood_acc (fractions) -> one Series per name, by step.
+    A row with a bad step or accuracy is skipped into ``skipped`` (or, without a list, refused)."""
+    points: dict[str, dict[int, tuple[float, float]]] = {}
+    for line, r in read_table(path, "--points", SERIES_CSV_FIELDS):
+        where = f"{path}:{line}"
+        (step, bad_step), (i, bad_i), (o, bad_o) = _step(r["step"]), _fraction(r["id_acc"]), _fraction(r["ood_acc"])
+        if bad_step or bad_i or bad_o:
+            _skip(skipped, where, bad_step or (f"id_acc: {bad_i}" if bad_i else f"ood_acc: {bad_o}"))
+        elif _usable_id(where, i, skipped):
+            points.setdefault(r["series"], {})[step] = (i, o)
+    if not points:
+        raise ValueError(f"--points = {str(path)!r}: no usable row (series, integer step, id_acc strictly between "
+                         "0 and 1, ood_acc in [0, 1])")
+    return [Series(name, tuple(sorted(p)), np.array([p[s][0] for s in sorted(p)]), np.array([p[s][1] for s in sorted(p)]))
+            for name, p in points.items()]
 
 
 # shift -> (evaluate dataset name of the shift, of the same-class ImageNet val)
@@ -392,96 +533,158 @@ EVALUATE_NAMES: dict[str, tuple[str, str]] = {
 }
 
 
-def accuracies_from_evaluate(path: str | os.PathLike) -> dict[str, dict[str, tuple[float, float]]]:
+def accuracies_from_evaluate(path: str | os.PathLike, skipped: list[tuple[str, str]] | None = None
+                             ) -> dict[str, dict[str, tuple[float, float]]]:
     """``evaluate build`` CSV -> {model@step: {shift: (same-class ImageNet top-1, shift top-1)}} for the
-    shifts whose two datasets were both evaluated."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    shifts whose two datasets were both evaluated. Bad rows are skipped into ``skipped`` (or refused)."""
     top1: dict[str, dict[str, float]] = {}
-    for r in rows:
-        if r.get("top1"):
-            top1.setdefault(f"{r['model']}@{r['step']}", {})[r["dataset"]] = float(r["top1"])
+    for line, r in read_table(path, "--results", ("model", "step", "dataset", "top1")):
+        if not (r.get("top1") or "").strip():
+            continue  # a row of another task (e.g. retrieval)
+        value, bad = _fraction(r["top1"])
+        if bad:
+            _skip(skipped, f"{path}:{line}", f"top1: {bad}")
+            continue
+        top1.setdefault(f"{r['model']}@{r['step']}", {})[r["dataset"]] = value
     out = {}
     for model, accs in top1.items():
-        pairs = {s: (accs[x], accs[y]) for s, (y, x) in EVALUATE_NAMES.items() if x in accs and y in accs}
+        pairs = {s: (accs[x], accs[y]) for s, (y, x) in EVALUATE_NAMES.items() if x in accs and y in accs
+                 and _usable_id(f"{path}: {model} {x}", accs[x], skipped)}
         if pairs:
             out[model] = pairs
     return out
 
 
-def _testbed_command(args) -> None:
+def accuracies_from_pairs(path: str | os.PathLike, skipped: list[tuple[str, str]] | None = None
+                          ) -> dict[str, dict[str, tuple[float, float]]]:
+    """CSV with columns model, shift, id_acc, ood_acc (fractions) -> {model: {shift: (id_acc, ood_acc)}}."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for line, r in read_table(path, "--results", ("model", "shift", "id_acc", "ood_acc")):
+        where = f"{path}:{line}"
+        (i, bad_i), (o, bad_o) = _fraction(r["id_acc"]), _fraction(r["ood_acc"])
+        if r["shift"] not in TESTBED_SHIFTS:
+            _skip(skipped, where, f"shift {r['shift']!r} is not one of {', '.join(TESTBED_SHIFTS)}")
+        elif bad_i or bad_o:
+            _skip(skipped, where, f"id_acc: {bad_i}" if bad_i else f"ood_acc: {bad_o}")
+        elif _usable_id(where, i, skipped):
+            out.setdefault(r["model"], {})[r["shift"]] = (i, o)
+    return out
+
+
+def average_baseline_points(testbed: Testbed, types: Iterable[str] = ("STANDARD",)) -> tuple[np.ndarray, np.ndarray]:
+    """(ImageNet val top-1, mean top-1 over the 5 TESTBED_SHIFTS) of the baseline models that have all
+    of them: the points and trend of the averaged OOD-vs-ID figure."""
+    x = testbed.column("val", "the averaged figure")
+    ys = np.stack([testbed.column(TESTBED_SHIFTS[s][0], "the averaged figure") for s in TESTBED_SHIFTS])
+    keep = baseline_mask(testbed, types) & np.isfinite(x) & np.isfinite(ys).all(axis=0)
+    return x[keep], ys[:, keep].mean(axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+def _non_finite_at(obj, where: str = "report") -> str | None:
+    """The key path of the first NaN or infinity in a JSON-ready object, or None."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else where
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    return next((w for k, v in items if (w := _non_finite_at(v, f"{where}.{k}"))), None)
+
+
+def _finish(report: dict, lines: list[str], skipped: list[tuple[str, str]], source, out: str | None) -> None:
+    """Refuse a report holding NaN; else print its lines (and the skip count) and write it."""
+    report["skipped"] = {"count": len(skipped), "entries": [list(s) for s in skipped]}
+    bad = _non_finite_at(report)
+    if bad:
+        raise ValueError(f"refusing to report a non-finite value at {bad}; check the input accuracies")
+    if skipped:
+        lines.append(f"skipped {len(skipped)} rows of {source} (first: {skipped[0][0]}: {skipped[0][1]})"
+                     + ("; all are listed in --out" if out else ""))
+    print("\n".join(lines))
+    if out:
+        atomic_write_json(out, report)
+
+
+def _check_outputs(args) -> None:
+    """Refuse unusable output paths before any work is done."""
+    for flag, path in (("--out", args.out), ("--figure", args.figure), ("--points-out", getattr(args, "points_out", None))):
+        if path and Path(path).is_dir():
+            raise ValueError(f"{flag} = {path!r} is a folder; give a file path")
+    if args.figure and Path(args.figure).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ValueError(f"--figure = {args.figure!r}: the file name must end in .png, .pdf or .svg")
+
+
+def _testbed_command(args, command: list[str]) -> None:
+    _check_outputs(args)
+    if args.figure and not args.results:
+        raise ValueError("testbed --figure: needs --results (the CSV of `evaluate build`)")
     tb = load_testbed(args.testbed)
     fits = {s: dataclasses.asdict(fit_testbed(tb, s, args.types, args.transform)) for s in TESTBED_SHIFTS}
-    print(f"baseline fits ({'+'.join(args.types)}, {args.transform}):")
-    print(f"{'shift':18s} {'slope':>7s} {'intercept':>9s} {'r':>6s} {'n':>4s}")
-    for s, f in fits.items():
-        print(f"{s:18s} {f['slope']:7.3f} {f['intercept']:9.3f} {f['r']:6.3f} {f['n']:4d}")
-    report = {"fits": fits, "version": mmcl_theory.__version__, "types": args.types, "transform": args.transform}
+    lines = [f"baseline fits ({'+'.join(args.types)}, {args.transform}):",
+             f"{'shift':18s} {'slope':>7s} {'intercept':>9s} {'r':>6s} {'n':>4s}"]
+    lines += [f"{s:18s} {f['slope']:7.3f} {f['intercept']:9.3f} {f['r']:6.3f} {f['n']:4d}" for s, f in fits.items()]
+    report = {"run": run_header(vars(args), command), "fits": fits, "types": args.types, "transform": args.transform}
+    skipped: list[tuple[str, str]] = []
     if args.results:
+        pairs_layout = "shift" in read_table(args.results, "--results", ("model",))[0][1]
+        if pairs_layout and args.figure:
+            raise ValueError(f"--figure: needs --results from `evaluate build`; {args.results} has the "
+                             "model, shift, id_acc, ood_acc layout")
+        read = accuracies_from_pairs if pairs_layout else accuracies_from_evaluate
+        models_accs = read(args.results, skipped)
+        if not models_accs:
+            raise ValueError(f"--results = {args.results!r}: no model has a usable pair of accuracies (same-class "
+                             f"ImageNet and shift) for any of {', '.join(TESTBED_SHIFTS)}; {len(skipped)} rows skipped"
+                             + (f", first {skipped[0][0]}: {skipped[0][1]}" if skipped else ""))
         report["models"] = {}
-        with open(args.results, newline="") as f:
-            header = next(csv.reader(f), [])
-        if "shift" in header:  # rows: model, shift, id_acc, ood_acc (fractions)
-            with open(args.results, newline="") as f:
-                rows = list(csv.DictReader(f))
-            models_accs = {m: {r["shift"]: (float(r["id_acc"]), float(r["ood_acc"])) for r in rows if r["model"] == m}
-                           for m in dict.fromkeys(r["model"] for r in rows)}
-        else:  # the CSV of `evaluate build`
-            models_accs = accuracies_from_evaluate(args.results)
         for model, accs in models_accs.items():
             rep = testbed_effective_robustness(tb, accs, args.types, args.transform, args.bootstrap, args.seed)
             report["models"][model] = rep
-            print(f"{model}: average ER {rep['average']['er']:+.2f} points, 95% CI "
-                  f"[{rep['average']['ci'][0]:+.2f}, {rep['average']['ci'][1]:+.2f}]")
-    if args.out:
-        _write_json(Path(args.out), report)
+            lines.append(f"{model}: average ER {rep['average']['er']:+.2f} points, 95% CI "
+                         f"[{rep['average']['ci'][0]:+.2f}, {rep['average']['ci'][1]:+.2f}]")
+    _finish(report, lines, skipped, args.results, args.out)
     if args.figure:
-        if not args.results:
-            raise ValueError("testbed --figure: needs --results (the CSV of `evaluate build`)")
         bx, by = average_baseline_points(tb, args.types)
-        series = series_from_results(args.results, "imagenet1k", list(TESTBED_SHIFTS))
+        series = series_from_results(args.results, "imagenet1k", list(TESTBED_SHIFTS), skipped=[])
         plot_ood_vs_id(args.figure, series, args.transform, baseline_points_xy=(bx, by),
                        baseline_fit=fit_line(bx, by, args.transform),
                        baseline_label=f"trend over {'+'.join(args.types)} testbed models",
                        xlabel="ImageNet top-1 (%)", ylabel="mean top-1 over the 5 shifts (%)")
 
 
-def average_baseline_points(testbed: Testbed, types: Iterable[str] = ("STANDARD",)) -> tuple[np.ndarray, np.ndarray]:
-    """(ImageNet val top-1, mean top-1 over the 5 TESTBED_SHIFTS) of the baseline models that have all
-    of them: the points and trend of the averaged OOD-vs-ID figure."""
-    x = testbed.columns["val"]
-    ys = np.stack([testbed.columns[TESTBED_SHIFTS[s][0]] for s in TESTBED_SHIFTS])
-    keep = baseline_mask(testbed, types) & np.isfinite(x) & np.isfinite(ys).all(axis=0)
-    return x[keep], ys[:, keep].mean(axis=0)
-
-
-def _series_command(args) -> None:
+def _series_command(args, command: list[str]) -> None:
+    _check_outputs(args)
     if bool(args.points) == bool(args.results):
         raise ValueError("series: give exactly one of --points or --results")
+    skipped: list[tuple[str, str]] = []
     if args.results:
         if not (args.id_dataset and args.ood_datasets):
             raise ValueError("series --results: needs --id-dataset and --ood-datasets")
-        series = series_from_results(args.results, args.id_dataset, args.ood_datasets)
-        per_shift = {d: series_from_results(args.results, args.id_dataset, [d]) for d in args.ood_datasets}
-        extra = {d: series_from_results(args.results, args.id_dataset, [d]) for d in args.extra_datasets}
+        series = series_from_results(args.results, args.id_dataset, args.ood_datasets, skipped=skipped)
+        per_shift = {d: series_from_results(args.results, args.id_dataset, [d], skipped=[])
+                     for d in [*args.ood_datasets, *args.extra_datasets]}
     else:
-        series, per_shift, extra = read_series_csv(args.points), {}, {}
+        series, per_shift = read_series_csv(args.points, skipped), {}
     baseline = args.baseline or [s.name for s in series]
-    report = series_effective_robustness(series, baseline, args.transform, args.bootstrap, args.seed)
-    report.update(version=mmcl_theory.__version__, source=str(args.results or args.points),
-                  id_dataset=args.id_dataset, ood_datasets=list(args.ood_datasets or []),
-                  ood="mean top-1 over ood_datasets", baseline_note=(
+    report = {"run": run_header(vars(args), command),
+              **series_effective_robustness(series, baseline, args.transform, args.bootstrap, args.seed)}
+    report.update(source=str(args.results or args.points), id_dataset=args.id_dataset,
+                  ood_datasets=list(args.ood_datasets or []), ood="mean top-1 over ood_datasets", baseline_note=(
                       f"baseline trend = {args.transform} line fitted over the checkpoints of "
                       f"{'+'.join(baseline)}; ER of a checkpoint = its OOD accuracy minus the trend at its "
                       "ID accuracy, in points; CIs resample the baseline checkpoints"))
     report["per_shift"] = {d: series_effective_robustness(s, baseline, args.transform, args.bootstrap, args.seed)
-                           for d, s in {**per_shift, **extra}.items()}
-    for name, s in report["series"].items():
-        print(f"{name}: mean ER {s['mean_er']:+.2f} points vs the trend of {'+'.join(baseline)} checkpoints")
-    for d, rep in report["per_shift"].items():
-        print(f"  {d:34s} " + "  ".join(f"{n} {v['mean_er']:+.2f}" for n, v in rep["series"].items()))
-    if args.out:
-        _write_json(Path(args.out), report)
+                           for d, s in per_shift.items()}
+    lines = [f"{name}: mean ER {s['mean_er']:+.2f} points vs the trend of {'+'.join(baseline)} checkpoints"
+             for name, s in report["series"].items()]
+    lines += [f"  {d:34s} " + "  ".join(f"{n} {v['mean_er']:+.2f}" for n, v in rep["series"].items())
+              for d, rep in report["per_shift"].items()]
+    _finish(report, lines, skipped, args.results or args.points, args.out)
     if args.points_out:
         write_series_csv(args.points_out, series)
     if args.figure:
@@ -492,8 +695,8 @@ def _series_command(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmcl_theory.clip.robustness",
-                                     description="Effective robustness: baseline fits, ER, OOD-vs-ID figure.")
+    prog = "python -m mmcl_theory.clip.robustness"
+    parser = ArgumentParser(prog=prog, description="Effective robustness: baseline fits, ER, OOD-vs-ID figure.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("testbed", help="fit imagenet-testbed baseline lines; ER of evaluated models")
     p.add_argument("--testbed", required=True, help="folder with robustness_top1s.csv and model_types.csv")
@@ -518,13 +721,15 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--title", default="")
     for a in (p, q):
         a.add_argument("--transform", default="logit", choices=TRANSFORMS)
-        a.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-        a.add_argument("--seed", type=int, default=0)
+        a.add_argument("--bootstrap", type=option_type("--bootstrap", int, 1, 1_000_000), default=1000,
+                       help="bootstrap resamples (1..1000000)")
+        a.add_argument("--seed", type=option_type("--seed", int, 0, 2**32 - 1), default=0)
     args = parser.parse_args(argv)
+    command = [prog, *(sys.argv[1:] if argv is None else argv)]
     try:
-        (_testbed_command if args.command == "testbed" else _series_command)(args)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        (_testbed_command if args.command == "testbed" else _series_command)(args, command)
+    except (ValueError, OSError) as e:  # ConfigError and CorruptFileError are ValueErrors
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message holds
         return 2
     return 0
 

@@ -19,7 +19,6 @@ evaluator, handed the model's variables).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,8 @@ from jax.sharding import Mesh
 from mmcl_theory.clip import models, objectives, state as st
 from mmcl_theory.clip.config import TrainConfig, load_config, portable_dict
 from mmcl_theory.clip.train_data import Prefetcher, TrainData, host_batch, load_train_data
-from mmcl_theory.config import ConfigError
+from mmcl_theory.clip.zero_shot import PeriodicEvaluator, check_datasets
+from mmcl_theory.config import ArgumentParser, ConfigError
 from mmcl_theory.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, run_header, to_json
 
 
@@ -108,10 +108,10 @@ def prepare_workdir(path: str | Path) -> Path:
     return workdir
 
 
-def cut_metrics(path: Path, step: int) -> None:
-    """Keep the records of metrics.jsonl with step <= ``step`` (atomic): a resumed run re-logs the rest."""
-    records = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-    atomic_write_text(path, "".join(to_json(r, indent=None) + "\n" for r in records))
+def cut_metrics(path: Path, records: list[dict], step: int) -> None:
+    """Rewrite metrics.jsonl (atomic) with its records of step <= ``step``: a resumed run re-logs the rest."""
+    kept = [r for r in records if r.get("step", 0) <= step]
+    atomic_write_text(path, "".join(to_json(r, indent=None) + "\n" for r in kept))
 
 
 def _initialise_distributed(cfg: TrainConfig) -> None:
@@ -144,6 +144,10 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, data:
     if t.batch_size % mesh.size:
         raise ConfigError(f"train.batch_size = {t.batch_size} is not allowed: a multiple of the {mesh.size} devices")
     is_main = jax.process_index() == 0
+    metrics_path = workdir / "metrics.jsonl"
+    logged = read_jsonl(metrics_path) if is_main else []  # a corrupt file stops the run before any work
+    if cfg.eval.every:
+        check_datasets(cfg.eval.datasets, cfg.eval.root, cfg.eval.roots)
     data = load_train_data(cfg, workdir, progress) if data is None else data
     if t.batch_size > data.num_examples:
         raise ConfigError(f"train.batch_size = {t.batch_size} is not allowed: at most the number of training "
@@ -180,9 +184,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, data:
               f"cannot be read: moved to {workdir / st.QUARANTINE}; resuming from step {start}", file=sys.stderr)
     elif is_main and start:
         print(f"resuming from step {start} in {workdir}", file=sys.stderr)
-    metrics_path = workdir / "metrics.jsonl"
     if is_main and metrics_path.exists():
-        cut_metrics(metrics_path, start)
+        cut_metrics(metrics_path, logged, start)
 
     objective = objectives.step_objective(
         t.objective, contrastive_loss=t.loss, label_kind=data.classes["kind"] if data.classes else "softmax",
@@ -191,7 +194,6 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, data:
     evaluator = None
     if cfg.eval.every:
         from mmcl_theory.clip import data as data_layer
-        from mmcl_theory.clip.zero_shot import PeriodicEvaluator
 
         tokenizer = data_layer.load_tokenizer(workdir / st.TOKENIZER_FILE)
         evaluator = PeriodicEvaluator(cfg.eval, model, tokenizer, workdir, run, header)
@@ -247,7 +249,7 @@ PROG = "python -m mmcl_theory.clip.train"
 def main(argv: list[str] | None = None) -> int:
     """CLI: 0 done; 2 bad input (one line on stderr); 1 non-finite loss. Last stdout line: a JSON summary
     (final metrics, 'unreadable_images' dropped and 'skipped_at_load' records)."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="TOML run config (see real_data/)")
     parser.add_argument("--workdir", required=True, help="output folder; an earlier run there is resumed")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",

@@ -186,6 +186,9 @@ def real_train_data(cfg: TrainConfig, workdir: Path, image_size: int, context_le
     from mmcl_theory.clip import data
 
     d = cfg.data
+    tok_path = workdir / TOKENIZER_FILE
+    if d.tokenizer == "clip_bpe" and not tok_path.is_file() and not Path(d.bpe_path).is_file():
+        raise ConfigError(f"data.bpe_path = {d.bpe_path!r}: no such file (CLIP's bpe_simple_vocab_16e6.txt.gz)")
     ds = data.load_training_set(d.dataset, d.root, **d.options)
     if ds.image_paths is None:
         raise ConfigError(f"data.dataset = {d.dataset!r} is not allowed here: this set has captions but no images")
@@ -210,7 +213,6 @@ def real_train_data(cfg: TrainConfig, workdir: Path, image_size: int, context_le
     groups = [g for g, ok in zip(groups, keep) if ok]
     k = max(len(g) for g in groups)
     texts = [g[j % len(g)] if g else "" for g in groups for j in range(k)]  # ragged -> cycle to k
-    tok_path = workdir / TOKENIZER_FILE
     if tok_path.is_file():
         tok = data.load_tokenizer(tok_path)
     elif d.tokenizer == "train":

@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -252,17 +252,46 @@ def read_readable(paths: Sequence[str], resolution: int, crop_border: int = 0) -
     return images[kept], kept, unreadable
 
 
+class DatasetName(NamedTuple):
+    """A parsed dataset name: base set, class subset ('' = none), shift ('' = none) and its severity."""
+
+    base: str
+    subset: str
+    shift: str
+    severity: int
+
+
+def parse_dataset_name(name: str) -> DatasetName:
+    """'BASE[@SUBSET][:SHIFT[:SEVERITY]]' -> DatasetName, checked against the data layer's names
+    (ConfigError naming what is allowed); the severity defaults to 3."""
+    from mmcl_theory.clip import data
+
+    base, _, shift = name.partition(":")
+    base, _, subset = base.partition("@")
+    kind, _, sev = shift.partition(":")
+    allowed = (f"one of {', '.join(data.EVAL_SETS)}, imagenet_robustness, coco_retrieval, NAME@SUBSET "
+               f"(SUBSET in {', '.join(data.eval_sets.CLASS_SETS)}), or NAME:SHIFT[:SEVERITY] (SHIFT in "
+               f"{', '.join(data.SHIFTS)}, SEVERITY 1..5)")
+    if base == "coco_retrieval" and not (subset or shift):
+        return DatasetName(base, "", "", 0)
+    if base not in data.EVAL_SETS or (subset and subset not in data.eval_sets.CLASS_SETS) \
+            or (shift and kind not in data.SHIFTS):
+        raise ConfigError(f"dataset {name!r} is not allowed: {allowed}")
+    if sev and not (sev.isdigit() and 1 <= int(sev) <= 5):
+        raise ConfigError(f"dataset {name!r}: severity {sev!r} is not allowed: an integer in 1..5")
+    return DatasetName(base, subset, kind, int(sev) if sev else (3 if kind else 0))
+
+
 def build_task(name: str, resolution: int, root: str = "", roots: dict | None = None,
                options: dict | None = None, max_examples: int = 0) -> Task:
     """Load and decode one evaluation dataset by name (module doc); images at ``resolution`` px."""
     from mmcl_theory.clip import data
 
     roots, options = roots or {}, options or {}
-    base, _, shift = name.partition(":")
-    base, _, subset = base.partition("@")
-    path = root_for(base, root, roots)
+    parsed = parse_dataset_name(name)
+    path = root_for(parsed.base, root, roots)
     record = {"dataset_root": portable_name(path)}
-    if base == "coco_retrieval":
+    if parsed.base == "coco_retrieval":
         ds = data.load_training_set("coco", path, split="val")
         caps = ds.all_texts("caption")
         keep = range(len(ds) if not max_examples else min(max_examples, len(ds)))
@@ -273,11 +302,8 @@ def build_task(name: str, resolution: int, root: str = "", roots: dict | None = 
         t2i = np.array([j for j, i in enumerate(kept_idx) for _ in caps[i]], np.int64)
         record.update(unreadable=portable_skips(unreadable, path), skipped_at_load=portable_skips(ds.skipped, path))
         return Task(name, "retrieval", images, texts=texts, txt_to_img=t2i, record=record)
-    if base not in data.EVAL_SETS:
-        raise ConfigError(f"dataset {name!r} is not allowed: one of {', '.join(data.EVAL_SETS)}, imagenet_robustness, "
-                          f"coco_retrieval, NAME@SUBSET, or NAME:SHIFT[:SEVERITY] with SHIFT in {', '.join(data.SHIFTS)}")
-    opts = dict(options.get(base, {}), **({"restrict_to": subset} if subset else {}))
-    es = data.load_eval_set(base, path, **opts)
+    opts = dict(options.get(parsed.base, {}), **({"restrict_to": parsed.subset} if parsed.subset else {}))
+    es = data.load_eval_set(parsed.base, path, **opts)
     idx = np.arange(len(es))
     if max_examples and max_examples < len(es):
         idx = np.sort(np.random.default_rng(0).choice(len(es), max_examples, replace=False))
@@ -285,13 +311,9 @@ def build_task(name: str, resolution: int, root: str = "", roots: dict | None = 
     _report_unreadable(name, unreadable, len(idx), path)
     idx = idx[kept]
     record.update(unreadable=portable_skips(unreadable, path), skipped_at_load=portable_skips(es.skipped, path))
-    if shift:
-        kind, _, sev = shift.partition(":")
-        if sev and not sev.isdigit():
-            raise ConfigError(f"dataset {name!r}: severity {sev!r} is not allowed: an integer (e.g. {base}:{kind}:3)")
-        severity = int(sev) if sev else 3
-        images = data.apply_shift(images, kind, severity, seed=0)
-        record.update(shift=kind, severity=severity)
+    if parsed.shift:
+        images = data.apply_shift(images, parsed.shift, parsed.severity, seed=0)
+        record.update(shift=parsed.shift, severity=parsed.severity)
     hit_sets = [es.hit_sets[i] for i in idx] if es.hit_sets is not None else None
     imagenet_index = es.class_subset if es.class_subset is not None else (
         np.arange(1000) if len(es.classnames) == 1000 else None)
@@ -373,10 +395,20 @@ def run_task(encoder: Encoder, tokenizer, task: Task, templates: Sequence[str],
     return classification_metrics(img @ w.T, task.labels, task.hit_sets), {}
 
 
+def check_datasets(names: Sequence[str], root: str, roots: dict) -> list[str]:
+    """The expanded dataset names, each checked (name, shift, severity, a root to find it under) before
+    any set is loaded; ConfigError on the first bad one."""
+    names = expand_datasets(names)
+    for n in names:
+        root_for(parse_dataset_name(n).base, root, roots)
+    return names
+
+
 def build_tasks(names: Sequence[str], resolution: int, root: str, roots: dict, options: dict, max_examples: int,
                 class_space_name: str) -> tuple[list[Task], tuple[list[str], np.ndarray] | None]:
     """The decoded tasks of ``names`` (expanded) and, when one needs it, the class space."""
-    tasks = [build_task(n, resolution, root, roots, options, max_examples) for n in expand_datasets(names)]
+    names = check_datasets(names, root, roots)
+    tasks = [build_task(n, resolution, root, roots, options, max_examples) for n in names]
     needs_space = any(t.groups is not None for t in tasks)
     return tasks, class_space(class_space_name, root, roots) if needs_space else None
 

@@ -1,8 +1,11 @@
 """Data layer of the real-data CLIP track: loaders, caption variants, shifts, tokenizer, image cache.
 
 Nothing here downloads anything; every loader reads a root path. A wrong root or layout raises
-``DataLayoutError`` (a ValueError) saying what was expected. A bad record (corrupt or missing image,
-malformed JSON/TSV line) is skipped and listed in ``.skipped`` as ``(where, reason)`` and the load goes on.
+``DataLayoutError`` (a ValueError) saying what was expected: a file of the wrong structure (e.g. a COCO
+JSON without 'annotations'), a whole-file format that is not UTF-8 or not JSON (naming the byte offset
+or line), or a set with no usable sample. A bad record (missing image, malformed or non-UTF-8 JSON/TSV
+line, empty caption) is skipped and listed in ``.skipped`` as ``(where, reason)`` and the load goes on;
+text is never silently replaced.
 
 Training sets (image-text), ``load_training_set(name, root, **options) -> ImageTextDataset``:
     names ``TRAINING_SETS``: 'coco', 'cc3m', 'cc12m', 'webdataset', 'csv', 'imagenet_captions', 'tiny_imagenet'.
@@ -29,18 +32,21 @@ Zero-shot evaluation sets, ``load_eval_set(name, root, **options) -> EvalSet``:
     root, restrict_to='imagenet-r' | 'imagenet-a' | 'objectnet')`` gives val on that shift's classes.
 
 Images and shifts:
-    ``read_images(paths, resolution, *, crop_border=0, skipped=None) -> uint8 (N, R, R, 3)``
-    (RGB, center square crop, bicubic resize); ``apply_shift(images, shift, severity, seed) -> uint8``
+    ``read_images(paths, resolution, *, crop_border=0, skipped=None, failed_rows=None) -> uint8 (N, R, R, 3)``
+    (RGB, center square crop, bicubic resize; an undecodable image raises, or with a ``skipped`` /
+    ``failed_rows`` list is a black row listed there, so callers can drop exactly those rows); ``apply_shift(images, shift, severity, seed) -> uint8``
     over uint8 (N, H, W, 3); ``SHIFTS`` names the shifts.
 
 Image cache (decode once, read at memory speed):
     ``build_cache(dataset_or_paths, out_dir, resolution, workers=2) -> ImageCache``: one images.npy
     filled shard by shard (``workers`` spawned processes), resumable after a kill;
     ``ImageCache(out_dir)``: ``len()``, ``.images`` (np.memmap uint8 (N, R, R, 3), read-only),
-    ``.get_batch(indices) -> uint8 (B, R, R, 3)``, ``.skipped`` (black rows of undecodable images).
+    ``.get_batch(indices) -> uint8 (B, R, R, 3)``; undecodable images are black rows listed in ``.skipped``
+    [(path, reason)], ``.skipped_rows``, ``.unreadable_rows`` (int64, sorted) and ``.readable`` (bool (N,)).
 
 Tokenizer (BPE, lower-cased, CLIP-style ``</w>`` word ends):
-    ``train_tokenizer(texts, vocab_size, path) -> BPETokenizer`` (saved as tokenizers JSON at path),
+    ``train_tokenizer(texts, vocab_size, path) -> BPETokenizer`` (saved as tokenizers JSON at path; the same
+    texts give the same file bytes in every process; vocab_size >= ``MIN_TRAINED_VOCAB_SIZE``),
     ``load_tokenizer(path)``, ``load_clip_bpe(path_to_bpe_simple_vocab_16e6.txt.gz)``.
     ``tok.encode_batch(texts, context_length) -> int32 (N, L)``: [SOT, tokens..., EOT, 0, ...], truncated
     so EOT is always present; EOT has the highest id, so ``tokens.argmax(-1)`` is the EOT position.
@@ -49,7 +55,8 @@ Tokenizer (BPE, lower-cased, CLIP-style ``</w>`` word ends):
 Prompts: ``load_classnames(path=None)`` (built-in CLIP names of the 1000 classes, or a JSON list),
 ``load_templates(path=None)`` (built-in 8 templates, or a JSON list such as CLIP's 80).
 
-CLI: ``python -m mmcl_theory.clip.data check NAME --root PATH [--json]``.
+CLI: ``python -m mmcl_theory.clip.data check NAME --root PATH [--option KEY=VALUE] [--verify] [--json]``
+(options parsed by the loader's declared types; every error one line on stderr, exit code 2).
 """
 
 from .cache import ImageCache, build_cache
@@ -59,11 +66,11 @@ from .eval_sets import EVAL_SETS, EvalSet, load_eval_set
 from .images import read_images
 from .prompts import DEFAULT_TEMPLATES, load_classnames, load_templates
 from .shifts import SHIFTS, apply_shift
-from .tokenizer import BPETokenizer, load_clip_bpe, load_tokenizer, train_tokenizer
+from .tokenizer import MIN_TRAINED_VOCAB_SIZE, BPETokenizer, load_clip_bpe, load_tokenizer, train_tokenizer
 from .training_sets import TRAINING_SETS, ImageTextDataset, load_training_set
 
 __all__ = [
-    "DEFAULT_TEMPLATES", "DETAIL_TYPES", "DETAIL_WORDS", "EVAL_SETS", "SHIFTS", "TRAINING_SETS",
+    "DEFAULT_TEMPLATES", "DETAIL_TYPES", "DETAIL_WORDS", "EVAL_SETS", "MIN_TRAINED_VOCAB_SIZE", "SHIFTS", "TRAINING_SETS",
     "BPETokenizer", "DataLayoutError", "EvalSet", "ImageCache", "ImageDecodeError", "ImageTextDataset",
     "apply_shift", "build_cache", "load_classnames", "load_clip_bpe", "load_eval_set", "load_templates",
     "load_tokenizer", "load_training_set", "read_images", "remove_details", "train_tokenizer",

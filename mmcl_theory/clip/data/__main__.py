@@ -1,44 +1,57 @@
 """Inspection CLI: ``python -m mmcl_theory.clip.data check NAME --root PATH [--json]``.
 
 Reports the sample count, classes, caption statistics and the inputs skipped with their reasons.
-A wrong root or layout prints one line to stderr and exits with status 2.
+A wrong root, layout or option prints one line to stderr and exits with status 2; options are parsed
+by the type the loader declares (``--option per_class=5``, ``--option captions_only=true``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+import typing
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
+from mmcl_theory.config import ArgumentParser, ConfigError, check_choice, check_range, parse_value
+
 from .errors import DataLayoutError
 from .eval_sets import EVAL_SETS, load_eval_set
+from .eval_sets import LOADERS as EVAL_LOADERS
 from .images import verify_image
-from .training_sets import TRAINING_SETS, load_training_set
+from .training_sets import LOADERS as TRAINING_LOADERS
+from .training_sets import TRAINING_SETS, load_training_set, loader_options
 
 
-def _parse_value(text: str):
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low == "none":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return text
+def _loader(name: str, kind: str):
+    loaders = TRAINING_LOADERS if kind == "train" else EVAL_LOADERS
+    if name not in loaders:
+        names = TRAINING_SETS if kind == "train" else EVAL_SETS
+        raise ConfigError(f"{name!r} is not {'a training' if kind == 'train' else 'an evaluation'} set: "
+                          f"allowed {', '.join(names)}")
+    return loaders[name]
 
 
-def _parse_options(pairs: list[str]) -> dict:
+def parse_options(name: str, kind: str, pairs: list[str]) -> dict:
+    """``--option KEY=VALUE`` items -> {key: value}, each parsed by the type the loader declares for it
+    (mmcl_theory.config.parse_value: an int option must be an integer, a bool true/false, a tuple a
+    TOML list; a path is taken as written). An unknown key lists the loader's options."""
+    types = loader_options(_loader(name, kind))
     out = {}
-    for p in pairs:
-        key, sep, value = p.partition("=")
+    for item in pairs:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise ValueError(f"--option must be KEY=VALUE, got {p!r}")
-        out[key.replace("-", "_")] = _parse_value(value)
+            raise ConfigError(f"--option {item!r} must look like KEY=VALUE")
+        if key not in types:
+            raise ConfigError(f"--option {key!r} is not an option of {name}: allowed {', '.join(types) or 'none'}")
+        kind_of = types[key]
+        if Path in typing.get_args(kind_of):
+            kind_of = str
+        out[key] = parse_value(f"--option {key}", text, kind_of)
     return out
 
 
@@ -56,8 +69,8 @@ def check(name: str, root: str, kind: str | None = None, options: dict | None = 
     options = options or {}
     if kind is None:
         kind = "train" if name in TRAINING_SETS else "eval"
-    if kind not in ("train", "eval"):
-        raise ValueError(f"kind must be 'train' or 'eval', got {kind!r}")
+    check_choice("", "--kind", kind, ("train", "eval"))
+    check_range("", "--workers", workers, 1, 256, integer=True)
     ds = load_training_set(name, root, **options) if kind == "train" else load_eval_set(name, root, **options)
     skipped = list(ds.skipped)
     paths = ds.image_paths or []
@@ -112,7 +125,7 @@ def _print_text(r: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmcl_theory.clip.data", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m mmcl_theory.clip.data", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check", help="inspect one dataset")
     p.add_argument("name", choices=sorted(set(TRAINING_SETS) | set(EVAL_SETS)))
@@ -120,13 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", choices=("train", "eval"), help="training or evaluation loader (default: train if the name is a training set)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="loader option, e.g. split=val")
     p.add_argument("--verify", action="store_true", help="decode every image and report undecodable ones")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="threads decoding images with --verify (>= 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
+    sys.stdout.reconfigure(errors="backslashreplace")  # file names that are not UTF-8 still print
     try:
-        report = check(args.name, args.root, args.kind, _parse_options(args.option), args.verify, args.workers)
-    except (DataLayoutError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        kind = args.kind or ("train" if args.name in TRAINING_SETS else "eval")
+        report = check(args.name, args.root, kind, parse_options(args.name, kind, args.option), args.verify,
+                       args.workers)
+    except (DataLayoutError, ValueError, OSError) as e:  # ConfigError and ImageDecodeError are ValueErrors
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message holds
         return 2
     if args.json:
         print(json.dumps(report, indent=1))

@@ -19,13 +19,14 @@ import hashlib
 import json
 import multiprocessing
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from mmcl_theory.io import atomic_write_json
 
 from .errors import DataLayoutError, ImageDecodeError, Skip
 from .images import decode_image
@@ -35,47 +36,68 @@ IMAGES = "images.npy"
 CHUNK = 256  # images per worker task
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _marker(out: Path, i: int) -> Path:
     return out / f"shard_{i:05d}.done.json"
 
 
+def _read_marker(path: Path) -> list[list] | None:
+    """The [[row, path, reason], ...] of a finished shard's marker, or None when it is unreadable."""
+    try:
+        entries = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    ok = isinstance(entries, list) and all(isinstance(e, list) and len(e) == 3 and isinstance(e[0], int)
+                                           for e in entries)
+    return entries if ok else None
+
+
+def _read_manifest(path: Path) -> dict:
+    keys = ("resolution", "count", "shard_size")
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataLayoutError(f"{path}: unreadable cache manifest ({type(e).__name__}); delete the folder "
+                              "and build the cache again") from None
+    if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), int) and manifest[k] >= 1 for k in keys):
+        raise DataLayoutError(f"{path}: cache manifest without positive integers {', '.join(keys)}; delete the "
+                              "folder and build the cache again")
+    return manifest
+
+
 class ImageCache:
     """A finished cache: ``len(cache)``, ``.images`` (np.memmap uint8 (N, R, R, 3), read-only),
-    ``.get_batch(indices)``, ``.skipped`` [(path, reason)], ``.skipped_rows``, ``.resolution``."""
+    ``.get_batch(indices)``, ``.resolution``, and the undecodable images (black rows):
+    ``.skipped`` [(path, reason)], ``.skipped_rows`` [row] in the same order, ``.unreadable_rows``
+    (int64 (U,), sorted) and ``.readable`` (bool (N,), False on those rows), for the training loop to drop."""
 
     def __init__(self, out_dir: str | Path):
         self.dir = Path(out_dir)
         mpath = self.dir / MANIFEST
         if not mpath.is_file():
             raise DataLayoutError(f"{self.dir}: not an image cache (expected {MANIFEST}; build it with build_cache)")
-        self.manifest = json.loads(mpath.read_text())
+        self.manifest = _read_manifest(mpath)
         self.resolution, self.count, self.shard_size = (self.manifest[k] for k in ("resolution", "count", "shard_size"))
         n_shards = -(-self.count // self.shard_size)
-        missing = [i for i in range(n_shards) if not _marker(self.dir, i).is_file()]
+        markers = [_read_marker(_marker(self.dir, i)) for i in range(n_shards)]
+        missing = [i for i, m in enumerate(markers) if m is None]
         if missing:
             raise DataLayoutError(f"{self.dir}: cache incomplete, {len(missing)} of {n_shards} shards unfinished "
-                                  f"(first {_marker(self.dir, missing[0]).name} missing); run build_cache again to resume")
-        self.images: np.memmap = np.load(self.dir / IMAGES, mmap_mode="r")
+                                  f"(first {_marker(self.dir, missing[0]).name} missing or unreadable); "
+                                  "run build_cache again to resume")
+        try:
+            self.images: np.memmap = np.load(self.dir / IMAGES, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise DataLayoutError(f"{self.dir / IMAGES}: unreadable cache images ({e}); delete the folder and "
+                                  "build the cache again") from None
         if self.images.shape != (self.count, self.resolution, self.resolution, 3) or self.images.dtype != np.uint8:
             raise DataLayoutError(f"{self.dir / IMAGES}: shape {self.images.shape} {self.images.dtype} does not match "
                                   f"the manifest ({self.count}, {self.resolution}, {self.resolution}, 3) uint8")
-        self.skipped: list[Skip] = []
-        self.skipped_rows: list[int] = []
-        for i in range(n_shards):
-            for row, path, reason in json.loads(_marker(self.dir, i).read_text()):
-                self.skipped_rows.append(row)
-                self.skipped.append((path, reason))
+        entries = sorted(e for m in markers for e in m)
+        self.skipped: list[Skip] = [(path, reason) for _, path, reason in entries]
+        self.skipped_rows: list[int] = [row for row, _, _ in entries]
+        self.unreadable_rows = np.array(self.skipped_rows, np.int64)
+        self.readable = np.ones(self.count, bool)
+        self.readable[self.unreadable_rows] = False
 
     def __len__(self) -> int:
         return self.count
@@ -119,17 +141,19 @@ def build_cache(dataset_or_paths, out_dir: str | Path, resolution: int, workers:
     if not paths:
         raise ValueError("build_cache: no image paths given")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataLayoutError(f"{out}: the cache folder is a file; pass a folder as out_dir")
     out.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()
     manifest = {"format": 2, "resolution": int(resolution), "crop_border": int(crop_border),
                 "shard_size": int(shard_size), "count": len(paths), "paths_sha256": digest}
     mpath = out / MANIFEST
     if mpath.is_file():
-        old = json.loads(mpath.read_text())
+        old = _read_manifest(mpath)
         if old != manifest:
             diff = {k: (old.get(k), v) for k, v in manifest.items() if old.get(k) != v}
             raise DataLayoutError(f"{out}: holds a different cache ({diff}); use another out_dir")
-    for stale in out.glob("*.tmp"):  # partial files of a killed build
+    for stale in [*out.glob("*.tmp"), *out.glob(".*.tmp*")]:  # partial files of a killed build
         stale.unlink()
     data = out / IMAGES
     if not (mpath.is_file() and data.is_file()):  # fresh start: no finished shard can be trusted
@@ -139,10 +163,10 @@ def build_cache(dataset_or_paths, out_dir: str | Path, resolution: int, workers:
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                   shape=(len(paths), resolution, resolution, 3)).flush()
         os.replace(tmp, data)
-        _atomic_write_text(mpath, json.dumps(manifest, indent=1))
+        atomic_write_json(mpath, manifest)
 
     n_shards = -(-len(paths) // shard_size)
-    todo = [i for i in range(n_shards) if not _marker(out, i).is_file()]
+    todo = [i for i in range(n_shards) if _read_marker(_marker(out, i)) is None]  # missing or damaged
     tasks = [(i, lo, paths[lo: min(lo + CHUNK, (i + 1) * shard_size)])
              for i in todo for lo in range(i * shard_size, min((i + 1) * shard_size, len(paths)), CHUNK)]
     remaining = {i: sum(t[0] == i for t in tasks) for i in todo}
@@ -155,7 +179,7 @@ def build_cache(dataset_or_paths, out_dir: str | Path, resolution: int, workers:
         skipped[i] += failed
         remaining[i] -= 1
         if remaining[i] == 0:
-            _atomic_write_text(_marker(out, i), json.dumps(sorted(skipped[i])))
+            atomic_write_json(_marker(out, i), sorted(skipped[i]), indent=None)
 
     if workers == 1:
         for i, lo, refs in tasks:

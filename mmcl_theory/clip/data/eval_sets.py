@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from .errors import DataLayoutError, Skip
 from .facts import (IMAGENET_A_CLASSES, IMAGENET_CLASSNAMES, IMAGENET_R_CLASSES, IMAGENET_WNIDS, OBJECTNET_CLASSES,
                     TEXTURE_SHAPE_CLASSES)
 from .images import is_image_file, read_images
+from .text_files import read_json_file, read_text_file
 from .training_sets import tiny_imagenet_split, call_loader, tiny_imagenet_classes
 
 EVAL_SETS: tuple[str, ...] = (
@@ -63,10 +63,13 @@ class EvalSet:
     def __len__(self) -> int:
         return len(self.image_paths)
 
-    def read(self, indices, resolution: int, skipped: list[Skip] | None = None) -> np.ndarray:
-        """uint8 (B, R, R, 3) images at the indices, with this set's border crop."""
+    def read(self, indices, resolution: int, skipped: list[Skip] | None = None,
+             failed_rows: list[int] | None = None) -> np.ndarray:
+        """uint8 (B, R, R, 3) images at the indices, with this set's border crop. With ``skipped`` or
+        ``failed_rows`` lists, undecodable images are black rows, listed there (failed_rows: positions in
+        ``indices``), and the evaluation can drop them; without, the first one raises ImageDecodeError."""
         return read_images([self.image_paths[i] for i in indices], resolution, crop_border=self.crop_border,
-                           skipped=skipped)
+                           skipped=skipped, failed_rows=failed_rows)
 
     def restrict(self, imagenet_classes, name: str | None = None) -> "EvalSet":
         """The images whose class is among the given ImageNet-1k indices, with logits restricted to them
@@ -170,11 +173,16 @@ def _devkit_labels(devkit: Path) -> list[int]:
     gt, meta = devkit / "data" / "ILSVRC2012_validation_ground_truth.txt", devkit / "data" / "meta.mat"
     if not gt.is_file() or not meta.is_file():
         raise DataLayoutError(f"imagenet1k: flat val images need the devkit: expected {gt} and {meta}")
-    synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
-    id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
-    wnid_index = {w: i for i, w in enumerate(IMAGENET_WNIDS)}
     try:
-        return [wnid_index[id_to_wnid[int(x)]] for x in gt.read_text().split()]
+        synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
+        id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
+    except Exception as e:  # scipy raises many types for a damaged .mat file; all mean the same here
+        raise DataLayoutError(f"imagenet1k: devkit {meta} is not a readable meta.mat with 'synsets' "
+                              f"({type(e).__name__}: {e})") from None
+    wnid_index = {w: i for i, w in enumerate(IMAGENET_WNIDS)}
+    truth = read_text_file(gt, "imagenet1k", "one ILSVRC2012_ID per line")
+    try:
+        return [wnid_index[id_to_wnid[int(x)]] for x in truth.split()]
     except (KeyError, ValueError) as e:
         raise DataLayoutError(f"imagenet1k: devkit ground truth {gt} holds an ID not in {meta} ({e})") from None
 
@@ -251,11 +259,13 @@ def _read_subset(path: str | Path | None, key: str, default: tuple[int, ...]) ->
     p = Path(path)
     if p.is_dir():
         p = p / "class_sublists.json"
-    try:
-        value = json.loads(p.read_text())[key]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise DataLayoutError(f"class subset: expected a JSON object with key {key!r} at {p} ({e})") from None
-    return tuple(sorted(int(v) for v in value))
+    expected = f"a JSON object whose {key!r} is a list of ImageNet-1k indices 0..999 (imagenet-testbed's class_sublists.json)"
+    data = read_json_file(p, "class subset", expected)
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                            and 0 <= v < 1000 for v in value):
+        raise DataLayoutError(f"class subset: {p} does not hold {expected}")
+    return tuple(sorted(set(value)))
 
 
 def load_imagenet_r(root: str | Path, class_sublists: str | Path | None = None) -> EvalSet:
@@ -277,6 +287,14 @@ def load_imagenet_a(root: str | Path, class_sublists: str | Path | None = None) 
 # ObjectNet
 # ---------------------------------------------------------------------------------------------------
 
+def _string_map(path: Path, expected: str) -> dict[str, str]:
+    """A JSON object of strings to strings, or DataLayoutError naming the file."""
+    data = read_json_file(path, "objectnet", f"a JSON object {expected}")
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise DataLayoutError(f"objectnet: {path} is not a JSON object of strings ({expected})")
+    return data
+
+
 def _objectnet_metadata(meta: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
     """(folder -> ObjectNet label, ObjectNet label -> ImageNet-1k indices) from the mapping files:
     folder_to_objectnet_label.json, objectnet_to_imagenet_1k.json ('; '-separated ImageNet names), and
@@ -286,13 +304,19 @@ def _objectnet_metadata(meta: Path) -> tuple[dict[str, str], dict[str, list[int]
     if missing:
         raise DataLayoutError(f"objectnet: expected the mapping files {missing} (ObjectNet mappings/ folder, "
                               "or pass metadata=PATH, e.g. imagenet-testbed's objectnet_metadata)")
-    folder_to_label = json.loads(files["folder_to_objectnet_label.json"].read_text())
-    label_to_names = json.loads(files["objectnet_to_imagenet_1k.json"].read_text())
+    folder_to_label = _string_map(files["folder_to_objectnet_label.json"], "folder name -> ObjectNet label")
+    label_to_names = _string_map(files["objectnet_to_imagenet_1k.json"],
+                                 "ObjectNet label -> '; '-separated ImageNet names")
     if (meta / "imagenet_to_labels.json").is_file():
-        names = json.loads((meta / "imagenet_to_labels.json").read_text())
+        names = _string_map(meta / "imagenet_to_labels.json", "ImageNet index '0'..'999' -> name")
+        missing = [str(i) for i in range(1000) if str(i) not in names]
+        if missing:
+            raise DataLayoutError(f"objectnet: {meta / 'imagenet_to_labels.json'} lacks the indices {missing[:5]}; "
+                                  "expected keys '0'..'999'")
         index_names = [names[str(i)] for i in range(1000)]
     elif (meta / "imagenet_to_label_2012_v2").is_file():
-        index_names = [l.strip() for l in (meta / "imagenet_to_label_2012_v2").read_text().splitlines() if l.strip()]
+        text = read_text_file(meta / "imagenet_to_label_2012_v2", "objectnet", "one ImageNet name per line")
+        index_names = [l.strip() for l in text.splitlines() if l.strip()]
     else:
         raise DataLayoutError(f"objectnet: expected imagenet_to_labels.json or imagenet_to_label_2012_v2 in {meta}")
     if len(index_names) != 1000:
@@ -339,11 +363,14 @@ def load_objectnet(root: str | Path, metadata: str | Path | None = None, protoco
             raise DataLayoutError(f"objectnet: expected class folders in {img_root} or flat images with an "
                                   "answers*.json (file -> ObjectNet id) in the root")
         id_to_label = sorted(set(folder_to_label.values()))
-        for fname, oid in sorted(json.loads(ans.read_text()).items()):
+        answers_map = read_json_file(ans, "objectnet", "a JSON object image file -> ObjectNet id")
+        if not isinstance(answers_map, dict):
+            raise DataLayoutError(f"objectnet: {ans} is not a JSON object (expected image file -> ObjectNet id)")
+        for fname, oid in sorted(answers_map.items()):
             p = img_root / fname
             if not p.is_file():
                 skipped.append((str(p), "missing image file"))
-            elif not isinstance(oid, int) or not 0 <= oid < len(id_to_label):
+            elif not isinstance(oid, int) or isinstance(oid, bool) or not 0 <= oid < len(id_to_label):
                 skipped.append((str(p), f"ObjectNet id {oid!r} outside 0..{len(id_to_label) - 1}"))
             else:
                 items.append((str(p), id_to_label[oid]))
@@ -404,7 +431,7 @@ def load_texture_vs_shape(root: str | Path, *, kind: str) -> EvalSet:
                    class_groups=[TEXTURE_SHAPE_CLASSES[c] for c in cats], skipped=skipped)
 
 
-_LOADERS = {
+LOADERS = {
     "imagenet1k": load_imagenet1k,
     "imagenetv2": load_imagenetv2,
     "imagenet_sketch": load_imagenet_sketch,
@@ -419,6 +446,6 @@ _LOADERS = {
 
 def load_eval_set(name: str, root: str | Path, **options) -> EvalSet:
     """Load a zero-shot evaluation set by CLIP_benchmark-style name (``EVAL_SETS``) from root."""
-    if name not in _LOADERS:
+    if name not in LOADERS:
         raise ValueError(f"eval set name must be one of {EVAL_SETS}, got {name!r}")
-    return call_loader(name, _LOADERS[name], root, options)
+    return call_loader(name, LOADERS[name], root, options)

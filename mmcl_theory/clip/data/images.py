@@ -65,24 +65,29 @@ def _to_square(img: Image.Image, resolution: int, crop_border: int) -> np.ndarra
     return np.asarray(img, dtype=np.uint8)
 
 
+_DECODE_ERRORS = (OSError, UnidentifiedImageError, Image.DecompressionBombError, KeyError, ValueError, SyntaxError,
+                  tarfile.TarError)
+
+
 def decode_image(ref: str, resolution: int, crop_border: int = 0) -> np.ndarray:
     """One image -> uint8 (resolution, resolution, 3): optional border crop, center square crop, bicubic resize.
 
-    Raises ImageDecodeError naming the file when it is missing, truncated or not an image.
+    Raises ImageDecodeError naming the file when it is missing, truncated, too large or not an image.
     """
     try:
         with Image.open(io.BytesIO(read_bytes(ref))) as img:
             return _to_square(img, resolution, crop_border)
-    except (OSError, UnidentifiedImageError, KeyError, ValueError, SyntaxError, tarfile.TarError) as e:
+    except _DECODE_ERRORS as e:
         raise ImageDecodeError(f"{ref}: {type(e).__name__}: {e}") from None
 
 
 def read_images(paths: Sequence[str], resolution: int, *, crop_border: int = 0,
-                skipped: list[Skip] | None = None) -> np.ndarray:
+                skipped: list[Skip] | None = None, failed_rows: list[int] | None = None) -> np.ndarray:
     """Decode image files -> uint8 (N, resolution, resolution, 3), RGB, center-cropped and resized.
 
-    A file that cannot be decoded raises ImageDecodeError, unless ``skipped`` is a list: then its row is
-    left black and ``(path, reason)`` is appended, so the batch keeps its shape.
+    A file that cannot be decoded raises ImageDecodeError, unless ``skipped`` or ``failed_rows`` is a
+    list: then its row is left black, ``(path, reason)`` is appended to ``skipped`` and its position in
+    ``paths`` to ``failed_rows``, so the batch keeps its shape and the caller knows which rows to drop.
     """
     if resolution < 1:
         raise ValueError(f"resolution must be >= 1, got {resolution}")
@@ -91,9 +96,12 @@ def read_images(paths: Sequence[str], resolution: int, *, crop_border: int = 0,
         try:
             out[i] = decode_image(ref, resolution, crop_border)
         except ImageDecodeError as e:
-            if skipped is None:
+            if skipped is None and failed_rows is None:
                 raise
-            skipped.append((ref, str(e).split(": ", 1)[1]))
+            if skipped is not None:
+                skipped.append((ref, str(e).split(": ", 1)[1]))
+            if failed_rows is not None:
+                failed_rows.append(i)
     return out
 
 
@@ -103,5 +111,5 @@ def verify_image(ref: str) -> str | None:
         with Image.open(io.BytesIO(read_bytes(ref))) as img:
             img.load()
         return None
-    except (OSError, UnidentifiedImageError, KeyError, ValueError, SyntaxError, tarfile.TarError) as e:
+    except _DECODE_ERRORS as e:
         return f"{type(e).__name__}: {e}"

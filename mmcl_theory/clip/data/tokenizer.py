@@ -10,13 +10,15 @@ the start token is ``vocab_size - 2`` and the end token ``vocab_size - 1``, the 
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from mmcl_theory.config import is_int
+from mmcl_theory.io import atomic_write_text
 
 SOT, EOT, PAD = "<|startoftext|>", "<|endoftext|>", "<pad>"
 _WORD_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+"""
@@ -72,29 +74,40 @@ class BPETokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write the tokenizer as tokenizers JSON, atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            self._tok.save(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write_text(path, self._tok.to_str(pretty=True))
+
+
+MIN_TRAINED_VOCAB_SIZE = 2 * 256 + 3
+"""The smallest vocabulary train_tokenizer accepts: 256 byte symbols, their 256 '</w>' forms, <pad>, SOT, EOT."""
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, path: str | Path | None = None) -> BPETokenizer:
-    """Train a BPE vocabulary of ``vocab_size`` ids (incl. <pad>=0, SOT, EOT) on texts; save it at path."""
-    base = len(pre_tokenizers.ByteLevel.alphabet()) * 2 + 3  # byte symbols, their '</w>' forms, 3 specials
-    if vocab_size < base:
-        raise ValueError(f"vocab_size must be >= {base} (byte alphabet + specials), got {vocab_size}")
-    tok = _configure(Tokenizer(models.BPE(end_of_word_suffix="</w>")))
+    """Train a BPE vocabulary of at most ``vocab_size`` ids on texts (fewer when the texts run out of pairs
+    to merge); save it at path (tokenizers JSON).
+
+    Deterministic: the same texts and vocab_size give the same ids and the same file bytes in every
+    process. Ids: 0 <pad>; 1..256 the byte symbols with '</w>' (GPT-2 byte order); 257..512 the bare
+    byte symbols; then one id per learned merge, in merge order; SOT = vocab_size - 2, EOT = vocab_size - 1.
+    The `tokenizers` trainer alone is not deterministic: it gives a '<byte></w>' symbol its id when it
+    first meets it while iterating a hash map of words (randomly seeded per process), and breaks ties
+    between equally frequent pairs by those ids. Declaring all 256 '</w>' symbols up front (as trainer
+    special tokens, which take the first ids in the order given) fixes every id before training starts;
+    the tokenizer is then rebuilt from the learned vocabulary and merges with only <pad>, SOT and EOT
+    as special tokens. Every byte also stays encodable at a word end, seen in training or not.
+    """
+    if not is_int(vocab_size) or vocab_size < MIN_TRAINED_VOCAB_SIZE:
+        raise ValueError(f"vocab_size = {vocab_size!r} is not allowed: an integer >= {MIN_TRAINED_VOCAB_SIZE} "
+                         "(256 byte symbols, their 256 word-end forms, <pad>, start and end)")
+    symbols = _byte_symbols()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - 2, special_tokens=[PAD], end_of_word_suffix="</w>", show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer=trainer)
-    tok.add_special_tokens([SOT, EOT])
+        vocab_size=int(vocab_size) - 2, special_tokens=[PAD] + [s + "</w>" for s in symbols],
+        end_of_word_suffix="</w>", show_progress=False, initial_alphabet=symbols)
+    raw = _configure(Tokenizer(models.BPE(end_of_word_suffix="</w>")))
+    raw.train_from_iterator(texts, trainer=trainer)
+    learned = json.loads(raw.to_str())["model"]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
+    tok = _configure(Tokenizer(models.BPE(learned["vocab"], merges, end_of_word_suffix="</w>")))
+    tok.add_special_tokens([PAD, SOT, EOT])
     out = BPETokenizer(tok)
     if path is not None:
         out.save(path)

@@ -7,9 +7,11 @@ import csv
 import functools
 import inspect
 import json
+import math
 import os
 import re
 import tarfile
+import typing
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,8 @@ from .captions import image_details, label_text, parse_minus_variant, remove_det
 from .errors import DataLayoutError, Skip
 from .facts import IMAGENET_CLASSNAMES, IMAGENET_WNIDS
 from .images import read_images
+from .text_files import (iter_csv_rows, iter_lines, read_json_file, read_text_file, require_json_lists,
+                         text_problem)
 
 TRAINING_SETS: tuple[str, ...] = ("coco", "cc3m", "cc12m", "webdataset", "csv", "imagenet_captions", "tiny_imagenet")
 
@@ -121,12 +125,13 @@ class ImageTextDataset:
             self._memo["details"] = details
         return self._memo["details"]
 
-    def read(self, indices, resolution: int, skipped: list[Skip] | None = None) -> np.ndarray:
+    def read(self, indices, resolution: int, skipped: list[Skip] | None = None,
+             failed_rows: list[int] | None = None) -> np.ndarray:
         """uint8 (B, R, R, 3) images of the samples at indices (see read_images)."""
         if self.image_paths is None:
             raise ValueError(f"{self.name}: loaded with captions only, there are no images")
         return read_images([self.image_paths[i] for i in indices], resolution, crop_border=self.crop_border,
-                           skipped=skipped)
+                           skipped=skipped, failed_rows=failed_rows)
 
     def all_texts(self, variant: str = "caption") -> list[tuple[str, ...]]:
         """Every text of every sample: for 'caption' and 'caption-minus:<types>' all captions of a sample
@@ -170,23 +175,14 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _read_json(path: Path, what: str):
-    if not path.is_file():
-        raise DataLayoutError(f"{what}: expected the file {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataLayoutError(f"{what}: {path} is not valid JSON ({e})") from None
-
-
-def _find_one(root: Path, pattern: str, what: str) -> Path:
+def _find_one(root: Path, pattern: str, what: str, option: str) -> Path:
     if root.is_file():
         return root
     hits = sorted(root.glob(pattern))
     if len(hits) != 1:
         raise DataLayoutError(f"{what}: expected one {pattern} file in {root}, found {len(hits)}"
                               + (f" ({', '.join(h.name for h in hits[:4])})" if hits else "")
-                              + "; pass it with tsv=PATH")
+                              + f"; pass it with {option}=PATH")
     return hits[0]
 
 
@@ -194,11 +190,72 @@ def _find_one(root: Path, pattern: str, what: str) -> Path:
 # COCO
 # ---------------------------------------------------------------------------------------------------
 
+COCO_CAPTIONS_LAYOUT = ("a COCO captions file: a JSON object with 'images': [{'id': int, 'file_name': str}, ...] "
+                        "and 'annotations': [{'image_id': int, 'caption': str}, ...]")
+COCO_INSTANCES_LAYOUT = ("a COCO instances file: a JSON object with 'categories': [{'id': int, 'name': str}, ...] "
+                         "and 'annotations': [{'image_id': int, 'category_id': int, 'area': number}, ...]")
+
+
+def _is_id(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _coco_images(data: dict, ann: Path, skipped: list[Skip]) -> dict[int, str]:
+    """image id -> file name; records without an integer id and a file name are skipped."""
+    images = {}
+    for k, im in enumerate(data["images"]):
+        if not (isinstance(im, dict) and _is_id(im.get("id")) and isinstance(im.get("file_name"), str)
+                and im["file_name"].strip()):
+            skipped.append((f"{ann}:images[{k}]", "image record without an integer 'id' and a 'file_name'"))
+            continue
+        images[im["id"]] = im["file_name"]
+    return images
+
+
+def _coco_captions(data: dict, ann: Path, images: dict[int, str], skipped: list[Skip]) -> dict[int, list[str]]:
+    """image id -> its usable captions (stripped); unknown images, empty or undecodable captions are skipped."""
+    by_image: dict[int, list[str]] = defaultdict(list)
+    for k, a in enumerate(data["annotations"]):
+        where = f"{ann}:annotations[{k}]"
+        if not isinstance(a, dict) or a.get("image_id") not in images or not isinstance(a.get("caption"), str):
+            skipped.append((where, "caption annotation without a known image_id or a caption string"))
+            continue
+        problem = text_problem(a["caption"])
+        if problem:
+            skipped.append((where, problem))
+            continue
+        by_image[a["image_id"]].append(a["caption"].strip())
+    return by_image
+
+
+def _coco_object_areas(inst_path: Path, skipped: list[Skip]) -> dict[int, Counter]:
+    """image id -> {category name: total box area} from a COCO instances file."""
+    inst = read_json_file(inst_path, "coco instances", COCO_INSTANCES_LAYOUT)
+    require_json_lists(inst, inst_path, "coco instances", ("categories", "annotations"), COCO_INSTANCES_LAYOUT)
+    cats = {}
+    for k, c in enumerate(inst["categories"]):
+        if not (isinstance(c, dict) and _is_id(c.get("id")) and isinstance(c.get("name"), str)):
+            skipped.append((f"{inst_path}:categories[{k}]", "category without an integer 'id' and a 'name'"))
+            continue
+        cats[c["id"]] = c["name"]
+    area: dict[int, Counter] = defaultdict(Counter)
+    for k, a in enumerate(inst["annotations"]):
+        ok = isinstance(a, dict) and _is_id(a.get("image_id")) and a.get("category_id") in cats
+        value = a.get("area", 0.0) if ok else None
+        if not ok or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            skipped.append((f"{inst_path}:annotations[{k}]", "instance without an image_id, a known category_id "
+                                                              "and a finite area"))
+            continue
+        area[a["image_id"]][cats[a["category_id"]]] += float(value)
+    return area
+
+
 def load_coco(root: str | Path, split: str = "train", per_caption: bool = False) -> ImageTextDataset:
     """MSCOCO 2017: root/annotations/captions_{split}2017.json, images root/{split}2017/<file_name>;
     root/annotations/instances_{split}2017.json (optional) gives the 'label' texts (category names
     ordered by total box area). split: 'train', 'val' or 'train+val'. per_caption: one sample per
-    caption instead of one per image."""
+    caption instead of one per image. A file of the wrong structure is a DataLayoutError; bad records
+    (empty or undecodable captions, unknown image ids, missing image files) are skipped and listed."""
     root = Path(root)
     splits = split.split("+")
     if not splits or any(s not in ("train", "val") for s in splits):
@@ -211,24 +268,13 @@ def load_coco(root: str | Path, split: str = "train", per_caption: bool = False)
             raise DataLayoutError(f"coco: expected {ann} (COCO 2017 layout: annotations/captions_{s}2017.json "
                                   f"and {s}2017/*.jpg under the root)")
         img_dir = _require_dir(root / f"{s}2017", "coco images")
-        data = _read_json(ann, "coco captions")
-        images = {im["id"]: im["file_name"] for im in data.get("images", [])}
-        by_image: dict[int, list[str]] = defaultdict(list)
-        for k, a in enumerate(data.get("annotations", [])):
-            if a.get("image_id") not in images or not isinstance(a.get("caption"), str):
-                skipped.append((f"{ann}:annotations[{k}]", "caption annotation without a known image_id or caption"))
-                continue
-            by_image[a["image_id"]].append(a["caption"].strip())
+        data = read_json_file(ann, "coco captions", COCO_CAPTIONS_LAYOUT)
+        require_json_lists(data, ann, "coco captions", ("images", "annotations"), COCO_CAPTIONS_LAYOUT)
+        images = _coco_images(data, ann, skipped)
+        by_image = _coco_captions(data, ann, images, skipped)
         inst_path = root / "annotations" / f"instances_{s}2017.json"
-        area: dict[int, Counter] = defaultdict(Counter)
-        if inst_path.is_file():
-            inst = _read_json(inst_path, "coco instances")
-            cats = {c["id"]: c["name"] for c in inst.get("categories", [])}
-            for a in inst.get("annotations", []):
-                if a.get("category_id") in cats:
-                    area[a["image_id"]][cats[a["category_id"]]] += float(a.get("area", 0.0))
-        else:
-            has_instances = False
+        area = _coco_object_areas(inst_path, skipped) if inst_path.is_file() else defaultdict(Counter)
+        has_instances = has_instances and inst_path.is_file()
         for image_id in sorted(by_image):
             p = img_dir / images[image_id]
             if not p.is_file():
@@ -240,7 +286,7 @@ def load_coco(root: str | Path, split: str = "train", per_caption: bool = False)
                 caps.append((c,) if c is not None else tuple(by_image[image_id]))
                 objs.append(names)
         for image_id in sorted(set(images) - set(by_image)):
-            skipped.append((str(img_dir / images[image_id]), "image without captions"))
+            skipped.append((str(img_dir / images[image_id]), "image without usable captions"))
     return ImageTextDataset("coco", str(root), paths, caps, object_names=objs if has_instances else None,
                             skipped=skipped)
 
@@ -249,22 +295,25 @@ def load_coco(root: str | Path, split: str = "train", per_caption: bool = False)
 # Conceptual Captions (TSV + img2dataset 'files' output) and generic CSV/TSV
 # ---------------------------------------------------------------------------------------------------
 
-def _img2dataset_files(images: Path) -> dict[str, str]:
-    """url -> image path from img2dataset's 'files' output (<shard>/<key>.jpg with <key>.json sidecars)."""
+def _img2dataset_files(images: Path, skipped: list[Skip]) -> dict[str, str]:
+    """url -> image path from img2dataset's 'files' output (<shard>/<key>.jpg with <key>.json sidecars);
+    a sidecar that is unreadable or holds no url is skipped and listed."""
     by_url = {}
-    for dirpath, _, files in os.walk(images):
-        for f in files:
+    for dirpath, _, files in sorted(os.walk(images)):
+        for f in sorted(files):
             if f.endswith(".json") and not f.endswith("_stats.json"):
                 stem = os.path.join(dirpath, f[:-5])
                 img = next((stem + e for e in (".jpg", ".png", ".webp") if os.path.exists(stem + e)), None)
                 if img is None:
                     continue
                 try:
-                    url = json.loads(Path(stem + ".json").read_text(encoding="utf-8")).get("url")
-                except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-                    continue
-                if url:
+                    url = json.loads(Path(stem + ".json").read_bytes().decode("utf-8")).get("url")
+                except (json.JSONDecodeError, UnicodeDecodeError, OSError, AttributeError):
+                    url = None
+                if isinstance(url, str) and url:
                     by_url[url] = img
+                else:
+                    skipped.append((stem + ".json", "img2dataset sidecar without a 'url' (not UTF-8 JSON with a url)"))
     return by_url
 
 
@@ -273,36 +322,42 @@ def load_conceptual_captions(root: str | Path, *, variant: str = "cc3m", tsv: st
     """CC3M (TSV: caption<TAB>url) or CC12M (TSV: url<TAB>caption), paired by URL with the images that
     img2dataset downloaded (output_format 'files': <images>/<shard>/<key>.jpg + <key>.json holding the url).
     root: a folder with one .tsv (or the .tsv itself); images defaults to root. Rows without a downloaded
-    image are skipped ('not downloaded'). captions_only=True: keep every row, image_paths None."""
+    image are skipped ('not downloaded'), and so are rows with an empty field or bad UTF-8.
+    captions_only=True: keep every good row, image_paths None."""
     root = Path(root)
     if not root.exists():
         raise DataLayoutError(f"{variant}: root {root} does not exist")
-    tsv_path = Path(tsv) if tsv is not None else _find_one(root, "*.tsv", variant)
+    tsv_path = Path(tsv) if tsv is not None else _find_one(root, "*.tsv", variant, "tsv")
     if not tsv_path.is_file():
         raise DataLayoutError(f"{variant}: expected the TSV file {tsv_path}")
+    paths, caps, skipped = [], [], []
     by_url = None
     if not captions_only:
         img_root = Path(images) if images is not None else (root if root.is_dir() else root.parent)
-        by_url = _img2dataset_files(_require_dir(img_root, f"{variant} images"))
+        by_url = _img2dataset_files(_require_dir(img_root, f"{variant} images"), skipped)
         if not by_url:
             raise DataLayoutError(f"{variant}: no img2dataset images (<shard>/<key>.jpg with <key>.json) under "
                                   f"{img_root}; pass images=PATH or captions_only=True")
     cap_col = 0 if variant == "cc3m" else 1
-    paths, caps, skipped = [], [], []
-    with open(tsv_path, encoding="utf-8", errors="replace", newline="") as f:
-        for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if lineno == 1 and [c.lower() for c in row][:2] in (["caption", "url"], ["url", "caption"]):
-                continue  # header
-            if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                skipped.append((f"{tsv_path}:{lineno}", f"expected 2 non-empty tab-separated fields, got {len(row)}"))
+    layout = "caption<TAB>url" if variant == "cc3m" else "url<TAB>caption"
+    for lineno, row, problem in iter_csv_rows(tsv_path, "\t", variant, quoting=csv.QUOTE_NONE):
+        where = f"{tsv_path}:{lineno}"
+        if problem:
+            skipped.append((where, problem))
+            continue
+        if lineno == 1 and [c.lower() for c in row][:2] in (["caption", "url"], ["url", "caption"]):
+            continue  # header
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            got = f"{len(row)} fields" if len(row) != 2 else "an empty field"
+            skipped.append((where, f"expected 2 non-empty tab-separated fields ({layout}), got {got}"))
+            continue
+        caption, url = row[cap_col].strip(), row[1 - cap_col].strip()
+        if by_url is not None:
+            if url not in by_url:
+                skipped.append((where, "not downloaded"))
                 continue
-            caption, url = row[cap_col].strip(), row[1 - cap_col].strip()
-            if by_url is not None:
-                if url not in by_url:
-                    skipped.append((f"{tsv_path}:{lineno}", "not downloaded"))
-                    continue
-                paths.append(by_url[url])
-            caps.append((caption,))
+            paths.append(by_url[url])
+        caps.append((caption,))
     return ImageTextDataset(variant, str(root), None if captions_only else paths, caps, skipped=skipped)
 
 
@@ -310,36 +365,47 @@ def load_csv(root: str | Path, image_key: str | int = "filepath", caption_key: s
              delimiter: str | None = None, image_root: str | Path | None = None) -> ImageTextDataset:
     """A CSV/TSV file with a header naming the image-path and caption columns (open_clip's 'filepath'
     and 'title' by default), or integer column positions for a file without header. Relative image
-    paths are resolved against image_root (default: the file's folder)."""
+    paths are resolved against image_root (default: the file's folder). Rows with too few fields, an
+    empty caption, bad UTF-8 or a missing image file are skipped and listed."""
     path = Path(root)
     if not path.is_file():
         raise DataLayoutError(f"csv: expected a CSV/TSV file at {path}")
+    if delimiter is not None and len(delimiter) != 1:
+        raise ValueError(f"delimiter = {delimiter!r} is not allowed: one character")
     delim = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
     base = Path(image_root) if image_root is not None else path.parent
     paths, caps, skipped = [], [], []
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
-        reader = csv.reader(f, delimiter=delim)
-        if isinstance(image_key, int) and isinstance(caption_key, int):
-            ci, cc = image_key, caption_key
-            first = 1
-        else:
-            header = next(reader, [])
-            if image_key not in header or caption_key not in header:
-                raise DataLayoutError(f"csv: {path} header {header[:6]} must name the columns {image_key!r} and "
-                                      f"{caption_key!r} (or pass image_key/caption_key)")
-            ci, cc = header.index(image_key), header.index(caption_key)
-            first = 2
-        for lineno, row in enumerate(reader, start=first):
-            if len(row) <= max(ci, cc) or not row[ci].strip():
-                skipped.append((f"{path}:{lineno}", f"expected at least {max(ci, cc) + 1} fields, got {len(row)}"))
-                continue
-            p = Path(row[ci].strip())
-            p = p if p.is_absolute() else base / p
-            if not p.is_file():
-                skipped.append((str(p), f"missing image file (line {lineno})"))
-                continue
-            paths.append(str(p))
-            caps.append((row[cc].strip(),))
+    rows = iter_csv_rows(path, delim, "csv")
+    if isinstance(image_key, int) and isinstance(caption_key, int):
+        if image_key < 0 or caption_key < 0:
+            raise ValueError(f"image_key, caption_key = {image_key}, {caption_key}: column positions must be >= 0")
+        ci, cc = image_key, caption_key
+    else:
+        _, header, problem = next(rows, (1, [], None))
+        if problem or image_key not in header or caption_key not in header:
+            shown = "not valid UTF-8" if problem else header[:6]
+            raise DataLayoutError(f"csv: {path} header {shown} must name the columns {image_key!r} and "
+                                  f"{caption_key!r} (or pass image_key/caption_key)")
+        ci, cc = header.index(image_key), header.index(caption_key)
+    for lineno, row, problem in rows:
+        where = f"{path}:{lineno}"
+        if problem:
+            skipped.append((where, problem))
+            continue
+        if len(row) <= max(ci, cc) or not row[ci].strip():
+            skipped.append((where, f"expected at least {max(ci, cc) + 1} fields with an image path, got {len(row)}"))
+            continue
+        problem = text_problem(row[cc])
+        if problem:
+            skipped.append((where, problem))
+            continue
+        p = Path(row[ci].strip())
+        p = p if p.is_absolute() else base / p
+        if not p.is_file():
+            skipped.append((str(p), f"missing image file (line {lineno})"))
+            continue
+        paths.append(str(p))
+        caps.append((row[cc].strip(),))
     return ImageTextDataset("csv", str(path), paths, caps, skipped=skipped)
 
 
@@ -350,7 +416,8 @@ def load_csv(root: str | Path, image_key: str | int = "filepath", caption_key: s
 def load_webdataset(root: str | Path) -> ImageTextDataset:
     """img2dataset webdataset output: root/*.tar, each sample <key>.jpg|.png|.webp + <key>.txt (+ <key>.json).
     Samples are counted by reading the shards' member lists (never from key ranges); a sample without
-    image or caption is skipped. Image references are '<shard>.tar::<member>'."""
+    image or caption, or with an empty or undecodable caption, is skipped; so is an unreadable shard.
+    Image references are '<shard>.tar::<member>'."""
     root = Path(root)
     shards = sorted(root.glob("*.tar")) if root.is_dir() else [root] if root.suffix == ".tar" else []
     if not shards:
@@ -371,11 +438,20 @@ def load_webdataset(root: str | Path) -> ImageTextDataset:
                         missing = "image" if img is None else "caption (.txt)"
                         skipped.append((f"{shard}::{key}", f"sample without {missing}"))
                         continue
-                    text = tar.extractfile(parts["txt"]).read().decode("utf-8", errors="replace").strip()
+                    raw = tar.extractfile(parts["txt"]).read()
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        skipped.append((f"{shard}::{parts['txt'].name}", f"caption not valid UTF-8 at byte {e.start}"))
+                        continue
+                    problem = text_problem(text)
+                    if problem:
+                        skipped.append((f"{shard}::{parts['txt'].name}", problem))
+                        continue
                     paths.append(f"{shard}::{img.name}")
-                    caps.append((text,))
+                    caps.append((text.strip(),))
         except (tarfile.TarError, OSError, EOFError) as e:
-            skipped.append((str(shard), f"unreadable tar shard ({type(e).__name__}: {e})"))
+            skipped.append((str(shard), f"unreadable tar shard ({type(e).__name__}: {' '.join(str(e).split())})"))
     return ImageTextDataset("webdataset", str(root), paths, caps, skipped=skipped)
 
 
@@ -391,25 +467,29 @@ def load_imagenet_captions(root: str | Path, json_path: str | Path | None = None
     (image_root default: root/train if it exists, else root). The caption joins text_fields (tags joined
     by ', '); labels are ImageNet-1k indices, 'label' texts are CLIP class names."""
     root = Path(root)
-    jp = Path(json_path) if json_path is not None else _find_one(root, "*.json", "imagenet_captions")
+    jp = Path(json_path) if json_path is not None else _find_one(root, "*.json", "imagenet_captions", "json_path")
     bad = [t for t in text_fields if t not in ("title", "description", "tags")]
     if bad or not text_fields:
         raise ValueError(f"text_fields must be a non-empty subset of ('title', 'description', 'tags'), got {text_fields}")
     img_root = Path(image_root) if image_root is not None else (root / "train" if (root / "train").is_dir() else
                                                                  root if root.is_dir() else root.parent)
-    text = jp.read_text(encoding="utf-8", errors="replace") if jp.is_file() else None
-    if text is None:
-        raise DataLayoutError(f"imagenet_captions: expected the JSON file {jp}")
+    layout = "a JSON list (or JSON Lines) of records {'filename', 'wnid', 'title', 'description', 'tags'}"
+    if not jp.is_file():
+        raise DataLayoutError(f"imagenet_captions: expected the JSON file {jp} ({layout})")
     skipped: list[Skip] = []
-    if text.lstrip().startswith("["):
-        try:
-            records = list(enumerate(json.loads(text), start=1))
-        except json.JSONDecodeError as e:
-            raise DataLayoutError(f"imagenet_captions: {jp} is not valid JSON ({e})") from None
+    with open(jp, "rb") as f:
+        is_list = f.read(4096).lstrip().startswith(b"[")
+    if is_list:
+        records = read_json_file(jp, "imagenet_captions", layout)
+        if not isinstance(records, list):
+            raise DataLayoutError(f"imagenet_captions: {jp} is not a JSON list; expected {layout}")
+        records = list(enumerate(records, start=1))
     else:
         records = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
+        for lineno, line, problem in iter_lines(jp, "imagenet_captions", layout):
+            if problem:
+                skipped.append((f"{jp}:{lineno}", problem))
+            elif line.strip():
                 try:
                     records.append((lineno, json.loads(line)))
                 except json.JSONDecodeError as e:
@@ -426,8 +506,9 @@ def load_imagenet_captions(root: str | Path, json_path: str | Path | None = None
             v = rec.get(t) or ""
             parts.append(", ".join(map(str, v)) if isinstance(v, list) else str(v).strip())
         caption = ". ".join(p for p in parts if p)
-        if not caption:
-            skipped.append((where, f"empty caption fields {text_fields}"))
+        problem = text_problem(caption)
+        if problem:
+            skipped.append((where, f"{problem} (fields {', '.join(text_fields)})"))
             continue
         p = img_root / rec["wnid"] / rec["filename"]
         if not p.is_file():
@@ -446,14 +527,16 @@ def load_imagenet_captions(root: str | Path, json_path: str | Path | None = None
 # Tiny ImageNet
 # ---------------------------------------------------------------------------------------------------
 
+TINY_IMAGENET_LAYOUT = ("the Tiny ImageNet-200 layout: wnids.txt, words.txt, train/<wnid>/images + <wnid>_boxes.txt, "
+                        "val/images + val/val_annotations.txt")
+
+
 def tiny_imagenet_classes(root: Path, names: str = "clip") -> tuple[list[str], list[str]]:
     """(wnids in wnids.txt order, class names): 'clip' names via the ImageNet index, or 'words' (first
     lemma in words.txt)."""
-    wpath = root / "wnids.txt"
-    if not wpath.is_file():
-        raise DataLayoutError(f"tiny_imagenet: expected {wpath} (Tiny ImageNet-200 layout: wnids.txt, words.txt, "
-                              "train/<wnid>/images, val/images + val/val_annotations.txt)")
-    wnids = [w.strip() for w in wpath.read_text().split() if w.strip()]
+    wnids = read_text_file(root / "wnids.txt", "tiny_imagenet", TINY_IMAGENET_LAYOUT).split()
+    if not wnids:
+        raise DataLayoutError(f"tiny_imagenet: {root / 'wnids.txt'} lists no wnids; expected {TINY_IMAGENET_LAYOUT}")
     if names == "clip":
         index = {w: i for i, w in enumerate(IMAGENET_WNIDS)}
         unknown = [w for w in wnids if w not in index]
@@ -462,7 +545,7 @@ def tiny_imagenet_classes(root: Path, names: str = "clip") -> tuple[list[str], l
         return wnids, [IMAGENET_CLASSNAMES[index[w]] for w in wnids]
     if names == "words":
         words = {}
-        for line in (root / "words.txt").read_text().splitlines():
+        for line in read_text_file(root / "words.txt", "tiny_imagenet", TINY_IMAGENET_LAYOUT).splitlines():
             w, _, lemmas = line.partition("\t")
             words[w] = lemmas.split(",")[0].strip()
         return wnids, [words.get(w, w) for w in wnids]
@@ -471,6 +554,8 @@ def tiny_imagenet_classes(root: Path, names: str = "clip") -> tuple[list[str], l
 
 def tiny_imagenet_split(root: Path, split: str, wnids: list[str], per_class: int | None):
     """(paths, labels, boxes, skipped) of a Tiny ImageNet split; boxes are x0 y0 x1 y1 in 64x64 pixels."""
+    if per_class is not None and (not isinstance(per_class, int) or per_class < 1):
+        raise ValueError(f"per_class = {per_class!r} is not allowed: an integer >= 1, or None for all")
     index = {w: i for i, w in enumerate(wnids)}
     paths, labels, boxes, skipped = [], [], [], []
     if split == "train":
@@ -481,10 +566,10 @@ def tiny_imagenet_split(root: Path, split: str, wnids: list[str], per_class: int
                 skipped.append((str(bpath), "missing class box file"))
                 continue
             rows = []
-            for lineno, line in enumerate(bpath.read_text().splitlines(), start=1):
-                parts = line.split()
-                if len(parts) != 5 or not all(p.lstrip("-").isdigit() for p in parts[1:]):
-                    skipped.append((f"{bpath}:{lineno}", "expected 'file x0 y0 x1 y1'"))
+            for lineno, line, problem in iter_lines(bpath, "tiny_imagenet", "'file x0 y0 x1 y1' lines"):
+                parts = [] if problem else line.split()
+                if problem or len(parts) != 5 or not all(p.lstrip("-").isdigit() for p in parts[1:]):
+                    skipped.append((f"{bpath}:{lineno}", problem or "expected 'file x0 y0 x1 y1'"))
                     continue
                 rows.append((parts[0], [int(v) for v in parts[1:]]))
             rows.sort(key=lambda r: int(re.sub(r"\D", "", r[0].split("_")[-1]) or 0))
@@ -498,13 +583,11 @@ def tiny_imagenet_split(root: Path, split: str, wnids: list[str], per_class: int
                 boxes.append(box)
     elif split == "val":
         apath = root / "val" / "val_annotations.txt"
-        if not apath.is_file():
-            raise DataLayoutError(f"tiny_imagenet: expected {apath}")
         seen: Counter = Counter()
-        for lineno, line in enumerate(apath.read_text().splitlines(), start=1):
-            parts = line.split()
-            if len(parts) != 6 or parts[1] not in index or not all(p.lstrip("-").isdigit() for p in parts[2:]):
-                skipped.append((f"{apath}:{lineno}", "expected 'file wnid x0 y0 x1 y1' with a known wnid"))
+        for lineno, line, problem in iter_lines(apath, "tiny_imagenet", TINY_IMAGENET_LAYOUT):
+            parts = [] if problem else line.split()
+            if problem or len(parts) != 6 or parts[1] not in index or not all(p.lstrip("-").isdigit() for p in parts[2:]):
+                skipped.append((f"{apath}:{lineno}", problem or "expected 'file wnid x0 y0 x1 y1' with a known wnid"))
                 continue
             if per_class is not None and seen[parts[1]] >= per_class:
                 continue
@@ -527,15 +610,13 @@ def load_tiny_imagenet(root: str | Path, split: str = "train", per_class: int | 
     No captions: 'caption' is the 'rich' text (class name + image details), 'label' the class name.
     per_class: keep the first k images of each class (file-number order)."""
     root = Path(root)
-    if per_class is not None and per_class < 1:
-        raise ValueError(f"per_class must be >= 1 or None, got {per_class}")
     wnids, names = tiny_imagenet_classes(root, classnames)
     paths, labels, boxes, skipped = tiny_imagenet_split(root, split, wnids, per_class)
     return ImageTextDataset("tiny_imagenet", str(root), paths, None, labels=labels, classnames=names,
                             boxes=boxes, skipped=skipped)
 
 
-_LOADERS = {
+LOADERS = {
     "coco": load_coco,
     "cc3m": functools.partial(load_conceptual_captions, variant="cc3m"),
     "cc12m": functools.partial(load_conceptual_captions, variant="cc12m"),
@@ -548,17 +629,38 @@ _LOADERS = {
 
 def load_training_set(name: str, root: str | Path, **options) -> ImageTextDataset:
     """Load a training set by name (``TRAINING_SETS``) from root; options go to its loader."""
-    if name not in _LOADERS:
+    if name not in LOADERS:
         raise ValueError(f"training set name must be one of {TRAINING_SETS}, got {name!r}")
-    return call_loader(name, _LOADERS[name], root, options)
+    return call_loader(name, LOADERS[name], root, options)
+
+
+def loader_options(loader) -> dict:
+    """{option name: declared type} of a loader's keyword options (root and fixed partial arguments excluded)."""
+    fixed = set(getattr(loader, "keywords", {}) or {})
+    func = getattr(loader, "func", loader)
+    hints = typing.get_type_hints(func)
+    return {p: hints.get(p, typing.Any) for p in inspect.signature(func).parameters
+            if p != "root" and p not in fixed}
+
+
+def _skip_summary(skipped: list[Skip]) -> str:
+    if not skipped:
+        return "nothing was skipped"
+    reasons = Counter(r for _, r in skipped).most_common(3)
+    return (f"{len(skipped)} inputs skipped (" + "; ".join(f"{n} x {r}" for r, n in reasons)
+            + f"; first: {skipped[0][0]})")
 
 
 def call_loader(name: str, loader, root: str | Path, options: dict):
-    """loader(root, **options) after checking that root exists and every option is a loader parameter."""
+    """loader(root, **options) after checking that root exists and every option is a loader parameter;
+    a set with no usable sample is a DataLayoutError that says what was skipped."""
     if not Path(root).exists():
         raise DataLayoutError(f"{name}: root {root} does not exist")
-    allowed = [p for p in inspect.signature(loader).parameters if p not in ("root", "variant", "kind")]
+    allowed = list(loader_options(loader))
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"{name}: unknown option(s) {unknown}; allowed: {allowed}")
-    return loader(root, **options)
+    ds = loader(root, **options)
+    if len(ds) == 0:
+        raise DataLayoutError(f"{name}: no usable samples under {root}; {_skip_summary(ds.skipped)}")
+    return ds

@@ -1,0 +1,247 @@
+"""Model M3, the learners: MMCL (closed form, its exact expectation, trained InfoNCE) beside SL on one backbone.
+
+Every learner is fitted on the train Dataset of mmcl_theory.digits.build_split and scored on its
+three test sets (aligned, independent, flipped). Zero-shot learners are scored with two prompt
+sets: 'word', the bare digit word t_k = e_k, and 'caption_mean', the in-distribution prompt
+t_k = mean of the class-k training captions.
+
+  theory_mmcl:          the linear theory on this design: the closed-form minimiser of the linear
+                        contrastive loss at the exact expectation E[S] of the cross-covariance over
+                        the colour and caption draws (digits.expected_cross_covariance), rank
+                        embed_dim; score (x - E[xbar])^T A* t_k.
+  mmcl_closed_form:     the same minimiser on the sampled data, A* = top-embed_dim SVD of
+                        S = (X_I - 1 xbar^T)^T X_T / (n - 1) (= learners.mmcl_closed_form, rho = 1).
+  mmcl_infonce_linear:  linear image and text encoders (with bias) trained with symmetric InfoNCE
+                        on L2-normalised embeddings, fixed temperature; zero-shot argmax_k <f(x), g(t_k)>.
+  mmcl_infonce_mlp:     the same with one-hidden-layer ReLU MLP encoders (width).
+  sl_logistic:          the linear image encoder of mmcl_infonce_linear with a linear 10-way head,
+                        softmax cross-entropy (the same backbone).
+  sl_mlp:               the MLP image encoder of mmcl_infonce_mlp with a linear head, cross-entropy.
+  sl_min_norm:          minimum-norm interpolator of one-vs-rest +-1 targets, W = X^+ Y.
+The trained learners share one minibatch AdamW loop (lax.scan over steps); all seeds of a learner
+run in one jit-compiled call (vmap over seeds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mmcl_theory.config import ConfigError, as_floats, check_range
+from mmcl_theory.digits import NUM_CLASSES, PROMPTS, TESTS, DigitsConfig, build_split
+from mmcl_theory.learners import apply_mlp, init_mlp, sl_min_norm
+from mmcl_theory.losses import infonce_loss
+
+LEARNERS = ("theory_mmcl", "mmcl_closed_form", "mmcl_infonce_linear", "mmcl_infonce_mlp",
+            "sl_logistic", "sl_mlp", "sl_min_norm")
+ZERO_SHOT = ("theory_mmcl", "mmcl_closed_form", "mmcl_infonce_linear", "mmcl_infonce_mlp")
+TRAINED = ("mmcl_infonce_linear", "mmcl_infonce_mlp", "sl_logistic", "sl_mlp")
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitsLearnerSettings:
+    """Optimisation and architecture of the digits learners.
+
+    steps, batch_size, lr, weight_decay: minibatch AdamW, the same for every trained learner.
+    width: hidden width of the MLP encoders; embed_dim: the embedding size (and the rank of the
+    closed forms). temperature: the fixed InfoNCE temperature tau (logit scale 1/tau).
+    """
+
+    steps: int = 600
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    width: int = 256
+    embed_dim: int = 32
+    temperature: float = 0.1
+
+    def __post_init__(self):
+        name = type(self).__name__
+        as_floats(self, ("lr", "weight_decay", "temperature"))
+        check_range(name, "steps", self.steps, 1, 10**6, integer=True)
+        check_range(name, "batch_size", self.batch_size, 2, 60000, integer=True)
+        check_range(name, "lr", self.lr, 0.0, 1.0, open_low=True)
+        check_range(name, "weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range(name, "width", self.width, 1, 65536, integer=True)
+        check_range(name, "embed_dim", self.embed_dim, 1, 65536, integer=True)
+        check_range(name, "temperature", self.temperature, 0.0, 100.0, open_low=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Closed forms (numpy, float64)
+# --------------------------------------------------------------------------------------------
+
+
+def truncate_rank(matrix: np.ndarray, rank: int) -> np.ndarray:
+    """Top-`rank` SVD part of a (D, V) matrix, sum_{j <= rank} sigma_j u_j v_j^T (the whole matrix if rank >= V)."""
+    if rank >= min(matrix.shape):
+        return matrix
+    u, sigma, vt = np.linalg.svd(matrix, full_matrices=False)
+    return (u[:, :rank] * sigma[:rank]) @ vt[:rank]
+
+
+def closed_form_scores(cross_covariance: np.ndarray, image_mean: np.ndarray, rank: int, x: np.ndarray,
+                       prompts: np.ndarray) -> np.ndarray:
+    """Zero-shot scores (x - xbar)^T A* t_k with A* the rank-`rank` part of S (rho = 1).
+
+    cross_covariance S (D, V), image_mean (D,), x (..., m, D), prompts (10, V) -> (..., m, 10).
+    """
+    return (x - image_mean) @ (truncate_rank(cross_covariance, rank) @ prompts.T)
+
+
+def sample_cross_covariance(x_image: np.ndarray, x_text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """S = (X_I - 1 xbar^T)^T X_T / (n - 1) and xbar: (n, D), (n, V) -> ((D, V), (D,)) float64."""
+    x_image = np.asarray(x_image, np.float64)
+    mean = x_image.mean(0)
+    return (x_image - mean).T @ np.asarray(x_text, np.float64) / (x_image.shape[0] - 1), mean
+
+
+# --------------------------------------------------------------------------------------------
+# Trained learners (jax)
+# --------------------------------------------------------------------------------------------
+
+
+def _normalise(x):
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-8)
+
+
+def init_params(key: jax.Array, learner: str, in_dim: int, text_dim: int, settings: DigitsLearnerSettings) -> dict:
+    """Image encoder in_dim -> embed_dim (linear, or ReLU MLP with one hidden layer of `width` for *_mlp),
+    plus a text encoder text_dim -> embed_dim of the same kind (MMCL) or a linear head embed_dim -> 10 (SL)."""
+    k_image, k_other = jax.random.split(key)
+    middle = (settings.width,) if learner.endswith("_mlp") else ()
+    params = {"image": init_mlp(k_image, (in_dim, *middle, settings.embed_dim))}
+    if learner.startswith("mmcl"):
+        params["text"] = init_mlp(k_other, (text_dim, *middle, settings.embed_dim))
+    else:
+        params["head"] = init_mlp(k_other, (settings.embed_dim, NUM_CLASSES))
+    return params
+
+
+def scores(params: dict, x: jax.Array, prompts: jax.Array) -> jax.Array:
+    """Class scores: zero-shot <f(x)/|f(x)|, g(t_k)/|g(t_k)|> (prompts (P, 10, V) -> (P, m, 10)),
+    or SL logits head(f(x)) (m, 10) with a leading axis of 1."""
+    emb = apply_mlp(params["image"], x)
+    if "text" in params:
+        return jnp.einsum("me,pke->pmk", _normalise(emb), _normalise(apply_mlp(params["text"], prompts)))
+    return apply_mlp(params["head"], emb)[None]
+
+
+def loss(params: dict, x: jax.Array, x_text: jax.Array, label: jax.Array, temperature: float) -> jax.Array:
+    """Symmetric InfoNCE on normalised (f(x), g(x_T)) with logit scale 1/tau (MMCL), or softmax
+    cross-entropy of head(f(x)) against the label (SL); one minibatch."""
+    if "text" in params:
+        return infonce_loss(_normalise(apply_mlp(params["image"], x)), _normalise(apply_mlp(params["text"], x_text)),
+                            jnp.asarray(1.0 / temperature))
+    return optax.softmax_cross_entropy_with_integer_labels(scores(params, x, None)[0], label).mean()
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_train_eval(learner: str, in_dim: int, text_dim: int, settings: DigitsLearnerSettings):
+    """jit(vmap over seeds) of: init, `steps` AdamW minibatch steps (lax.scan), test accuracy.
+
+    Arguments with a leading seed axis S: keys (S,), x (S, n, D), x_text (S, n, V), label (S, n),
+    test_x (S, 3, m, D), test_label (S, 3, m), prompts (S, P, 10, V). Returns accuracies (S, P, 3)
+    (P = 1 for SL) and the last minibatch loss (S,).
+    """
+    optimiser = optax.adamw(settings.lr, weight_decay=settings.weight_decay)
+
+    def one_seed(key, x, x_text, label, test_x, test_label, prompts):
+        k_init, k_steps = jax.random.split(key)
+        params = init_params(k_init, learner, in_dim, text_dim, settings)
+        n = x.shape[0]
+
+        def step(carry, k):
+            params, state = carry
+            idx = jax.random.choice(k, n, (settings.batch_size,), replace=False)
+            value, grads = jax.value_and_grad(loss)(params, x[idx], x_text[idx], label[idx], settings.temperature)
+            updates, state = optimiser.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), value
+
+        keys = jax.random.split(k_steps, settings.steps)
+        (params, _), losses = jax.lax.scan(step, (params, optimiser.init(params)), keys)
+        predicted = jnp.argmax(jax.vmap(lambda t: scores(params, t, prompts))(test_x), axis=-1)  # (3, P, m)
+        accuracy = jnp.mean(predicted == test_label[:, None, :], axis=-1).T  # (P, 3)
+        return accuracy, losses[-1]
+
+    return jax.jit(jax.vmap(one_seed))
+
+
+# --------------------------------------------------------------------------------------------
+# One point
+# --------------------------------------------------------------------------------------------
+
+
+def _accuracy(point_scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(3, m, 10), (3, m) -> (3,)"""
+    return (np.argmax(point_scores, axis=-1) == labels).mean(-1)
+
+
+def run_point(config: DigitsConfig, seeds: list[int], learners: tuple[str, ...] = LEARNERS,
+              settings: DigitsLearnerSettings | None = None) -> list[dict]:
+    """Fits every learner on every seed of one config; the trained ones all seeds in one jit call.
+
+    Returns one row per (learner, prompt, test, seed): {'learner', 'test', 'seed', 'n', 'accuracy',
+    'prompt'}, n = n_train, accuracy on n_test held-out images coloured per TESTS; 'prompt' is
+    'word' or 'caption_mean' for the zero-shot learners and '' for SL.
+    """
+    settings = settings or DigitsLearnerSettings()
+    unknown = [name for name in learners if name not in LEARNERS]
+    if unknown:
+        raise ConfigError(f"learners = {unknown} is not allowed: names from {', '.join(LEARNERS)}")
+    if settings.batch_size > config.n_train and any(name in TRAINED for name in learners):
+        raise ConfigError(f"DigitsLearnerSettings.batch_size = {settings.batch_size} is out of range: allowed "
+                          f"at most DigitsConfig.n_train = {config.n_train}")
+    seeds = [int(s) for s in seeds]
+    splits = [build_split(config, s) for s in seeds]
+    accuracy = {}  # (learner, prompt) -> (S, 3)
+    for learner in learners:
+        if learner in ("theory_mmcl", "mmcl_closed_form"):
+            for prompt in PROMPTS:
+                per_seed = []
+                for sp in splits:
+                    if learner == "theory_mmcl":
+                        cross, mean = sp.theory["cross_covariance"], sp.theory["image_mean"]
+                        t = sp.theory["caption_mean_prompts"] if prompt == "caption_mean" else sp.prompts["word"]
+                    else:
+                        cross, mean = sample_cross_covariance(sp.train.x_image, sp.train.x_text)
+                        t = sp.prompts[prompt]
+                    s = closed_form_scores(cross, mean, settings.embed_dim, sp.tests.x_image, np.asarray(t, np.float64))
+                    per_seed.append(_accuracy(s, sp.tests.label))
+                accuracy[learner, prompt] = np.stack(per_seed)
+        elif learner == "sl_min_norm":
+            per_seed = []
+            for sp in splits:
+                w = np.asarray(sl_min_norm(jnp.asarray(sp.train.x_image), jnp.asarray(sp.train.label), NUM_CLASSES))
+                per_seed.append(_accuracy(sp.tests.x_image @ w, sp.tests.label))
+            accuracy[learner, ""] = np.stack(per_seed)
+        else:
+            stack = lambda get: jnp.asarray(np.stack([get(sp) for sp in splits]))
+            prompts = stack(lambda sp: np.stack([sp.prompts[p] for p in PROMPTS]))
+            fn = compiled_train_eval(learner, splits[0].train.x_image.shape[1], splits[0].train.x_text.shape[1], settings)
+            acc, _ = fn(jnp.stack([jax.random.key(s) for s in seeds]), stack(lambda sp: sp.train.x_image),
+                        stack(lambda sp: sp.train.x_text), stack(lambda sp: sp.train.label),
+                        stack(lambda sp: sp.tests.x_image), stack(lambda sp: sp.tests.label), prompts)
+            acc = np.asarray(acc)
+            for j, prompt in enumerate(PROMPTS if learner.startswith("mmcl") else ("",)):
+                accuracy[learner, prompt] = acc[:, j]
+    return [{"learner": learner, "test": test, "seed": seed, "n": config.n_train,
+             "accuracy": float(acc[i, j]), "prompt": prompt}
+            for (learner, prompt), acc in accuracy.items() for i, seed in enumerate(seeds) for j, test in enumerate(TESTS)]
+
+
+def evaluate_grid(configs, seeds, learners, settings, route="sampled", on_point=None) -> list[list[dict]]:
+    """The model registry's runner (models.py): run_point per config, rows in the sweep's row shape."""
+    out = []
+    for i, config in enumerate(configs):
+        rows = [{**r, "route": "theory" if r["learner"] == "theory_mmcl" else "sampled"}
+                for r in run_point(config, seeds, learners, settings)]
+        out.append(rows)
+        if on_point:
+            on_point(i, rows)
+    return out

@@ -1,0 +1,104 @@
+"""The evaluation API: the exact route agrees with the sampled route, the hidden-width draws with
+d-dimensional draws, min-norm solvers with pinv, and SL rows are shared across caption-only values."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmcl_theory import evaluate as E
+from mmcl_theory import learners as L
+from mmcl_theory.datamodel import TESTS, dictionaries, make_config, sample_dataset
+
+FAST = L.LearnerSettings(steps=40, gd_steps=40)
+
+
+@pytest.mark.parametrize("model, extra", [("M1", {"r": 0.5}), ("M2", {"K": 3})])
+def test_exact_route_equals_sampled_route_within_sampling_error(model, extra):
+    """Given the same trained weights, accuracy on n_test sampled points is binomial around the exact value."""
+    n_test = 20000
+    cfg = make_config(model, n=60, d=120, n_test=n_test, **extra)
+    learners = ("mmcl_closed_form", "mmcl_infonce_linear", "sl_min_norm", "sl_logistic")
+    seeds = [0, 1]
+    exact = E.evaluate_grid([cfg], seeds, learners, FAST, "exact")[0]
+    sampled = E.evaluate_grid([cfg], seeds, learners, FAST, "sampled")[0]
+    for learner in learners:
+        a, b = E.seed_accuracies(exact, learner), E.seed_accuracies(sampled, learner)
+        # binomial s.e. of the sampled value, plus the score Monte Carlo's own s.e. for K > 2
+        se = np.sqrt(a * (1 - a) / n_test + (0 if model == "M1" else a * (1 - a) / E.MC_DRAWS))
+        assert np.all(np.abs(a - b) <= 4 * se + 1e-6), (learner, a, b)
+    routes = {r["route"] for r in exact if r["learner"] in learners}
+    assert routes == ({"exact"} if model == "M1" else {"score_mc"})
+
+
+def test_hidden_width_draws_match_d_dimensional_draws():
+    """First-layer pre-activations drawn in the hidden width have the mean and covariance of x W1 + b1."""
+    cfg = make_config("M1", n=50, d=400, n_test=40000, sigma_xi=2.0)
+    key = jax.random.key(3)
+    dicts = dictionaries(key, cfg)
+    w1 = jax.random.normal(jax.random.key(4), (cfg.d, 6)) / 20
+    b1 = jnp.arange(6.0) / 10
+    h, y = E.hidden_test_draws(jax.random.key(5), cfg, dicts[0], w1, b1, "flipped")
+    x = sample_dataset(jax.random.key(6), cfg, dicts, cfg.n_test, "flipped").x_image
+    h_ref = x @ w1 + b1
+    se = np.sqrt(np.var(np.asarray(h_ref), 0) / cfg.n_test)
+    assert np.all(np.abs(np.mean(h, 0) - np.mean(h_ref, 0)) < 5 * se)
+    c, c_ref = np.cov(np.asarray(h).T), np.cov(np.asarray(h_ref).T)
+    assert np.allclose(c, c_ref, atol=5 * np.sqrt(2 / cfg.n_test) * np.max(np.diag(c_ref)))
+
+
+@pytest.mark.parametrize("n, d, sigma_xi", [(40, 300, 1.0), (40, 300, 0.03), (80, 50, 1.0)])
+def test_min_norm_solvers_agree_with_pinv(n, d, sigma_xi):
+    with jax.enable_x64(True):
+        cfg = make_config("M1", n=n, d=d, sigma_xi=sigma_xi)
+        key = jax.random.key(0)
+        data = sample_dataset(key, cfg, dictionaries(key, cfg), n)
+        x = jnp.asarray(data.x_image, jnp.float64)
+        ref = L.sl_min_norm(x, data.label, 2, "pinv")
+        for method in ("cholesky", "qr", "auto"):
+            if d <= n and method == "cholesky":
+                continue
+            w = L.sl_min_norm(x, data.label, 2, method)
+            assert np.allclose(w, ref, rtol=1e-6, atol=1e-8 * np.abs(ref).max()), method
+        if d > n:  # interpolates the +-1 targets
+            assert np.allclose(x @ ref, 2.0 * jax.nn.one_hot(data.label, 2) - 1.0, atol=1e-8)
+
+
+def test_auto_min_norm_falls_back_to_qr_when_ill_conditioned():
+    """float32 at sigma_xi = 0.03: the Gram matrix squares cond(X); auto must stay close to float64 pinv."""
+    cfg = make_config("M1", n=60, d=2000, sigma_xi=0.03, p=0.9)
+    key = jax.random.key(1)
+    data = sample_dataset(key, cfg, dictionaries(key, cfg), cfg.n)
+    with jax.enable_x64(True):
+        ref = np.asarray(L.sl_min_norm(jnp.asarray(data.x_image, jnp.float64), data.label, 2, "pinv"))
+    auto = np.asarray(L.sl_min_norm(data.x_image, data.label, 2, "auto"))
+    qr = np.asarray(L.sl_min_norm(data.x_image, data.label, 2, "qr"))
+    assert np.linalg.norm(qr - ref) / np.linalg.norm(ref) < 1e-3
+    assert np.linalg.norm(auto - ref) / np.linalg.norm(ref) < 1e-3
+
+
+def test_sl_rows_are_shared_across_caption_only_values_and_equal_a_fresh_run():
+    configs = [make_config("M1", n=40, d=80, n_test=200, r=r) for r in (0.0, 1.0)]
+    rows = E.evaluate_grid(configs, [0, 1], ("mmcl_closed_form", "sl_min_norm"), FAST, "exact")
+    sl = [E.seed_accuracies(r, "sl_min_norm") for r in rows]
+    alone = E.evaluate_grid(configs[1:], [0, 1], ("sl_min_norm",), FAST, "exact")[0]
+    assert np.array_equal(sl[0], sl[1]) and np.array_equal(sl[1], E.seed_accuracies(alone, "sl_min_norm"))
+    mmcl = [E.seed_accuracies(r, "mmcl_closed_form") for r in rows]
+    assert not np.array_equal(mmcl[0], mmcl[1])  # captions do change MMCL
+
+
+def test_both_prompts_for_zero_shot_learners_and_theory():
+    cfg = make_config("M1", n=40, d=80, n_test=200)
+    rows = E.evaluate_grid([cfg], [0], ("theory_mmcl", "mmcl_closed_form", "sl_min_norm"), FAST)[0]
+    prompts = {(r["learner"], r["prompt"]) for r in rows}
+    assert prompts == {("theory_mmcl", "core"), ("theory_mmcl", "class_mean"), ("mmcl_closed_form", "core"),
+                       ("mmcl_closed_form", "class_mean"), ("sl_min_norm", "")}
+    assert all(len([r for r in rows if (r["learner"], r["prompt"]) == lp]) == len(TESTS) for lp in prompts)
+
+
+def test_unknown_route_and_learner_are_one_line_errors():
+    cfg = make_config("M1", n=40, d=80)
+    with pytest.raises(ValueError, match="allowed exact, sampled"):
+        E.evaluate_grid([cfg], [0], ("mmcl_closed_form",), FAST, "magic")
+    with pytest.raises(ValueError, match="unknown learner"):
+        E.evaluate_grid([cfg], [0], ("sl_magic",), FAST)
