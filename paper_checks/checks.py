@@ -155,12 +155,6 @@ def check_C2(quick: bool) -> Record:
 # ================================================================== C3
 
 
-def _projection_spread(x: np.ndarray, label: np.ndarray, direction: np.ndarray) -> float:
-    """Within-class standard deviation of x . v/|v|, averaged over the two classes."""
-    proj = x @ (direction / np.linalg.norm(direction))
-    return float(np.mean([proj[label == k].std() for k in (0, 1)]))
-
-
 def _c3_spreads(sc: float, n: int, seeds: int, n_test: int, on_data: bool):
     """Per seed, lists of: MMCL spread on test data, SL spread on test data, MMCL exact spread given its direction.
 
@@ -170,8 +164,10 @@ def _c3_spreads(sc: float, n: int, seeds: int, n_test: int, on_data: bool):
     import jax
 
     from mmcl_theory.datamodel import dictionaries, make_config, prompt_latents, sample_dataset
+    from mmcl_theory.evaluate import projection_spread
     from mmcl_theory.learners import mmcl_closed_form, sl_min_norm
 
+    spread = lambda x, label, v: float(projection_spread(x, label, v, 2))
     cfg = make_config("M1", sigma_core=sc, r=1.0, n=n, n_test=n_test)
     var = np.array([cfg.sigma_core**2, cfg.sigma_spu**2])
     e = cfg.sigma_xi**2 / cfg.d
@@ -188,9 +184,9 @@ def _c3_spreads(sc: float, n: int, seeds: int, n_test: int, on_data: bool):
         if on_data:
             test = sample_dataset(k_test, cfg, dicts, n_test, "aligned")  # majority groups only (a = y)
             x, label = np.asarray(test.x_image, np.float64), np.asarray(test.label)
-            mmcl.append(_projection_spread(x, label, v_mmcl))
+            mmcl.append(spread(x, label, v_mmcl))
             w_sl = np.asarray(sl_min_norm(train.x_image, train.label, 2), np.float64)
-            sl.append(_projection_spread(x, label, w_sl[:, 1] - w_sl[:, 0]))
+            sl.append(spread(x, label, w_sl[:, 1] - w_sl[:, 0]))
     return mmcl, sl, exact
 
 
