@@ -205,3 +205,20 @@ def test_preempted_part_is_requeued_and_resumes(single, tmp_path):
     assert len(lines) == 3 and lines[0] == first
     assert main(["merge", str(out)]) == 0
     _assert_same_results(out, single)
+
+
+def test_slurm_options_reach_the_sbatch_script(monkeypatch, tmp_path):
+    """The SLURM array's sbatch header as submitit writes it (sbatch itself is not needed to write it)."""
+    _submitit()
+    import mmcl_theory.cluster as cluster
+
+    monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")
+    options = LaunchOptions("slurm", 3, parallelism=2, device="gpu", slurm_partition="gpu", time_min=90,
+                            gpus_per_task=1, cpus_per_task=8, slurm_extra=("account=proj",))
+    executor = cluster.slurm_executor(tmp_path, make_plan(**PLAN_ARGS), options)._executor
+    executor.parameters["map_count"] = 3  # set by map_array for an array of 3
+    header = executor._make_submission_file_text("true", "uid").splitlines()
+    for line in ("#SBATCH --array=0-2%2", "#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --ntasks-per-node=1", "#SBATCH --account=proj",
+                 "#SBATCH --signal=USR2@90"):
+        assert line in header
