@@ -305,7 +305,7 @@ def format_table(rows: list[dict]) -> str:
 def parse_part(text: str) -> tuple[int, int]:
     """'k/N' -> (k, N) with 1 <= k <= N; anything else is a SweepError."""
     k_text, sep, n_text = text.partition("/")
-    if sep and k_text.strip().isdigit() and n_text.strip().isdigit():
+    if sep and k_text.strip().isdecimal() and n_text.strip().isdecimal():
         k, n = int(k_text), int(n_text)
         if 1 <= k <= n:
             return k, n
@@ -462,16 +462,16 @@ def _parser() -> argparse.ArgumentParser:
     cl.add_argument("--launcher", choices=("local", "slurm"),
                     help="run --parts N parts as local processes, or as one SLURM job array (submitit, extra "
                          "[cluster]), then merge them into OUT")
-    cl.add_argument("--parts", type=option_type("--parts", int, 1, 10**6), help="number of parts for --launcher")
-    cl.add_argument("--array-parallelism", type=option_type("--array-parallelism", int, 1, 10**6),
-                    help="most parts running at once (default: all)")
-    cl.add_argument("--slurm-partition", help="SLURM partition (default: the cluster's)")
-    cl.add_argument("--time-min", type=option_type("--time-min", int, 1, 10**6), default=60,
+    cl.add_argument("--parts", type=option_type("--parts", int, 1, 10**6), metavar="N", help="number of parts for --launcher")
+    cl.add_argument("--array-parallelism", type=option_type("--array-parallelism", int, 1, 10**6), metavar="M",
+                    help="most parts running at once (default: all; local: at most the number of CPU cores)")
+    cl.add_argument("--slurm-partition", metavar="NAME", help="SLURM partition (default: the cluster's)")
+    cl.add_argument("--time-min", type=option_type("--time-min", int, 1, 10**6), default=60, metavar="MINUTES",
                     help="time limit of each SLURM part in minutes (default 60); a part stopped at the limit "
                          "or preempted is requeued and resumes from its points file")
-    cl.add_argument("--gpus-per-task", type=option_type("--gpus-per-task", int, 0, 64), default=0,
+    cl.add_argument("--gpus-per-task", type=option_type("--gpus-per-task", int, 0, 64), default=0, metavar="G",
                     help="GPUs of each SLURM part (default 0; >0 needs --device gpu)")
-    cl.add_argument("--cpus-per-task", type=option_type("--cpus-per-task", int, 1, 1024),
+    cl.add_argument("--cpus-per-task", type=option_type("--cpus-per-task", int, 1, 1024), metavar="C",
                     help="CPU cores of each SLURM part (default: the cluster's)")
     cl.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
                     help="any other sbatch option, e.g. account=proj or qos=long (repeatable)")
