@@ -406,6 +406,67 @@ def merge_parts(outs: list[Path]) -> tuple[Plan, list[dict], float]:
     return plan, contract_rows(plan, done), seconds
 
 
+def run_part_job(plan_args: dict, n: int, out: str, device: str, compile_cache: bool, k: int) -> int:
+    """Part k of n in a process of its own (a submitit task): set up JAX, run or resume the part; its row count."""
+    setup_jax(device, compile_cache)
+    _, rows, _ = run_part(plan_args, k, n, Path(out), progress=False)
+    return len(rows)
+
+
+def part_command(plan_args: dict, k: int, n: int, out: Path, device: str = "cpu",
+                 compile_cache: bool = True) -> list[str]:
+    """The command line that runs part k of n of make_plan(**plan_args) into out."""
+    argv = [sys.executable, "-m", "mmcl_theory.sweep", plan_args["name"], "--part", f"{k}/{n}", "--out", str(out),
+            "--device", device, "--no-progress"]
+    argv += ["--quick"] if plan_args["quick"] else []
+    argv += ["--route", plan_args["route"]] if plan_args["route"] is not None else []
+    argv += ["--seeds", str(plan_args["seeds"])] if plan_args["seeds"] is not None else []
+    argv += ["--learners", ",".join(plan_args["learners"])] if plan_args["learners"] is not None else []
+    for item in plan_args["overrides"]:
+        argv += ["--set", item]
+    return argv + ([] if compile_cache else ["--no-compile-cache"])
+
+
+def launch_parts(plan: Plan, plan_args: dict, out: Path, options, executor=None) -> int:
+    """Run all options.parts parts with cluster.py's launcher (or on `executor`, a submitit executor),
+    wait, and merge them into out. options: cluster.LaunchOptions. Returns the exit code: 0 when merged
+    (or submitted, without wait), 1 when a part failed (rerunning the command resumes it)."""
+    import functools
+
+    from . import sweep as importable  # this module by its import name, not __main__: submitit pickles by reference
+    from .cluster import PartJob, run_array, run_local, slurm_executor, wait_with_progress
+
+    n = options.parts
+    part_points(plan, 1, n)  # n <= number of points, or one line
+    if executor is None and options.launcher == "slurm":
+        executor = slurm_executor(out / "submitit", f"mmcl-{plan.name}", options)  # or one line, before any write
+    _prepare_out(out, plan)  # sweep.json once, before the parts start at the same time
+    files = [out / f"points.{part_label(k, n)}.jsonl" for k in range(1, n + 1)]
+    count = lambda: sum(f.read_bytes().count(b"\n") for f in files if f.is_file())
+    wait = functools.partial(wait_with_progress, count=count, total=len(plan.points), desc=f"{plan.name} ({n} parts)",
+                             progress=options.progress)
+    if executor is None:  # local processes
+        commands = [part_command(plan_args, k, n, out, options.device, options.compile_cache) for k in range(1, n + 1)]
+        failed = run_local(commands, [out / "logs" / f"{part_label(k, n)}.log" for k in range(1, n + 1)],
+                           options.parallelism, wait)
+    else:
+        job = PartJob(functools.partial(importable.run_part_job, plan_args, n, str(out), options.device,
+                                        options.compile_cache))
+        failed = run_array(executor, job, n, wait if options.wait else None)
+        if failed is None:
+            print(f"logs in {out / 'submitit'}; when every part is done: python -m mmcl_theory.sweep merge {out}")
+            return 0
+    if failed:
+        for line in failed:
+            print(f"error: {line}", file=sys.stderr)
+        print(f"error: {len(failed)} of {n} parts failed; rerun the same command to resume them "
+              "(finished points are kept)", file=sys.stderr)
+        return 1
+    merged, rows, seconds = merge_parts([out])
+    finish(rows, merged, out, seconds)
+    return 0
+
+
 # ------------------------------------------------------------------ JAX setup
 
 
@@ -536,9 +597,9 @@ def main(argv=None) -> int:
         plan = make_plan(**plan_args)
         out = args.out or Path("runs") / (args.name + ("-quick" if args.quick else ""))
         if args.launcher or args.parts:
-            from .cluster import launch, options_from_args
+            from .cluster import options_from_args
 
-            return launch(plan, plan_args, out, options_from_args(args))
+            return launch_parts(plan, plan_args, out, options_from_args(args))
         setup_jax(args.device, not args.no_compile_cache)
         if part:
             plan, rows, seconds = run_part(plan_args, *part, out, progress=not args.no_progress)

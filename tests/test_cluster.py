@@ -4,6 +4,7 @@ The merged results of the parts must equal a single-process run row for row (byt
 results.csv: every point is computed from its own config and seed keys, whichever part runs it).
 """
 
+import functools
 import json
 import os
 import shutil
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mmcl_theory.cluster import LaunchOptions, PartJob, import_submitit, launch
-from mmcl_theory.sweep import SweepError, main, make_plan, part_points
+from mmcl_theory.cluster import LaunchOptions, PartJob, import_submitit, slurm_executor
+from mmcl_theory.sweep import launch_parts, main, make_plan, part_points, run_part_job
 
 LEARNERS = "theory_mmcl,mmcl_closed_form,sl_min_norm"
 SMALL = ["--set", "n=30", "--set", "d=40", "--set", "n_test=100"]
@@ -56,7 +57,7 @@ def _submitit():
     """submitit (imported as the launcher does), or skip with the reason."""
     try:
         return import_submitit()
-    except SweepError:
+    except ValueError:
         pytest.skip("submitit (extra [cluster]) is not installed")
 
 
@@ -120,8 +121,9 @@ def test_slurm_launcher_without_sbatch_is_one_line(capsys, tmp_path):
     if shutil.which("sbatch"):
         pytest.skip("sbatch is on PATH here: this checks the message on machines without SLURM")
     _submitit()
-    _one_line_exit_2(capsys, [*SWEEP, "--launcher", "slurm", "--parts", "2", "--out", str(tmp_path)],
+    _one_line_exit_2(capsys, [*SWEEP, "--launcher", "slurm", "--parts", "2", "--out", str(tmp_path / "o")],
                      "needs SLURM's sbatch on PATH")
+    assert not (tmp_path / "o").exists()
 
 
 def _copy_part(parts: Path, k: int, n: int, where: Path) -> Path:
@@ -169,7 +171,7 @@ def test_submitit_local_executor_parts_equal_one_run(single, tmp_path):
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
     executor.update_parameters(timeout_min=15)
     plan = make_plan(**PLAN_ARGS)
-    assert launch(plan, PLAN_ARGS, out, LaunchOptions("slurm", parts=2, progress=False), executor=executor) == 0
+    assert launch_parts(plan, PLAN_ARGS, out, LaunchOptions("slurm", parts=2, progress=False), executor=executor) == 0
     _assert_same_results(out, single)
 
 
@@ -192,7 +194,7 @@ def test_preempted_part_is_requeued_and_resumes(single, tmp_path):
     points.write_text(first)
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
     executor.update_parameters(timeout_min=15)
-    job = executor.submit(PartJob(PLAN_ARGS, 1, str(out)), 1)
+    job = executor.submit(PartJob(functools.partial(run_part_job, PLAN_ARGS, 1, str(out), "cpu", True)), 1)
     deadline = time.time() + 300
     while not (out / "part-1-of-1.json").exists() and time.time() < deadline:
         time.sleep(0.02)
@@ -212,10 +214,10 @@ def test_slurm_options_reach_the_sbatch_script(monkeypatch, tmp_path):
     _submitit()
     import mmcl_theory.cluster as cluster
 
-    monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")  # sbatch is only asked for
     options = LaunchOptions("slurm", 3, parallelism=2, device="gpu", slurm_partition="gpu", time_min=90,
                             gpus_per_task=1, cpus_per_task=8, slurm_extra=("account=proj",))
-    executor = cluster.slurm_executor(tmp_path, make_plan(**PLAN_ARGS), options)._executor
+    executor = slurm_executor(tmp_path, "mmcl-test", options)._executor
     executor.parameters["map_count"] = 3  # set by map_array for an array of 3
     header = executor._make_submission_file_text("true", "uid").splitlines()
     for line in ("#SBATCH --array=0-2%2", "#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --gpus-per-node=1",
