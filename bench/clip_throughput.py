@@ -12,7 +12,7 @@ Model FLOPs are counted by XLA's HLO cost analysis of the *forward* image and te
 (jax ``Lowered.cost_analysis()['flops']``, 2 FLOPs per multiply-add) times 3 for forward + backward;
 the loss, optimiser and normalisation are not counted. MFU = model FLOP/s / peak, with the peak the
 H100 SXM dense bf16 spec (989.4 TFLOP/s); the measured bf16 matmul roof on the same GPU is about
-786 TFLOP/s (SPEC section 10). Anchor (SPEC section 10, open_clip 3.3.0 with torch.compile, same H100):
+786 TFLOP/s (BENCHMARKS.md). Anchor (BENCHMARKS.md, open_clip 3.3.0 with torch.compile, same H100):
 ViT-B-32 b512 5,155 img/s; RN50 b256 3,379 img/s.
 """
 

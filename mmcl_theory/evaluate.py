@@ -355,12 +355,13 @@ def mean_se(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.shape[0]))
 
 
-def embedding_spread(w_image: jax.Array, x_image: jax.Array, label: jax.Array, direction: jax.Array,
-                     num_classes: int) -> jax.Array:
-    """Within-class standard deviation of image embeddings W_I x projected on a unit direction,
-    averaged over classes (claim C3, non-collapse): w_image (p, d), x_image (n, d), label (n,),
-    direction (p,) -> scalar."""
-    proj = (x_image @ w_image.T) @ (direction / jnp.linalg.norm(direction))
+def projection_spread(x: jax.Array, label: jax.Array, direction: jax.Array, num_classes: int) -> jax.Array:
+    """Within-class standard deviation of x projected on the unit direction v/|v|, averaged over classes
+    (claim C3, non-collapse): x (n, d), label (n,), direction (d,) -> scalar.
+
+    spread = (1/K) sum_k sqrt( mean_{i: y_i = k} (x_i . u - mean_k)^2 ),  u = v / |v|.
+    """
+    proj = x @ (direction / jnp.linalg.norm(direction))
     mask = jax.nn.one_hot(label, num_classes)  # (n, K)
     count = mask.sum(0)
     mean = proj @ mask / count

@@ -28,7 +28,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from .config import ConfigError, field_types, parse_value, split_override
+from .config import ConfigError, field_types, option_type, parse_value, split_override
 from .io import CorruptFileError, append_jsonl, atomic_write_csv, atomic_write_json, read_jsonl, run_header
 
 SWEEP_DIR = Path(__file__).resolve().parent / "sweeps"
@@ -224,8 +224,9 @@ def read_done(points_file: Path, plan: Plan) -> dict[str, list[dict]]:
     return done
 
 
-def run_sweep(plan: Plan, out: Path, progress: bool = True) -> list[dict]:
-    """Run every unfinished point of `plan`, appending to out/points.jsonl; return all contract rows.
+def run_sweep(plan: Plan, out: Path, progress: bool = True, points_name: str = "points.jsonl") -> list[dict]:
+    """Run every unfinished point of `plan`, appending to out/points.jsonl (or out/`points_name`);
+    return all contract rows.
 
     Points sharing learner settings go to the model's runner in one call (so SL learners are
     trained once per caption-free config); each finished point is appended at once.
@@ -235,7 +236,7 @@ def run_sweep(plan: Plan, out: Path, progress: bool = True) -> list[dict]:
     from .models import get_model, run_points
 
     _prepare_out(out, plan)
-    points_file = out / "points.jsonl"
+    points_file = out / points_name
     done = read_done(points_file, plan)
     todo = [p for p in plan.points if p.id not in done]
     model = get_model(plan.model)
@@ -252,6 +253,11 @@ def run_sweep(plan: Plan, out: Path, progress: bool = True) -> list[dict]:
 
         run_points(model, [p.config for p in group], plan.seeds, learners, settings, plan.route, finished)
     bar.close()
+    return contract_rows(plan, done)
+
+
+def contract_rows(plan: Plan, done: dict[str, list[dict]]) -> list[dict]:
+    """The contract rows of every point of `plan`, in plan order, from {point id: rows}."""
     return [{"sweep": plan.name, "model": plan.model, "param": p.param, "value": p.value, "series": p.series,
              **{k: r[k] for k in ROW_KEYS}} for p in plan.points for r in done[p.id]]
 
@@ -285,6 +291,180 @@ def format_table(rows: list[dict]) -> str:
                              f"{m[0]:>{width - 8}.3f}" + (f" +-{m[1]:.3f}" if m[2] > 1 else " " * 7) + " ")
             lines.append(f"{key[0]:>10} {key[2]:>8.4g} {key[1]:>12} " + " ".join(cells))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ parts and merge
+#
+# A sweep split over processes or machines: part k of N (1 <= k <= N) runs the points with index
+# i = k - 1 (mod N) of the same plan, appends them to OUT/points.part-k-of-N.jsonl (resuming from it
+# like a whole sweep) and records itself in OUT/part-k-of-N.json (plan hash, make_plan arguments,
+# its points, whether it finished). `merge` rebuilds the plan from those arguments, checks every part
+# against it, and writes the usual results.csv / results.json / figure.
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """'k/N' -> (k, N) with 1 <= k <= N; anything else is a SweepError."""
+    k_text, sep, n_text = text.partition("/")
+    if sep and k_text.strip().isdecimal() and n_text.strip().isdecimal():
+        k, n = int(k_text), int(n_text)
+        if 1 <= k <= n:
+            return k, n
+    raise SweepError(f"--part {text!r} is not allowed: K/N with integers 1 <= K <= N (e.g. --part 1/4)")
+
+
+def part_label(k: int, n: int) -> str:
+    """'part-k-of-N': the stem of a part's record (part-k-of-N.json) and points file (points.part-k-of-N.jsonl)."""
+    return f"part-{k}-of-{n}"
+
+
+def part_points(plan: Plan, k: int, n: int) -> tuple[Point, ...]:
+    """The points of part k of n: plan.points[i] for i = k - 1, k - 1 + n, ... (round robin by index)."""
+    if n > len(plan.points):
+        raise SweepError(f"{n} parts asked for, but sweep {plan.name!r} has only {len(plan.points)} points: "
+                         f"use at most {len(plan.points)} parts")
+    return plan.points[k - 1::n]
+
+
+def run_part(plan_args: dict, k: int, n: int, out: Path, progress: bool = True) -> tuple[Plan, list[dict], float]:
+    """Run (or resume) part k of n of the plan make_plan(**plan_args) into out; return (plan, rows, seconds).
+
+    Writes out/part-k-of-N.json before starting and again, with "finished" and "seconds", at the end.
+    """
+    start = time.perf_counter()
+    plan = make_plan(**plan_args)
+    points = part_points(plan, k, n)
+    _prepare_out(out, plan)
+    record = {"plan": plan.hash, "part": [k, n], "make_plan": plan_args, "points": [p.id for p in points],
+              "finished": False, "seconds": None}
+    atomic_write_json(out / f"{part_label(k, n)}.json", record)
+    rows = run_sweep(dataclasses.replace(plan, points=points), out, progress, f"points.{part_label(k, n)}.jsonl")
+    seconds = time.perf_counter() - start
+    atomic_write_json(out / f"{part_label(k, n)}.json", {**record, "finished": True, "seconds": round(seconds, 2)})
+    return plan, rows, seconds
+
+
+def _read_part_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+        k, n = record["part"]
+        if not (isinstance(record["plan"], str) and isinstance(record["make_plan"], dict) and 1 <= k <= n):
+            raise TypeError
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise SweepError(f"merge: {path} is not a sweep part record (written by --part K/N); delete it or rerun "
+                         "that part") from None
+    return record
+
+
+def merge_parts(outs: list[Path]) -> tuple[Plan, list[dict], float]:
+    """Combine the parts found in the folders `outs` into (plan, contract rows in plan order, seconds).
+
+    Refused with one line (SweepError): a folder that is missing or holds no parts, parts of different
+    plans, a plan that no longer resolves to the recorded hash, a point in two parts, a missing point.
+    seconds is the sum of the parts' run times.
+    """
+    found = []
+    for out in outs:
+        if not out.is_dir():
+            raise SweepError(f"merge: {out} is not a folder (give the --out folders of the sweep's parts)")
+        paths = sorted(out.glob("part-*-of-*.json"))
+        if not paths:
+            raise SweepError(f"merge: {out} holds no sweep parts (part-K-of-N.json); run the sweep with "
+                             f"--part K/N --out {out} first")
+        found += [(out, path, _read_part_record(path)) for path in paths]
+    first_path, first = found[0][1], found[0][2]
+    for _, path, record in found:
+        if record["plan"] != first["plan"]:
+            raise SweepError(f"merge: parts of different sweep plans: {first_path} is plan {first['plan']}, "
+                             f"{path} is plan {record['plan']}")
+    plan = make_plan(**first["make_plan"])
+    if plan.hash != first["plan"]:
+        raise SweepError(f"merge: {first_path} was run as plan {first['plan']}, but its options now resolve to "
+                         f"plan {plan.hash} (the sweep definition changed); rerun the parts")
+    done: dict[str, list[dict]] = {}
+    source: dict[str, Path] = {}
+    unfinished = []
+    for out, _, record in found:
+        k, n = record["part"]
+        points_file = out / f"points.{part_label(k, n)}.jsonl"
+        part_done = read_done(points_file, plan)
+        for point_id, rows in part_done.items():
+            if point_id in source:
+                raise SweepError(f"merge: overlapping parts: point {point_id} is in {source[point_id]} and in "
+                                 f"{points_file}; merge each part once")
+            done[point_id], source[point_id] = rows, points_file
+        if len(part_done) < len(record["points"]):
+            unfinished.append(f"part {k}/{n} in {out} has {len(part_done)} of {len(record['points'])} points")
+    missing = [p.id for p in plan.points if p.id not in done]
+    if missing:
+        given = {tuple(r["part"]) for _, _, r in found}
+        absent = [f"part {k}/{n}" for n in sorted({n for _, n in given}) for k in range(1, n + 1)
+                  if (k, n) not in given]
+        why = "; ".join(unfinished + ([f"not given: {', '.join(absent)}"] if absent else []))
+        raise SweepError(f"merge: {len(missing)} of {len(plan.points)} points missing (first {missing[0]}): {why} "
+                         "(rerun an unfinished part's command to resume it)")
+    seconds = sum(r["seconds"] or 0.0 for _, _, r in found)
+    return plan, contract_rows(plan, done), seconds
+
+
+def run_part_job(plan_args: dict, n: int, out: str, device: str, compile_cache: bool, k: int) -> int:
+    """Part k of n in a process of its own (a submitit task): set up JAX, run or resume the part; its row count."""
+    setup_jax(device, compile_cache)
+    _, rows, _ = run_part(plan_args, k, n, Path(out), progress=False)
+    return len(rows)
+
+
+def part_command(plan_args: dict, k: int, n: int, out: Path, device: str = "cpu",
+                 compile_cache: bool = True) -> list[str]:
+    """The command line that runs part k of n of make_plan(**plan_args) into out."""
+    argv = [sys.executable, "-m", "mmcl_theory.sweep", plan_args["name"], "--part", f"{k}/{n}", "--out", str(out),
+            "--device", device, "--no-progress"]
+    argv += ["--quick"] if plan_args["quick"] else []
+    argv += ["--route", plan_args["route"]] if plan_args["route"] is not None else []
+    argv += ["--seeds", str(plan_args["seeds"])] if plan_args["seeds"] is not None else []
+    argv += ["--learners", ",".join(plan_args["learners"])] if plan_args["learners"] is not None else []
+    for item in plan_args["overrides"]:
+        argv += ["--set", item]
+    return argv + ([] if compile_cache else ["--no-compile-cache"])
+
+
+def launch_parts(plan: Plan, plan_args: dict, out: Path, options, executor=None) -> int:
+    """Run all options.parts parts with cluster.py's launcher (or on `executor`, a submitit executor),
+    wait, and merge them into out. options: cluster.LaunchOptions. Returns the exit code: 0 when merged
+    (or submitted, without wait), 1 when a part failed (rerunning the command resumes it)."""
+    import functools
+
+    from . import sweep as importable  # this module by its import name, not __main__: submitit pickles by reference
+    from .cluster import PartJob, run_array, run_local, slurm_executor, wait_with_progress
+
+    n = options.parts
+    part_points(plan, 1, n)  # n <= number of points, or one line
+    if executor is None and options.launcher == "slurm":
+        executor = slurm_executor(out / "submitit", f"mmcl-{plan.name}", options)  # or one line, before any write
+    _prepare_out(out, plan)  # sweep.json once, before the parts start at the same time
+    files = [out / f"points.{part_label(k, n)}.jsonl" for k in range(1, n + 1)]
+    count = lambda: sum(f.read_bytes().count(b"\n") for f in files if f.is_file())
+    wait = functools.partial(wait_with_progress, count=count, total=len(plan.points), desc=f"{plan.name} ({n} parts)",
+                             progress=options.progress)
+    if executor is None:  # local processes
+        commands = [part_command(plan_args, k, n, out, options.device, options.compile_cache) for k in range(1, n + 1)]
+        failed = run_local(commands, [out / "logs" / f"{part_label(k, n)}.log" for k in range(1, n + 1)],
+                           options.parallelism, wait)
+    else:
+        job = PartJob(functools.partial(importable.run_part_job, plan_args, n, str(out), options.device,
+                                        options.compile_cache))
+        failed = run_array(executor, job, n, wait if options.wait else None)
+        if failed is None:
+            print(f"logs in {out / 'submitit'}; when every part is done: python -m mmcl_theory.sweep merge {out}")
+            return 0
+    if failed:
+        for line in failed:
+            print(f"error: {line}", file=sys.stderr)
+        print(f"error: {len(failed)} of {n} parts failed; rerun the same command to resume them "
+              "(finished points are kept)", file=sys.stderr)
+        return 1
+    merged, rows, seconds = merge_parts([out])
+    finish(rows, merged, out, seconds)
+    return 0
 
 
 # ------------------------------------------------------------------ JAX setup
@@ -336,10 +516,72 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-compile-cache", action="store_true",
                     help=f"do not use jax's persistent compilation cache (default folder {default_cache_dir()})")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cl = ap.add_argument_group("parts and launchers (README, 'On a cluster')")
+    cl.add_argument("--part", metavar="K/N",
+                    help="run only part K of N (points K-1, K-1+N, ...) into OUT/points.part-K-of-N.jsonl; "
+                         "combine the parts with `python -m mmcl_theory.sweep merge OUT...`")
+    cl.add_argument("--launcher", choices=("local", "slurm"),
+                    help="run --parts N parts as local processes, or as one SLURM job array (submitit, extra "
+                         "[cluster]), then merge them into OUT")
+    cl.add_argument("--parts", type=option_type("--parts", int, 1, 10**6), metavar="N", help="number of parts for --launcher")
+    cl.add_argument("--array-parallelism", type=option_type("--array-parallelism", int, 1, 10**6), metavar="M",
+                    help="most parts running at once (default: all; local: at most the number of CPU cores)")
+    cl.add_argument("--slurm-partition", metavar="NAME", help="SLURM partition (default: the cluster's)")
+    cl.add_argument("--time-min", type=option_type("--time-min", int, 1, 10**6), default=60, metavar="MINUTES",
+                    help="time limit of each SLURM part in minutes (default 60); a part stopped at the limit "
+                         "or preempted is requeued and resumes from its points file")
+    cl.add_argument("--gpus-per-task", type=option_type("--gpus-per-task", int, 0, 64), default=0, metavar="G",
+                    help="GPUs of each SLURM part (default 0; >0 needs --device gpu)")
+    cl.add_argument("--cpus-per-task", type=option_type("--cpus-per-task", int, 1, 1024), metavar="C",
+                    help="CPU cores of each SLURM part (default: the cluster's)")
+    cl.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other sbatch option, e.g. account=proj or qos=long (repeatable)")
+    cl.add_argument("--no-wait", action="store_true",
+                    help="with --launcher slurm: submit, print the job ids and the merge command, and exit")
     return ap
 
 
+def _merge_parser() -> argparse.ArgumentParser:
+    from .config import ArgumentParser
+
+    ap = ArgumentParser(prog="python -m mmcl_theory.sweep merge",
+                        description="Combine the parts of a sweep (--part K/N) into results.csv, results.json and "
+                                    "the figure.")
+    ap.add_argument("outs", nargs="+", type=Path, metavar="OUT", help="folders holding the parts")
+    ap.add_argument("--out", type=Path, help="where to write the merged results (default: the first OUT)")
+    return ap
+
+
+def finish(rows: list[dict], plan: Plan, out: Path, seconds: float, also: tuple[Path, ...] = ()) -> None:
+    """Write results.csv, results.json and the figure of a whole sweep, and print its table (and the
+    paths written, then `also`)."""
+    from .plotting import plot_sweep
+
+    written = write_results(rows, plan, out, seconds)
+    figure = out / f"{plan.name}.png"
+    plot_sweep(rows, figure, f"sweep {plan.name} ({plan.model})", plan.description)
+    print(format_table(rows))
+    print(f"\n{len(rows)} rows in {seconds:.1f} s; wrote " + ", ".join(str(p) for p in [*written, figure, *also]))
+
+
+def merge_main(argv) -> int:
+    """`python -m mmcl_theory.sweep merge OUT... [--out DIR]`."""
+    args = _merge_parser().parse_args(argv)
+    try:
+        plan, rows, seconds = merge_parts(args.outs)
+        out = args.out or args.outs[0]
+        _prepare_out(out, plan)
+        finish(rows, plan, out, seconds)
+        return 0
+    except (ConfigError, SweepError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["merge"]:
+        return merge_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.list:
@@ -349,20 +591,25 @@ def main(argv=None) -> int:
         if not args.name:
             raise SweepError(f"give a sweep name: one of {', '.join(available_sweeps())}")
         learners = [l.strip() for l in args.learners.split(",")] if args.learners is not None else None
-        plan = make_plan(args.name, args.quick, args.seeds, learners, args.set, args.route)
-        setup_jax(args.device, not args.no_compile_cache)
+        part = parse_part(args.part) if args.part else None
+        plan_args = dict(name=args.name, quick=args.quick, seeds=args.seeds, learners=learners,
+                         overrides=list(args.set), route=args.route)
+        plan = make_plan(**plan_args)
         out = args.out or Path("runs") / (args.name + ("-quick" if args.quick else ""))
+        if args.launcher or args.parts:
+            from .cluster import options_from_args
+
+            return launch_parts(plan, plan_args, out, options_from_args(args))
+        setup_jax(args.device, not args.no_compile_cache)
+        if part:
+            plan, rows, seconds = run_part(plan_args, *part, out, progress=not args.no_progress)
+            print(f"part {part[0]}/{part[1]} of sweep {plan.name} (plan {plan.hash}): {len(rows)} rows in "
+                  f"{seconds:.1f} s; wrote {out / f'points.{part_label(*part)}.jsonl'}; when every part is done: "
+                  f"python -m mmcl_theory.sweep merge {out}")
+            return 0
         start = time.perf_counter()
         rows = run_sweep(plan, out, progress=not args.no_progress)
-        seconds = time.perf_counter() - start
-        written = write_results(rows, plan, out, seconds)
-        from .plotting import plot_sweep
-
-        figure = out / f"{plan.name}.png"
-        plot_sweep(rows, figure, f"sweep {plan.name} ({plan.model})", plan.description)
-        print(format_table(rows))
-        print(f"\n{len(rows)} rows in {seconds:.1f} s; wrote "
-              + ", ".join(str(p) for p in [*written, figure, out / "points.jsonl", out / "sweep.json"]))
+        finish(rows, plan, out, time.perf_counter() - start, (out / "points.jsonl", out / "sweep.json"))
         return 0
     except (ConfigError, SweepError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -97,7 +97,8 @@ def test_quick_with_seeds_and_typed_bool(tmp_path, capsys):
 
 
 def _quick(out, *extra):
-    return ["sample_size", "--quick", "--out", str(out), *SMALL, *extra]
+    """core_variance --quick at small shapes: three points."""
+    return ["core_variance", "--quick", "--out", str(out), *SMALL, *extra]
 
 
 def test_resume_state_of_another_plan_is_refused_even_without_sweep_json(tmp_path, capsys):
@@ -113,13 +114,13 @@ def test_torn_tail_is_cut_and_the_next_point_is_kept(tmp_path, capsys):
     assert main(_quick(out)) == 0
     points = out / "points.jsonl"
     lines = points.read_text().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 3
     points.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # kill during the second append
     assert main(_quick(out)) == 0
     again = points.read_text().splitlines()
-    assert len(again) == 2 and again[0] == lines[0]
+    assert len(again) == 3 and again[0] == lines[0]
     assert [json.loads(l)["point"] for l in again] == [json.loads(l)["point"] for l in lines]
-    assert json.loads(again[1])["rows"] == json.loads(lines[1])["rows"]  # recomputed bit-identically
+    assert [json.loads(l)["rows"] for l in again] == [json.loads(l)["rows"] for l in lines]  # recomputed bit-identically
     capsys.readouterr()
 
 

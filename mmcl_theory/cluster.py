@@ -1,0 +1,195 @@
+"""Run the N parts of a job beyond one process: local processes, or one SLURM job array through submitit.
+
+The sweep (`python -m mmcl_theory.sweep NAME --launcher local|slurm --parts N`, sweep.launch_parts)
+is the user: it says what part k is (a command line for local processes; a picklable callable for
+submitit), how many points are finished (for the progress bar), and merges the parts afterwards.
+This module knows nothing of sweeps and imports nothing of the package but config.
+
+`local` runs the commands as subprocesses, at most `parallelism` at once, each with its log file.
+`slurm` submits the parts as one array with submitit's AutoExecutor.map_array. Each array task runs
+a :class:`PartJob`, which follows submitit's checkpointing protocol: when a part's time limit nears
+(or submitit's signal reports preemption), submitit calls PartJob.checkpoint, which resubmits the
+same part; the requeued part resumes from what it wrote to disk. submitit is the optional extra
+`[cluster]`; nothing else here needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .config import ConfigError, split_override
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchOptions:
+    """How to run the parts: launcher, number of parts, and the resources of each part."""
+
+    launcher: str
+    parts: int
+    parallelism: int | None = None  # most parts running at once (None: all; local: at most the CPU count)
+    device: str = "cpu"
+    compile_cache: bool = True
+    slurm_partition: str | None = None
+    time_min: int = 60
+    gpus_per_task: int = 0
+    cpus_per_task: int | None = None
+    slurm_extra: tuple[str, ...] = ()
+    wait: bool = True
+    progress: bool = True
+
+
+def options_from_args(args) -> LaunchOptions:
+    """LaunchOptions from the sweep CLI's arguments; inconsistent options are a ConfigError (one line)."""
+    if args.part:
+        raise ConfigError("--part K/N runs one part here, --launcher runs all --parts N: give one of them")
+    if not args.launcher:
+        raise ConfigError("--parts N needs --launcher local or --launcher slurm (or run one part with --part K/N)")
+    if not args.parts:
+        raise ConfigError(f"--launcher {args.launcher} needs --parts N, the number of parts to split the sweep into")
+    if args.gpus_per_task and args.device != "gpu":
+        raise ConfigError(f"--gpus-per-task {args.gpus_per_task} needs --device gpu (the parts would run on CPU)")
+    if args.no_wait and args.launcher != "slurm":
+        raise ConfigError("--no-wait is for --launcher slurm (local parts end with this process)")
+    for item in args.slurm_extra:
+        split_override(item)  # KEY=VALUE or a ConfigError
+    return LaunchOptions(args.launcher, args.parts, args.array_parallelism, args.device, not args.no_compile_cache,
+                         args.slurm_partition, args.time_min, args.gpus_per_task, args.cpus_per_task,
+                         tuple(args.slurm_extra), not args.no_wait, not args.no_progress)
+
+
+def import_submitit():
+    """The submitit module (extra [cluster]; a ConfigError if missing), imported without its logging setup:
+    on import submitit calls logging.config.dictConfig, which closes every logging handler this process
+    already has (jax's, pytest's). Its jobs, fresh processes, still configure its logging."""
+    previous = os.environ.get("SUBMITIT_LOG_LEVEL")
+    os.environ["SUBMITIT_LOG_LEVEL"] = "NOCONFIG"
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError("--launcher slurm needs submitit: pip install 'mmcl-theory[cluster]'") from None
+    finally:
+        if previous is None:
+            del os.environ["SUBMITIT_LOG_LEVEL"]
+        else:
+            os.environ["SUBMITIT_LOG_LEVEL"] = previous
+    return submitit
+
+
+@dataclasses.dataclass(frozen=True)
+class PartJob:
+    """Part k as a submitit job: PartJob(run)(k) is run(k). checkpoint(k) resubmits the same part
+    (submitit's Checkpointable protocol); `run` must resume from what an earlier attempt wrote.
+
+    `run` is pickled by submitit: a module-level function or a functools.partial of one.
+    """
+
+    run: Callable[[int], object]
+
+    def __call__(self, k: int) -> object:
+        return self.run(k)
+
+    def checkpoint(self, k: int):
+        """Called by submitit on preemption or near the time limit: requeue the same part."""
+        return import_submitit().helpers.DelayedSubmission(self, k)
+
+
+def wait_with_progress(is_done: Callable[[], bool], count: Callable[[], int], total: int, desc: str,
+                       progress: bool = True, poll_s: float = 1.0) -> None:
+    """Poll is_done() every poll_s seconds, showing count() of total (tqdm: rate and ETA)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="point", desc=desc, disable=not progress, file=sys.stderr, smoothing=0.3)
+    while True:
+        finished = is_done()
+        bar.update(min(count(), total) - bar.n)
+        if finished:
+            break
+        time.sleep(poll_s)
+    bar.close()
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def run_local(commands: Sequence[Sequence[str]], logs: Sequence[Path], parallelism: int | None,
+              wait: Callable[[Callable[[], bool]], None]) -> list[str]:
+    """Run commands[k - 1] (part k) as subprocesses, output to logs[k - 1], at most `parallelism` at
+    once (default: all, at most the CPU count); wait(is_done) polls. Returns one message per failed part."""
+    n = len(commands)
+    parallel = parallelism or min(n, os.cpu_count() or 1)
+    waiting, running, failed = list(range(1, n + 1)), {}, []
+
+    def poll() -> bool:
+        for k, (proc, log) in list(running.items()):
+            if proc.poll() is not None:
+                log.close()
+                del running[k]
+                if proc.returncode:
+                    failed.append(f"part {k}/{n} exited with code {proc.returncode}: {_last_line(logs[k - 1])} "
+                                  f"(log {logs[k - 1]})")
+        while waiting and len(running) < parallel:
+            k = waiting.pop(0)
+            logs[k - 1].parent.mkdir(parents=True, exist_ok=True)
+            log = open(logs[k - 1], "w")
+            running[k] = (subprocess.Popen(list(commands[k - 1]), stdout=log, stderr=subprocess.STDOUT), log)
+        return not running and not waiting
+
+    try:
+        wait(poll)
+    finally:  # interrupted: stop the parts started here (what they wrote stays on disk)
+        for proc, log in running.values():
+            proc.terminate()
+            proc.wait()
+            log.close()
+    return failed
+
+
+def slurm_executor(folder: Path, name: str, options: LaunchOptions):
+    """A submitit AutoExecutor for SLURM with the options' resources, logs under folder/<job id>
+    (one line if submitit or sbatch is missing)."""
+    submitit = import_submitit()
+    if shutil.which("sbatch") is None:
+        raise ConfigError("--launcher slurm needs SLURM's sbatch on PATH (submit from a cluster login node), "
+                          "or use --launcher local")
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+    params = dict(name=name, timeout_min=options.time_min, nodes=1, tasks_per_node=1,
+                  gpus_per_node=options.gpus_per_task, slurm_array_parallelism=options.parallelism or options.parts)
+    if options.slurm_partition:
+        params["slurm_partition"] = options.slurm_partition
+    if options.cpus_per_task:
+        params["cpus_per_task"] = options.cpus_per_task
+    if options.slurm_extra:
+        params["slurm_additional_parameters"] = dict(split_override(i) for i in options.slurm_extra)
+    executor.update_parameters(**params)
+    return executor
+
+
+def run_array(executor, job: PartJob, n: int, wait: Callable[[Callable[[], bool]], None] | None) -> list[str] | None:
+    """Submit parts 1..n of `job` as one array on a submitit executor (SLURM, or submitit's local
+    executor in the tests). With wait (a poller, as in run_local), wait for them and return one message
+    per failed part; with wait None, return None once submitted."""
+    jobs = executor.map_array(job, list(range(1, n + 1)))
+    print(f"submitted {len(jobs)} parts: job ids {', '.join(j.job_id for j in jobs)}", file=sys.stderr)
+    if wait is None:
+        return None
+    wait(lambda: all(j.done() for j in jobs))
+    failed = []
+    for k, j in enumerate(jobs, 1):
+        error = j.exception()
+        if error is not None:
+            lines = str(error).strip().splitlines()
+            failed.append(f"part {k}/{n} (job {j.job_id}) failed: {lines[-1] if lines else repr(error)} "
+                          f"(log {j.paths.stderr})")
+    return failed
