@@ -576,7 +576,8 @@ def evaluate_grid(configs, seeds, learners, settings, route, on_point=None) -> l
     """The model registry's runner: run_point for each config, rows in the sweep's row shape."""
     out = []
     for i, config in enumerate(configs):
-        rows = [{**r, "prompt": "" if r["learner"].startswith("sl") else "digit_word", "route": "sampled"}
+        rows = [{**r, "prompt": "" if r["learner"].startswith("sl") else "digit_word", "route": "sampled",
+                 "final_loss": "", "loss_floor": "", "converged": ""}  # convergence not reported for digits yet
                 for r in run_point(config, seeds, learners)]
         out.append(rows)
         if on_point:
