@@ -239,7 +239,8 @@ def evaluate_grid(configs, seeds, learners, settings, route="sampled", on_point=
     """The model registry's runner (models.py): run_point per config, rows in the sweep's row shape."""
     out = []
     for i, config in enumerate(configs):
-        rows = [{**r, "route": "theory" if r["learner"] == "theory_mmcl" else "sampled"}
+        rows = [{**r, "route": "theory" if r["learner"] == "theory_mmcl" else "sampled",
+                 "final_loss": "", "loss_floor": "", "converged": ""}
                 for r in run_point(config, seeds, learners, settings)]
         out.append(rows)
         if on_point:

@@ -18,6 +18,11 @@ Evaluation routes (``ROUTES``): accuracy on a test *distribution* given the trai
 - ``sampled``: three d-dimensional test sets of n_test points (route label ``sampled``); with the
   same seeds this reproduces the package's earlier numbers exactly.
 
+Convergence (docs/learners.md#convergence): each trained learner's rows carry its final training
+loss, the floor of that loss (``loss_floor``: the rank-constrained minimum of the linear loss, the
+perfect-matching floor of InfoNCE at the learner's temperature, 0 for cross-entropy) and
+``converged`` (the loss stopped moving, learners.fit_summary); "" for theory rows and closed forms.
+
 Theory rows (``THEORY_LEARNERS``) come from theory.py in float64 and have the same row shape.
 ``evaluate_grid`` is the one place that jit-compiles and vmaps a point; the sweep, paper_checks and
 bench/sweep_throughput.py all call it.
@@ -39,10 +44,13 @@ from .datamodel import (TESTS, Config, M1Config, agreement, caption_free, dictio
                         sample_dataset, sample_latents)
 
 ZERO_SHOT_LEARNERS = ("mmcl_closed_form", "mmcl_linear_gd", "mmcl_infonce_linear", "mmcl_infonce_mlp")
-SL_LEARNERS = ("sl_min_norm", "sl_logistic", "sl_mlp")
+SL_LEARNERS = ("sl_min_norm", "sl_logistic", "sl_logistic_gd", "sl_mlp")
 LEARNERS = ZERO_SHOT_LEARNERS + SL_LEARNERS
-LINEAR_LEARNERS = ("mmcl_closed_form", "mmcl_linear_gd", "mmcl_infonce_linear", "sl_min_norm", "sl_logistic")
-TRAINED_LEARNERS = ("mmcl_linear_gd", "mmcl_infonce_linear", "mmcl_infonce_mlp", "sl_logistic", "sl_mlp")
+LINEAR_LEARNERS = ("mmcl_closed_form", "mmcl_linear_gd", "mmcl_infonce_linear", "sl_min_norm", "sl_logistic",
+                   "sl_logistic_gd")
+TRAINED_LEARNERS = ("mmcl_linear_gd", "mmcl_infonce_linear", "mmcl_infonce_mlp", "sl_logistic", "sl_mlp",
+                    "sl_logistic_gd")
+FIT_KEYS = ("final_loss", "loss_floor", "converged")  # row columns of a trained learner's convergence
 THEORY_LEARNERS = ("theory_mmcl", "bayes_core")
 PROMPTS = ("core", "class_mean")
 ROUTES = ("exact", "sampled")
@@ -144,8 +152,10 @@ def hidden_test_draws(key: jax.Array, cfg: Config, d_image: jax.Array, w1: jax.A
 
 
 def _fit_keys(key: jax.Array) -> dict[str, jax.Array]:
-    """One PRNG key per trained learner, fixed by its position in TRAINED_LEARNERS."""
-    return dict(zip(TRAINED_LEARNERS, jax.random.split(key, len(TRAINED_LEARNERS))))
+    """One PRNG key per trained learner, fixed by its position in TRAINED_LEARNERS: the first five
+    from one split of five (the package's earlier keys), later ones by fold_in(key, position)."""
+    first = dict(zip(TRAINED_LEARNERS[:5], jax.random.split(key, 5)))
+    return {**first, **{l: jax.random.fold_in(key, i) for i, l in enumerate(TRAINED_LEARNERS) if i >= 5}}
 
 
 def _affine_scorers(name: str, params, prompts: dict[str, jax.Array]) -> dict[str, tuple[jax.Array, jax.Array]]:
@@ -166,7 +176,7 @@ def _affine_scorers(name: str, params, prompts: dict[str, jax.Array]) -> dict[st
         return out
     if name == "sl_min_norm":
         return {"": (params, jnp.zeros(params.shape[1]))}
-    (w, b), = params  # sl_logistic
+    (w, b), = params  # sl_logistic, sl_logistic_gd
     return {"": (w, b)}
 
 
@@ -183,7 +193,7 @@ def _full_logits(name: str, params, prompts: dict[str, jax.Array]) -> dict[str, 
     """{prompt: logits(x (n, d)) -> (n, K)} for any learner (route ``sampled``)."""
     if name in ("mmcl_infonce_linear", "mmcl_infonce_mlp"):
         return {k: (lambda x, t=t: L.infonce_zero_shot_logits(params, x, t)) for k, t in prompts.items()}
-    if name in ("sl_logistic", "sl_mlp"):
+    if name in ("sl_logistic", "sl_logistic_gd", "sl_mlp"):
         return {"": lambda x: L.apply_mlp(params, x)}
     if name == "sl_min_norm":
         return {"": lambda x: x @ params}
@@ -192,26 +202,36 @@ def _full_logits(name: str, params, prompts: dict[str, jax.Array]) -> dict[str, 
 
 
 def train_learner(name: str, key: jax.Array, train, cfg: Config, settings: L.LearnerSettings):
-    """Fit one learner on a training Dataset; returns its parameters (see learners.py)."""
+    """Fit one learner on a training Dataset; returns (params, fit) with params as in learners.py and
+    fit = (final loss, loss floor, converged) scalars for trained learners, None for closed forms."""
     K = cfg.num_classes
     if name == "mmcl_closed_form":
-        return L.mmcl_closed_form(train.x_image, train.x_text, settings.rank, settings.rho)
-    if name == "mmcl_linear_gd":
-        return L.mmcl_linear_gd(key, train.x_image, train.x_text, settings.embed_dim, settings.rho,
-                                settings.gd_steps, settings.gd_lr)
-    if name in ("mmcl_infonce_linear", "mmcl_infonce_mlp"):
-        return L.mmcl_infonce(key, train.x_image, train.x_text, settings, hidden=name.endswith("mlp"))
+        return L.mmcl_closed_form(train.x_image, train.x_text, settings.rank, settings.rho), None
     if name == "sl_min_norm":
-        return L.sl_min_norm(train.x_image, train.label, K)
-    return L.sl_cross_entropy(key, train.x_image, train.label, K, settings, hidden=name == "sl_mlp")
+        return L.sl_min_norm(train.x_image, train.label, K), None
+    if name == "mmcl_linear_gd":
+        params, losses = L.mmcl_linear_gd(key, train.x_image, train.x_text, settings.embed_dim, settings.rho,
+                                          settings.gd_steps, settings.gd_lr, with_trace=True)
+        floor = L.loss_floor_linear(train.x_image, train.x_text, settings.embed_dim, settings.rho)
+    elif name in ("mmcl_infonce_linear", "mmcl_infonce_mlp"):
+        params, losses = L.mmcl_infonce(key, train.x_image, train.x_text, settings, hidden=name.endswith("mlp"),
+                                        with_trace=True)
+        tau = L.MIN_TEMPERATURE if settings.learn_temperature else settings.temperature
+        floor = L.loss_floor_infonce(train.x_image.shape[0], tau)
+    else:
+        params, losses = L.sl_cross_entropy(key, train.x_image, train.label, K, settings, hidden=name == "sl_mlp",
+                                            plain_gd=name == "sl_logistic_gd", with_trace=True)
+        floor = 0.0
+    return params, L.fit_summary(losses, floor)
 
 
-def evaluate_point(key: jax.Array, cfg: Config, settings: L.LearnerSettings, learners: tuple[str, ...],
-                   route: str = "exact") -> dict[str, dict[str, jax.Array]]:
-    """Train each learner on one sample of cfg; accuracy per prompt on aligned/independent/flipped.
+def fit_and_score(key: jax.Array, cfg: Config, settings: L.LearnerSettings, learners: tuple[str, ...],
+                  route: str = "exact"):
+    """Train each learner on one sample of cfg; score it per prompt on aligned/independent/flipped.
 
-    Returns {learner: {prompt: accuracies (3,) in TESTS order}}; prompt "" for SL learners. A pure
-    function of (key, cfg): the sweep jits it with cfg's float fields traced and vmaps it over seeds.
+    Returns (accuracies, fits): accuracies {learner: {prompt: (3,) in TESTS order}}, prompt "" for
+    SL learners; fits {learner: (final loss, floor, converged)} for the trained learners. A pure
+    function of (key, cfg): the sweep jits it with cfg's float fields traced and maps it over seeds.
     """
     check_route(route)
     k_dict, k_train, k_test, k_fit = jax.random.split(key, 4)
@@ -222,9 +242,11 @@ def evaluate_point(key: jax.Array, cfg: Config, settings: L.LearnerSettings, lea
     test_keys = jax.random.split(k_test, 3)
     if route == "sampled":
         tests = [sample_dataset(k, cfg, dicts, cfg.n_test, t) for k, t in zip(test_keys, TESTS)]
-    out = {}
+    out, fits = {}, {}
     for name in learners:
-        params = train_learner(name, fit_keys.get(name), train, cfg, settings)
+        params, fit = train_learner(name, fit_keys.get(name), train, cfg, settings)
+        if fit is not None:
+            fits[name] = fit
         if route == "sampled":
             out[name] = {k: jnp.stack([accuracy(f(t.x_image), t.label) for t in tests])
                          for k, f in _full_logits(name, params, prompts).items()}
@@ -237,7 +259,13 @@ def evaluate_point(key: jax.Array, cfg: Config, settings: L.LearnerSettings, lea
             draws = [hidden_test_draws(tk, cfg, dicts[0], *first[0], t) for tk, t in zip(test_keys, TESTS)]
             out[name] = {k: jnp.stack([accuracy(f(h), y) for h, y in draws])
                          for k, f in _mlp_logits(name, params, prompts).items()}
-    return out
+    return out, fits
+
+
+def evaluate_point(key: jax.Array, cfg: Config, settings: L.LearnerSettings, learners: tuple[str, ...],
+                   route: str = "exact") -> dict[str, dict[str, jax.Array]]:
+    """The accuracies of fit_and_score: {learner: {prompt: accuracies (3,) in TESTS order}}."""
+    return fit_and_score(key, cfg, settings, learners, route)[0]
 
 
 def route_label(learner: str, cfg: Config, route: str) -> str:
@@ -267,7 +295,7 @@ def theory_rows(cfg: Config, learners: Sequence[str], settings: L.LearnerSetting
         if "bayes_core" in learners:
             rows.append({"learner": "bayes_core", "prompt": "", "test": test, "seed": -1,
                          "accuracy": bayes_core_accuracy(cfg)})
-    return [{**r, "n": cfg.n, "route": "theory"} for r in rows]
+    return [{**r, "n": cfg.n, "route": "theory", **dict.fromkeys(FIT_KEYS, "")} for r in rows]
 
 
 # ------------------------------------------------------------------ the compiled grid
@@ -275,27 +303,33 @@ def theory_rows(cfg: Config, learners: Sequence[str], settings: L.LearnerSetting
 
 @functools.lru_cache(maxsize=None)
 def compiled_point(learners: tuple[str, ...], settings: L.LearnerSettings, route: str):
-    """jit(lax.map over seeds (evaluate_point)) for one learner set; compiled once per static shape.
+    """jit(lax.map over seeds (fit_and_score)) for one learner set; compiled once per static shape.
 
     Seeds run one after another inside the compiled program rather than vmapped: every seed has its
     own training set, so batching makes no larger matmul (vmap measured slower, BENCHMARKS.md), and
     unbatched linear algebra never reaches jaxlib 0.10's batch-parallel LAPACK kernels, which
     deadlock XLA's CPU thread pool when two run at once (README, "JAX versions").
     """
-    per_seed = lambda keys, cfg: jax.lax.map(lambda k: evaluate_point(k, cfg, settings, learners, route), keys)
+    per_seed = lambda keys, cfg: jax.lax.map(lambda k: fit_and_score(k, cfg, settings, learners, route), keys)
     return jax.jit(per_seed)
 
 
-def _rows(acc, cfg: Config, seeds: Sequence[int], route: str) -> list[dict]:
+def _rows(result, cfg: Config, seeds: Sequence[int], route: str) -> list[dict]:
+    """Rows from one compiled call's (accuracies, fits), each array with a leading seeds axis."""
+    acc, fits = result
     rows = []
     for learner, by_prompt in acc.items():
+        fit = fits.get(learner)
         for prompt, values in by_prompt.items():
             values = np.asarray(values, np.float64)  # (seeds, 3)
             for s_idx, seed in enumerate(seeds):
+                conv = (dict.fromkeys(FIT_KEYS, "") if fit is None else
+                        {"final_loss": float(fit[0][s_idx]), "loss_floor": float(fit[1][s_idx]),
+                         "converged": bool(fit[2][s_idx])})
                 for t_idx, test in enumerate(TESTS):
                     rows.append({"learner": learner, "prompt": prompt, "test": test, "seed": int(seed),
                                  "n": cfg.n, "accuracy": float(values[s_idx, t_idx]),
-                                 "route": route_label(learner, cfg, route)})
+                                 "route": route_label(learner, cfg, route), **conv})
     return rows
 
 

@@ -5,7 +5,11 @@ jit-able and vmap-able over seeds and sweep points. A learner returns its traine
 encoders below turn parameters into embeddings or logits, and evaluate.py scores them.
 
 Learner names (the results contract): mmcl_closed_form, mmcl_linear_gd, mmcl_infonce_linear,
-mmcl_infonce_mlp, sl_min_norm, sl_logistic, sl_mlp.
+mmcl_infonce_mlp, sl_min_norm, sl_logistic (Adam), sl_logistic_gd (plain gradient descent), sl_mlp.
+
+Every trained learner runs the one training loop `fit` and can return its loss trace
+(`with_trace=True`); `loss_floor_*` give the floor each loss is compared with (docs/learners.md#convergence)
+and `fit_summary` turns a trace and a floor into (final loss, floor, converged).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from .config import check_range
 from .losses import infonce_loss, linear_contrastive_loss
 
 
+MIN_TEMPERATURE = 0.01  # InfoNCE's logit scale 1/tau is clamped at 100 (as CLIP's)
+
+
 @dataclasses.dataclass(frozen=True)
 class LearnerSettings:
     """Hyper-parameters of the learners (documented defaults; every field can be overridden).
@@ -29,12 +36,15 @@ class LearnerSettings:
     rho:         Frobenius regulariser of the linear loss, (rho/2)||W_I^T W_T||_F^2.
     embed_dim:   embedding dimension of the trained MMCL learners (linear GD, InfoNCE).
     width:       hidden width of the MLP encoders and of the SL MLP.
-    steps:       full-batch optimisation steps of the InfoNCE and SL learners (Adam).
-    lr:          Adam learning rate of the InfoNCE and SL learners.
+    steps:       full-batch optimisation steps of the InfoNCE and Adam SL learners.
+    lr:          Adam learning rate of the InfoNCE and Adam SL learners.
     gd_steps:    gradient-descent steps on the linear loss (mmcl_linear_gd).
     gd_lr:       its learning rate (plain gradient descent with momentum 0.9).
-    temperature: InfoNCE temperature tau (initial value when learned).
-    learn_temperature: learn log(1/tau) jointly with the encoders.
+    sl_gd_steps: plain gradient-descent steps of sl_logistic_gd.
+    sl_gd_lr:    its step size in units of 1/smoothness: the step is sl_gd_lr * n / ||X||_F^2 (<= 2/L for
+                 sl_gd_lr <= 1, L the largest curvature of the mean logistic loss).
+    temperature: InfoNCE temperature tau (initial value when learned), >= MIN_TEMPERATURE.
+    learn_temperature: learn log(1/tau) jointly with the encoders (1/tau clamped at 1/MIN_TEMPERATURE).
     """
 
     rank: int = 0
@@ -45,16 +55,19 @@ class LearnerSettings:
     lr: float = 0.01
     gd_steps: int = 300
     gd_lr: float = 0.1
+    sl_gd_steps: int = 2000
+    sl_gd_lr: float = 1.0
     temperature: float = 0.1
     learn_temperature: bool = False
 
     def __post_init__(self):
         name = type(self).__name__
         check_range(name, "rank", self.rank, 0, 10**6, integer=True)
-        for f in ("embed_dim", "width", "steps", "gd_steps"):
+        for f in ("embed_dim", "width", "steps", "gd_steps", "sl_gd_steps"):
             check_range(name, f, getattr(self, f), 1, 10**7, integer=True)
-        for f in ("rho", "lr", "gd_lr", "temperature"):
+        for f in ("rho", "lr", "gd_lr", "sl_gd_lr"):
             check_range(name, f, getattr(self, f), 0.0, 1e6, open_low=True)
+        check_range(name, "temperature", self.temperature, MIN_TEMPERATURE, 1e6)  # the logit scale's clamp
         if not isinstance(self.learn_temperature, bool):
             raise ValueError(f"{name}.learn_temperature = {self.learn_temperature!r} is not allowed: true or false")
 
@@ -152,29 +165,92 @@ def l2_normalise(x: jax.Array) -> jax.Array:
     return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
 
 
-def _adam_fit(loss_fn, params, steps: int, lr: float):
-    """Full-batch Adam for `steps` steps (lax.scan); returns the final parameters."""
-    opt = optax.adam(lr)
+def fit(loss_fn, params, optimizer: optax.GradientTransformation, steps: int, data=None,
+        batch_size: int | None = None, key: jax.Array | None = None):
+    """The one training loop: `steps` optimiser steps under lax.scan; returns (params, losses).
 
-    def step(carry, _):
+    Full batch when data is None: loss_fn(params). With data (a pytree of arrays sharing a leading
+    axis of length n), loss_fn(params, batch): the full data when batch_size is None, else at step t
+    a batch of batch_size rows drawn without replacement with jax.random.fold_in(key, t).
+    losses (steps + 1,) float32: losses[t] is the loss at the parameters before step t (on that step's
+    batch) and losses[steps] the full-data loss at the returned parameters.
+    """
+    full = (lambda p: loss_fn(p)) if data is None else (lambda p: loss_fn(p, data))
+    if data is not None and batch_size is not None:
+        n = jax.tree_util.tree_leaves(data)[0].shape[0]
+
+        def batch_loss(p, t):
+            rows = jax.random.permutation(jax.random.fold_in(key, t), n)[:batch_size]
+            return loss_fn(p, jax.tree_util.tree_map(lambda a: a[rows], data))
+    else:
+        batch_loss = lambda p, t: full(p)
+
+    def step(carry, t):
         params, state = carry
-        grads = jax.grad(loss_fn)(params)
-        updates, state = opt.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), None
+        value, grads = jax.value_and_grad(batch_loss)(params, t)
+        updates, state = optimizer.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), value
 
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    return params
+    (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), jnp.arange(steps))
+    return params, jnp.append(losses, full(params))
+
+
+# ------------------------------------------------------------------ loss floors and convergence
+
+CONVERGED_FRACTION = 1e-3  # converged: the last tenth's movement is < 0.1% of the gap still left to the floor
+LOSS_RESOLUTION = 1e-5  # relative size of movements in a float32 loss trace that count as none
+
+
+def fit_summary(losses: jax.Array, floor) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(final loss, floor, converged) from a loss trace of `fit` (steps + 1,) and the loss's floor.
+
+    converged: over the last tenth of the steps the trace's range (max - min, so an oscillating loss
+    is not converged) is at most CONVERGED_FRACTION x (final - floor) + LOSS_RESOLUTION x |final|:
+    at that rate closing the gap to the floor would take over 100 times the steps run. A loss on a
+    plateau it leaves later, or above an unreachable floor, can still be flagged either way; the gap
+    final - floor is reported beside it (docs/learners.md#convergence).
+    """
+    steps = losses.shape[0] - 1
+    final = losses[-1]
+    last = losses[steps - max(steps // 10, 1):]
+    allowed = CONVERGED_FRACTION * jnp.maximum(final - floor, 0.0) + LOSS_RESOLUTION * jnp.abs(final)
+    return final, jnp.asarray(floor, jnp.float32), (last.max() - last.min()) <= allowed
+
+
+def loss_floor_linear(x_image: jax.Array, x_text: jax.Array, rank: int, rho: float) -> jax.Array:
+    """Minimum of the regularised linear loss over A of rank <= rank: -(1/(2 rho)) sum_{j<=rank} sigma_j(S)^2.
+
+    S = (X_I - 1 mean_I^T)^T X_T / (n-1), singular values from the thin QR factors as in mmcl_closed_form
+    (docs/theory.md#closed-form); rank 0 keeps them all.
+    """
+    n = x_image.shape[0]
+    _, r_i = jnp.linalg.qr((x_image - x_image.mean(0)).T)
+    _, r_t = jnp.linalg.qr(x_text.T)
+    sigma = jnp.linalg.svd(r_i @ r_t.T / (n - 1), compute_uv=False)
+    return -jnp.sum(sigma[: rank or sigma.shape[0]] ** 2) / (2 * rho)
+
+
+def loss_floor_infonce(n: int, temperature: float) -> float:
+    """Perfect-matching floor of symmetric InfoNCE on unit vectors: log(1 + (n-1) exp(-n / ((n-1) tau))).
+
+    A lower bound at every configuration of n paired unit embeddings (docs/learners.md#convergence):
+    each direction's loss is a convex, increasing function of the margins s_ij - s_ii, whose mean over
+    i != j is at least -n/(n-1); equality when u_i = v_i form a regular simplex (embedding dimension
+    >= n-1): every positive similarity 1, every negative -1/(n-1).
+    """
+    return math.log1p((n - 1) * math.exp(-n / ((n - 1) * temperature)))
 
 
 # ------------------------------------------------------------------ trained MMCL learners
 
 
 def mmcl_linear_gd(key: jax.Array, x_image: jax.Array, x_text: jax.Array, embed_dim: int,
-                   rho: float = 1.0, steps: int = 1000, lr: float = 0.1):
+                   rho: float = 1.0, steps: int = 1000, lr: float = 0.1, with_trace: bool = False):
     """Gradient descent (momentum 0.9) on the linear loss over factors W_I, W_T (p, d):
 
     L = linear_contrastive_loss(X_I W_I^T, X_T W_T^T) + (rho/2) ||W_I^T W_T||_F^2 = -<A, S> + (rho/2)||A||_F^2.
-    Its limit is the closed form A* of the same rank and rho (docs/claims.md#q3). Returns (W_I, W_T).
+    Its limit is the closed form A* of the same rank and rho (docs/claims.md#q3), whose loss is
+    loss_floor_linear. Returns (W_I, W_T), or ((W_I, W_T), losses) with with_trace.
     """
     k_i, k_t = jax.random.split(key)
     scale = 1e-2 / jnp.sqrt(x_image.shape[1])
@@ -186,24 +262,18 @@ def mmcl_linear_gd(key: jax.Array, x_image: jax.Array, x_text: jax.Array, embed_
         gram = (w_i @ w_i.T) * (w_t @ w_t.T)  # ||W_I^T W_T||_F^2 = sum((W_I W_I^T) * (W_T W_T^T))
         return linear_contrastive_loss(x_image @ w_i.T, x_text @ w_t.T) + 0.5 * rho * gram.sum()
 
-    opt = optax.sgd(lr, momentum=0.9)
-
-    def step(carry, _):
-        params, state = carry
-        updates, state = opt.update(jax.grad(loss)(params), state, params)
-        return (optax.apply_updates(params, updates), state), None
-
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    return params
+    params, losses = fit(loss, params, optax.sgd(lr, momentum=0.9), steps)
+    return (params, losses) if with_trace else params
 
 
 def mmcl_infonce(key: jax.Array, x_image: jax.Array, x_text: jax.Array, settings: LearnerSettings,
-                 hidden: bool):
+                 hidden: bool, with_trace: bool = False):
     """InfoNCE (CLIP loss) with linear (hidden=False) or one-hidden-layer ReLU MLP encoders.
 
     Embeddings are L2-normalised; logits = exp(log_scale) f_I(x_I) f_T(x_T)^T with log_scale =
-    log(1/tau), learned when settings.learn_temperature. Full-batch Adam. Returns a params dict
-    {"image": mlp, "text": mlp, "log_scale": scalar}.
+    log(1/tau), learned when settings.learn_temperature (clamped at log(1/MIN_TEMPERATURE)).
+    Full-batch Adam. Returns a params dict {"image": mlp, "text": mlp, "log_scale": scalar}, or
+    (params, losses) with with_trace; its floor is loss_floor_infonce.
     """
     k_i, k_t = jax.random.split(key)
     middle = (settings.width,) if hidden else ()
@@ -215,9 +285,10 @@ def mmcl_infonce(key: jax.Array, x_image: jax.Array, x_text: jax.Array, settings
         log_scale = params["log_scale"] if settings.learn_temperature else jax.lax.stop_gradient(params["log_scale"])
         emb_i = l2_normalise(apply_mlp(params["image"], x_image))
         emb_t = l2_normalise(apply_mlp(params["text"], x_text))
-        return infonce_loss(emb_i, emb_t, jnp.exp(jnp.minimum(log_scale, jnp.log(100.0))))
+        return infonce_loss(emb_i, emb_t, jnp.exp(jnp.minimum(log_scale, -math.log(MIN_TEMPERATURE))))
 
-    return _adam_fit(loss, params, settings.steps, settings.lr)
+    params, losses = fit(loss, params, optax.adam(settings.lr), settings.steps)
+    return (params, losses) if with_trace else params
 
 
 def infonce_zero_shot_logits(params, x_image: jax.Array, prompts: jax.Array) -> jax.Array:
@@ -229,10 +300,16 @@ def infonce_zero_shot_logits(params, x_image: jax.Array, prompts: jax.Array) -> 
 
 
 def sl_cross_entropy(key: jax.Array, x: jax.Array, label: jax.Array, num_classes: int,
-                     settings: LearnerSettings, hidden: bool):
-    """Softmax cross-entropy (logistic for K = 2) with a linear model or a one-hidden-layer MLP,
-    full-batch Adam, no regulariser (so a linear model's direction drifts towards max margin).
-    Returns MLP params; logits = apply_mlp(params, x)."""
+                     settings: LearnerSettings, hidden: bool, plain_gd: bool = False, with_trace: bool = False):
+    """Softmax cross-entropy (logistic for K = 2) with a linear model or a one-hidden-layer MLP, no
+    regulariser, full batch; floor 0 (reached only in the limit, on separable data).
+
+    Optimiser: Adam(lr) for `steps` steps (sl_logistic, sl_mlp), or with plain_gd (sl_logistic_gd,
+    linear only) gradient descent without momentum, step sl_gd_lr * n / ||X||_F^2, for sl_gd_steps
+    steps; on separable data its direction tends to the l2 max-margin classifier (Soudry et al., JMLR
+    2018), which Adam's does not in general. A linear model starts at 0.
+    Returns MLP params, logits = apply_mlp(params, x); or (params, losses) with with_trace.
+    """
     middle = (settings.width,) if hidden else ()
     params = init_mlp(key, (x.shape[1], *middle, num_classes))
     if not hidden:
@@ -241,4 +318,10 @@ def sl_cross_entropy(key: jax.Array, x: jax.Array, label: jax.Array, num_classes
     def loss(params):
         return optax.softmax_cross_entropy_with_integer_labels(apply_mlp(params, x), label).mean()
 
-    return _adam_fit(loss, params, settings.steps, settings.lr)
+    if plain_gd:
+        step = settings.sl_gd_lr * x.shape[0] / jnp.sum(x * x)
+        optimizer, steps = optax.sgd(step), settings.sl_gd_steps
+    else:
+        optimizer, steps = optax.adam(settings.lr), settings.steps
+    params, losses = fit(loss, params, optimizer, steps)
+    return (params, losses) if with_trace else params

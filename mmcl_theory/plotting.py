@@ -27,7 +27,8 @@ LEARNER_STYLE = {  # colour, marker; theory learners are drawn as lines without 
     "theory_mmcl": ("black", None), "bayes_core": ("grey", None),
     "mmcl_closed_form": ("tab:blue", "o"), "mmcl_linear_gd": ("tab:cyan", "x"),
     "mmcl_infonce_linear": ("tab:green", "s"), "mmcl_infonce_mlp": ("tab:olive", "^"),
-    "sl_min_norm": ("tab:red", "o"), "sl_logistic": ("tab:orange", "s"), "sl_mlp": ("tab:purple", "^"),
+    "sl_min_norm": ("tab:red", "o"), "sl_logistic": ("tab:orange", "s"), "sl_logistic_gd": ("tab:brown", "v"),
+    "sl_mlp": ("tab:purple", "^"),
     "mmcl_infonce_digits": ("tab:green", "s"), "sl_digits": ("tab:orange", "s"),
     "mmcl_linear_digits": ("tab:blue", "o"), "sl_min_norm_digits": ("tab:red", "o"),
 }
@@ -35,7 +36,8 @@ LEARNER_LABEL = {
     "theory_mmcl": "MMCL theory (population)", "bayes_core": "Bayes, core only",
     "mmcl_closed_form": "MMCL closed form", "mmcl_linear_gd": "MMCL linear loss, GD",
     "mmcl_infonce_linear": "MMCL InfoNCE, linear", "mmcl_infonce_mlp": "MMCL InfoNCE, MLP",
-    "sl_min_norm": "SL min-norm", "sl_logistic": "SL logistic", "sl_mlp": "SL MLP",
+    "sl_min_norm": "SL min-norm", "sl_logistic": "SL logistic (Adam)", "sl_logistic_gd": "SL logistic (GD)",
+    "sl_mlp": "SL MLP",
     "mmcl_infonce_digits": "MMCL InfoNCE, MLP", "sl_digits": "SL cross-entropy, MLP",
     "mmcl_linear_digits": "MMCL closed form (linear loss)", "sl_min_norm_digits": "SL min-norm",
 }
@@ -44,8 +46,10 @@ PARAM_LABEL = {
     "sigma_spu": r"spurious s.d. $\sigma_{spu}$", "p": "train class-spurious agreement p",
     "beta": r"detail frequency $\beta$", "annotate": "detail annotation probability",
     "spurious_annotation": "spurious annotation probability", "n": "training sample size n",
-    "sigma_xi": r"noise $\sigma_\xi$", "d": "dimension d",
+    "sigma_xi": r"noise $\sigma_\xi$", "d": "dimension d", "temperature": r"InfoNCE temperature $\tau$",
+    "steps": "training steps",
 }
+LOG_PARAMS = ("n", "temperature", "steps")  # swept over decades: log x axis
 TESTS = ("aligned", "independent", "flipped")
 TEST_LABEL = {"aligned": "aligned test (q = 1)", "independent": "independent test", "flipped": "flipped test (q = 0)"}
 _EXTRA_COLOURS = ["tab:brown", "tab:pink", "tab:gray", "darkgreen", "navy"]
@@ -136,7 +140,7 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
                 if i == 0:
                     ax.set_title(TEST_LABEL.get(test, test))
                 ax.set_xlabel(PARAM_LABEL.get(param, param))
-                if param == "n":
+                if param in LOG_PARAMS:
                     ax.set_xscale("log")
                 ax.set_ylim(-0.03, 1.03)
             axes[i, 0].set_ylabel("accuracy")

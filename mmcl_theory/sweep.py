@@ -13,7 +13,9 @@ skips them and lines of another plan are refused. At the end it writes results.c
 
 Results contract, one row per accuracy: CONTRACT below. `series` is "name=value" for two-axis
 sweeps and "" otherwise; theory rows have seed -1; `prompt` is the zero-shot prompt ("core",
-"class_mean"; "" for SL); `route` says how the accuracy was computed (evaluate.py).
+"class_mean"; "" for SL); `route` says how the accuracy was computed (evaluate.py); `final_loss`,
+`loss_floor`, `converged` are a trained learner's final training loss, the floor of that loss and
+whether it stopped moving (docs/learners.md#convergence), "" for theory rows and closed forms.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from .io import CorruptFileError, append_jsonl, atomic_write_csv, atomic_write_j
 
 SWEEP_DIR = Path(__file__).resolve().parent / "sweeps"
 CONTRACT = ("sweep", "model", "param", "value", "series", "learner", "prompt", "test", "seed", "n", "accuracy",
-            "route")
-ROW_KEYS = ("learner", "prompt", "test", "seed", "n", "accuracy", "route")
+            "route", "final_loss", "loss_floor", "converged")
+ROW_KEYS = ("learner", "prompt", "test", "seed", "n", "accuracy", "route", "final_loss", "loss_floor", "converged")
 
 
 class SweepError(ValueError):

@@ -1,6 +1,8 @@
 """The evaluation API: the exact route agrees with the sampled route, the hidden-width draws with
 d-dimensional draws, min-norm solvers with pinv, and SL rows are shared across caption-only values."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ from mmcl_theory import evaluate as E
 from mmcl_theory import learners as L
 from mmcl_theory.datamodel import TESTS, dictionaries, make_config, sample_dataset
 
-FAST = L.LearnerSettings(steps=40, gd_steps=40)
+FAST = L.LearnerSettings(steps=40, gd_steps=40, sl_gd_steps=200)
 
 
 @pytest.mark.parametrize("model, extra", [("M1", {"r": 0.5}), ("M2", {"K": 3})])
@@ -18,7 +20,7 @@ def test_exact_route_equals_sampled_route_within_sampling_error(model, extra):
     """Given the same trained weights, accuracy on n_test sampled points is binomial around the exact value."""
     n_test = 20000
     cfg = make_config(model, n=60, d=120, n_test=n_test, **extra)
-    learners = ("mmcl_closed_form", "mmcl_infonce_linear", "sl_min_norm", "sl_logistic")
+    learners = ("mmcl_closed_form", "mmcl_infonce_linear", "sl_min_norm", "sl_logistic", "sl_logistic_gd")
     seeds = [0, 1]
     exact = E.evaluate_grid([cfg], seeds, learners, FAST, "exact")[0]
     sampled = E.evaluate_grid([cfg], seeds, learners, FAST, "sampled")[0]
@@ -102,3 +104,20 @@ def test_unknown_route_and_learner_are_one_line_errors():
         E.evaluate_grid([cfg], [0], ("mmcl_closed_form",), FAST, "magic")
     with pytest.raises(ValueError, match="unknown learner"):
         E.evaluate_grid([cfg], [0], ("sl_magic",), FAST)
+
+
+def test_rows_carry_convergence_of_trained_learners_only():
+    """final_loss / loss_floor / converged: floats and a bool for trained learners, "" otherwise; the
+    InfoNCE floor is the perfect-matching value at n = 40, tau = 0.1, log(1 + 39 exp(-40/3.9)) (by hand)."""
+    cfg = make_config("M1", n=40, d=80, n_test=200)
+    learners = ("theory_mmcl", "mmcl_closed_form", "mmcl_infonce_linear", "sl_min_norm", "sl_logistic_gd")
+    rows = E.evaluate_grid([cfg], [0, 1], learners, FAST)[0]
+    for r in rows:
+        if r["learner"] in ("theory_mmcl", "mmcl_closed_form", "sl_min_norm"):
+            assert (r["final_loss"], r["loss_floor"], r["converged"]) == ("", "", "")
+        else:
+            assert isinstance(r["converged"], bool) and r["final_loss"] >= r["loss_floor"] - 1e-6
+    infonce = [r for r in rows if r["learner"] == "mmcl_infonce_linear"]
+    assert all(r["loss_floor"] == pytest.approx(0.00136919, abs=2e-8) for r in infonce)
+    assert all(r["final_loss"] < math.log(40) for r in infonce)  # training lowered the loss from ~log n
+    assert {r["loss_floor"] for r in rows if r["learner"] == "sl_logistic_gd"} == {0.0}

@@ -23,6 +23,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from scipy import stats
 
 from mmcl_theory import learners as L
@@ -75,7 +76,7 @@ def normalised_linear_learner(key, x_image, x_text, settings):
         return linear_contrastive_loss(_normalise(L.apply_mlp(p["image"], x_image)),
                                        _normalise(L.apply_mlp(p["text"], x_text)))
 
-    return L._adam_fit(loss, params, settings.steps, settings.lr)
+    return L.fit(loss, params, optax.adam(settings.lr), settings.steps)[0]
 
 
 def main() -> None:
