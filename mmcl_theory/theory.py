@@ -243,11 +243,11 @@ def population_zero_shot_accuracy_mc(cfg: Config, test: str | float, key, n_samp
 
     from .datamodel import sample_latents
 
+    W, tie_tol = _score_weights(cfg, rank, prompt)
     k_z, k_xi = jax.random.split(key)
     lat = sample_latents(k_z, cfg, n_samples, test)
     z = np.asarray(lat.z_image, np.float64)
     z = z + np.asarray(jax.random.normal(k_xi, z.shape)) * (cfg.sigma_xi / math.sqrt(cfg.d))
-    W, tie_tol = _score_weights(cfg, rank, prompt)
     scores = z @ W
     top = scores >= scores.max(1, keepdims=True) - tie_tol
     hits = np.argmax(top, 1) == np.asarray(lat.label)

@@ -105,9 +105,15 @@ def test_sl_min_norm_worst_group_under_sagawa_conditions_with_a_minority_point(s
 
 
 @settings(max_examples=10, deadline=None)
-@given(K=st.integers(2, 5), sigma_core=st.floats(0, 3), sigma_spu=st.floats(0, 0.5), p=unit, beta=unit, r=unit,
+@given(K=st.integers(2, 5), sigma_core=st.floats(0, 3), sigma_spu=st.floats(0, 0.5), u=unit, beta=unit, r=unit,
        s=unit, a1=unit, a2=unit, test=st.sampled_from(["independent", "flipped"]))
-def test_m2_shifted_accuracy_non_decreasing_in_annotate(K, sigma_core, sigma_spu, p, beta, r, s, a1, a2, test):
+def test_m2_shifted_accuracy_non_decreasing_in_annotate(K, sigma_core, sigma_spu, u, beta, r, s, a1, a2, test):
+    """Assumption p >= 1/K (the spurious attribute follows the class in training at least by chance).
+    Why (docs/theory.md#m2-covariance, b = beta annotate): the core margin Cov(c_k, c_T,k) - Cov(c_j, c_T,k)
+    grows with b at rate ((K-1) v - 1 - beta (K-2))/K >= 0, and every spurious weight is
+    (p - 1/K)(1 - b)/K or (1 - Kp)(1 - b)/(K^2 (K-1)), shrinking towards 0 as b grows: with p >= 1/K it
+    only ever pulls towards the training-majority class, which the shifted tests punish."""
+    p = 1 / K + (1 - 1 / K) * u
     acc = lambda annotate: population_zero_shot_accuracy(make_config(
         "M2", K=K, sigma_core=sigma_core, sigma_spu=sigma_spu, p=p, beta=beta, r=r, spurious_annotation=s,
         annotate=annotate), test)
@@ -147,7 +153,7 @@ def test_m1_flipped_accuracy_non_decreasing_in_richness(sigma_core, sigma_spu, p
 # ------------------------------------------------------------------ exact route = Monte Carlo route
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(data=st.data(), model=st.sampled_from(["M1", "M2"]), K=st.integers(2, 5), sigma_core=st.floats(0, 2),
        sigma_spu=st.floats(0, 0.5), p=unit, beta=unit, annotate=unit, r=unit, s=unit, q=unit,
        prompt=st.sampled_from(["core", "class_mean"]))
@@ -170,7 +176,7 @@ FLOAT32_EPS = float(np.finfo(np.float32).eps)
 _linear_gd = jax.jit(mmcl_linear_gd, static_argnames=("embed_dim", "steps"))
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(data=st.data(), model=st.sampled_from(["M1", "M2"]), seed=st.integers(0, 2**31 - 1), rho=st.floats(0.3, 3))
 def test_linear_gd_converges_to_the_closed_form_of_the_same_rank(data, model, seed, rho):
     """mmcl_linear_gd (momentum 0.9, lr 0.1, 1000 steps, float32) -> W_I^T W_T = A* = top-p SVD of S / rho
