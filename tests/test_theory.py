@@ -196,10 +196,11 @@ def test_degenerate_case_scores_all_tie_and_both_routes_give_the_first_class(K, 
 
 
 def test_ties_without_noise_in_m1_follow_the_first_index_rule():
-    """sigma_core = sigma_xi = 0, p = 0 (w = 1, m = -1): no randomness; on the aligned groups both
-    classes score the same (margin w + m = 0), so y = -1 (index 0) is right and y = +1 wrong: 1/2;
-    on the flipped groups the margin w - m = 2 > 0: 1. Accuracy(q) = q/2 + (1 - q)."""
-    cfg = make_config("M1", sigma_core=0.0, sigma_xi=0.0, p=0.0)
+    """sigma_core = sigma_spu = sigma_xi = 0, p = 0 (w = 1, m = -1): no randomness; on the aligned groups
+    both classes score the same (margin w + m = 0), so y = -1 (index 0) is right and y = +1 wrong: 1/2;
+    on the flipped groups the margin w - m = 2 > 0: 1. Accuracy(q) = q/2 + (1 - q). (Both exact
+    routes returned q * 0 + (1 - q) here.)"""
+    cfg = make_config("M1", sigma_core=0.0, sigma_spu=0.0, sigma_xi=0.0, p=0.0)
     for q in (1.0, 0.0, 0.5, 0.3):
         expected = q / 2 + (1 - q)
         assert abs(population_zero_shot_accuracy(cfg, q) - expected) <= EXACT_TOL
