@@ -1,14 +1,22 @@
 """Exact theory, float64: contrastive cross-covariance, closed-form minimiser, population predictions.
 
-SPEC sections 2-4. Every formula here is this package's derivation for its own models M1 and M2,
-standing in for the paper's unavailable constants (see README, "What is the paper's and what is ours").
+Derivations: docs/theory.md (anchors cited per function). Every formula here is this package's
+derivation for its own models M1 and M2 (docs/models.md), standing in for the paper's unavailable
+constants (docs/theory.md#paper-vs-package).
 
 Population zero-shot score (full rank): A -> D_I C D_T^T with C = Cov(z_I, z_T), so class k scores
     score_k(x) = (z + D_I^T xi)^T C t_k,
 a linear function of the test latent plus its projected noise D_I^T xi ~ N(0, sigma_xi^2/d I_l).
 Given the test group (y, a) the latent is Gaussian, so accuracy is a Gaussian orthant probability:
 exact (Phi for two classes, Genz's algorithm via scipy for more), with a Monte Carlo check.
-Rank p < l replaces C by its best rank-p approximation (the top-p SVD of S in the limit).
+Rank p < l replaces C by its best rank-p approximation (the top-p SVD of S in the limit); it must be
+unique (sigma_p > sigma_{p+1}), else the population prediction is undefined and a ValueError says so.
+
+Ties. The predicted class is the first maximal score, as np.argmax / jnp.argmax (and so every learner
+and the sampled route) return it. Exact symmetries of the model make some score differences
+identically zero (zero variance and zero mean: e.g. two classes with equal weight columns); both
+routes here treat score differences within TIE_RTOL of the score scale (_score_weights) as ties and
+give them to the lower class index, so they agree with each other and with argmax on such cases.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from scipy import stats
 
 from .datamodel import Config, M1Config, M2Config, agreement, prompt_latents
 
+TIE_RTOL = 1e-9  # relative size below which a score difference or a singular-value gap counts as zero
+
 # ------------------------------------------------------------------ finite-sample quantities
 
 
@@ -27,8 +37,8 @@ def contrastive_cross_covariance(x_image: np.ndarray, x_text: np.ndarray) -> np.
     """S of the linear loss, (d_I, d_T).
 
     S = (1/n) sum_i x_I,i x_T,i^T - 1/(n(n-1)) sum_{i != j} x_I,i x_T,j^T
-      = n/(n-1) [ (1/n) sum_i x_I,i x_T,i^T - mean(x_I) mean(x_T)^T ]   (SPEC Q4).
-    Written in the first (pairwise) form so that Q4 tests an identity, not a restatement.
+      = n/(n-1) [ (1/n) sum_i x_I,i x_T,i^T - mean(x_I) mean(x_T)^T ]   (docs/theory.md#identity).
+    Written in the first (pairwise) form so that check Q4 tests an identity, not a restatement.
     """
     x_image, x_text = np.asarray(x_image, np.float64), np.asarray(x_text, np.float64)
     n = x_image.shape[0]
@@ -39,7 +49,10 @@ def contrastive_cross_covariance(x_image: np.ndarray, x_text: np.ndarray) -> np.
 
 
 def closed_form_minimiser(S: np.ndarray, rank: int | None = None, rho: float = 1.0) -> np.ndarray:
-    """A* = argmin -<A, S> + (rho/2)||A||_F^2 over rank(A) <= p:  A* = (1/rho) sum_{j<=p} sigma_j u_j v_j^T."""
+    """A* = argmin -<A, S> + (rho/2)||A||_F^2 over rank(A) <= p:  A* = (1/rho) sum_{j<=p} sigma_j u_j v_j^T.
+
+    S (d_I, d_T) float -> A* (d_I, d_T) float64; rank=None keeps every singular value (docs/theory.md#closed-form).
+    """
     if rho <= 0:
         raise ValueError(f"rho = {rho!r} is out of range: allowed (0, inf)")
     u, sigma, vt = np.linalg.svd(np.asarray(S, np.float64), full_matrices=False)
@@ -51,7 +64,7 @@ def closed_form_minimiser(S: np.ndarray, rank: int | None = None, rho: float = 1
 
 
 def m1_cross_covariance(cfg: M1Config) -> np.ndarray:
-    """Cov(z_I, z_T) for M1, (2, 2), rows image [core, spu], columns text [core, spu].
+    """Cov(z_I, z_T) for M1, (2, 2), rows image [core, spu], columns text [core, spu] (docs/theory.md#m1-covariance).
 
     Cov(z_core, z_T,core) = 1 + r sigma_core^2 = w;  Cov(z_spu, z_T,core) = 2p - 1 = m;
     Cov(z_core, z_T,spu) = s m;  Cov(z_spu, z_T,spu) = s (1 + sigma_spu^2), s = spurious_annotation.
@@ -63,7 +76,7 @@ def m1_cross_covariance(cfg: M1Config) -> np.ndarray:
 
 
 def m2_cross_covariance(cfg: M2Config) -> np.ndarray:
-    """Cov(z_I, z_T) for M2, (2K, 2K), blocks [[c, c_T], [c, s_T]; [s, c_T], [s, s_T]] (SPEC section 4).
+    """Cov(z_I, z_T) for M2, (2K, 2K), blocks [[c, c_T], [c, s_T]; [s, c_T], [s, s_T]] (docs/theory.md#m2-covariance).
 
     With b = beta*annotate, v = 1 + sigma_core^2, q = (1-p)/(K-1), s = spurious_annotation,
     second moments times K (j != k):
@@ -94,10 +107,23 @@ def population_cross_covariance(cfg: Config) -> np.ndarray:
 
 
 def truncate_rank(C: np.ndarray, rank: int | None) -> np.ndarray:
-    """Best rank-p approximation of C (top-p SVD); rank=None keeps C."""
+    """Best rank-p approximation of C (top-p SVD), (l, l) -> (l, l); rank=None keeps C.
+
+    The truncation is unique only when sigma_p > sigma_{p+1} (docs/theory.md#closed-form). When the
+    two coincide (within TIE_RTOL sigma_1; e.g. M2 with beta = annotate = 1, where every core
+    direction has the same singular value) any rotation inside the tied singular subspace is an
+    equally good minimiser, a finite sample picks one at random, and the population prediction is not
+    defined: ValueError.
+    """
     if rank is None or rank >= min(C.shape):
         return C
+    if rank < 1:
+        raise ValueError(f"rank = {rank!r} is out of range: allowed an integer >= 1, or None for full rank")
     u, sigma, vt = np.linalg.svd(C)
+    if sigma[rank - 1] > TIE_RTOL * sigma[0] and sigma[rank - 1] - sigma[rank] <= TIE_RTOL * sigma[0]:
+        raise ValueError(f"rank = {rank}: the rank-{rank} truncation of Cov(z_I, z_T) is not unique (singular values "
+                         f"{rank} and {rank + 1} are both {sigma[rank]:.6g}), so the population prediction is "
+                         "undefined at this rank; allowed: a rank that does not split tied singular values, or full rank")
     return (u[:, :rank] * sigma[:rank]) @ vt[:rank]
 
 
@@ -131,37 +157,77 @@ def test_groups(cfg: Config, test: str | float):
     return groups
 
 
-def _correct_probability(weights: np.ndarray, label: int, mean: np.ndarray, cov: np.ndarray) -> float:
-    """P(argmax_k u^T W[:, k] = label) for u ~ N(mean, cov): a Gaussian orthant probability.
+def _score_weights(cfg: Config, rank: int | None, prompt: str) -> tuple[np.ndarray, float]:
+    """Latent-space class-score weights W = C_p P^T, (l, K) float64 (class k scores u^T W[:, k]), and
+    the tie tolerance: score differences up to it count as zero.
 
-    D_j = score_label - score_j = u^T G_j with G = W[:, label] - W[:, j] (j != label); P(all D_j > 0).
+    C_p is the rank-p Cov(z_I, z_T) (truncate_rank), P (K, l) the prompt latents
+    (docs/theory.md#zero-shot-score). The tolerance is TIE_RTOL times a bound on a typical score,
+    ||C||_2 max_k ||t_k|| sqrt(l) (1 + largest test-latent s.d.); float64 rounding is ~1e-16 of that
+    bound, so differences that are zero in exact arithmetic (model symmetries) stay below it.
     """
-    others = [j for j in range(weights.shape[1]) if j != label]
+    C = population_cross_covariance(cfg)
+    P = np.asarray(prompt_latents(cfg, prompt), np.float64)
+    sd = math.sqrt(max(cfg.sigma_core, cfg.sigma_spu)**2 + cfg.sigma_xi**2 / cfg.d)
+    scale = np.linalg.norm(C, 2) * np.linalg.norm(P, axis=1).max() * math.sqrt(C.shape[0]) * (1 + sd)
+    return truncate_rank(C, rank) @ P.T, TIE_RTOL * float(scale)
+
+
+def _orthant_probability(mu: np.ndarray, Sigma: np.ndarray, cache: dict) -> float:
+    """P(D > 0 componentwise) for D ~ N(mu, Sigma), mu (m,), Sigma (m, m) with a positive diagonal.
+
+    m = 1: Phi(mu / sd); m > 1: Genz's algorithm (scipy, fixed seed, tolerance 1e-7; singular
+    covariances allowed). The probability does not depend on the order of the components, so a
+    problem equal to an earlier one up to a reordering (the test groups that the class symmetry of
+    M2 makes equivalent: K(K-1) groups a != y, K groups a = y) is looked up in `cache`: components
+    sorted by (mu_j, Sigma_jj), key rounded to 12 significant digits (far below the tolerance).
+    """
+    if len(mu) == 1:
+        return float(stats.norm.cdf(mu[0] / math.sqrt(Sigma[0, 0])))
+    order = np.lexsort((np.diag(Sigma), mu))
+    mu, Sigma = mu[order], Sigma[np.ix_(order, order)]
+    key = tuple(float(f"{v:.12g}") for v in np.concatenate([mu, Sigma.ravel()]))
+    if key not in cache:
+        mvn = stats.multivariate_normal(mean=-mu, cov=Sigma, allow_singular=True, seed=0, maxpts=2_000_000,
+                                        abseps=1e-7, releps=1e-7)
+        cache[key] = float(mvn.cdf(np.zeros(len(mu))))
+    return cache[key]
+
+
+def _correct_probability(weights: np.ndarray, label: int, mean: np.ndarray, cov: np.ndarray,
+                         tie_tol: float, cache: dict) -> float:
+    """P(the first maximal class score is the label's) for u ~ N(mean, cov), scores u^T W, W (l, K).
+
+    D_j = score_label - score_j = u^T (W[:, label] - W[:, j]) ~ N(mu_j, Sigma_jj). The label is
+    predicted iff D_j > 0 for every j < label and D_j >= 0 for every j > label (first maximal index).
+    A D_j with standard deviation <= tie_tol is the constant mu_j (|mu_j| <= tie_tol: a tie), which
+    passes or fails by that rule and is independent of the rest; the other D_j have a density, so >
+    and >= agree for them, and P(all of them > 0) is a Gaussian orthant probability.
+    """
+    others = np.array([j for j in range(weights.shape[1]) if j != label])
     G = weights[:, [label]] - weights[:, others]
     mu = mean @ G
     Sigma = G.T @ cov @ G
-    if len(others) == 1:
-        sd = math.sqrt(max(Sigma[0, 0], 0.0))
-        if sd == 0:
-            return float(mu[0] > 0)
-        return float(stats.norm.cdf(mu[0] / sd))
-    # Genz's algorithm also handles a singular Sigma (rank-limited weights): allow_singular
-    mvn = stats.multivariate_normal(mean=-mu, cov=Sigma, allow_singular=True, maxpts=2_000_000,
-                                    abseps=1e-7, releps=1e-7)
-    return float(mvn.cdf(np.zeros(len(others))))
+    constant = np.sqrt(np.maximum(np.diag(Sigma), 0.0)) <= tie_tol
+    passes = (mu > tie_tol) | ((np.abs(mu) <= tie_tol) & (others > label))
+    if not np.all(passes[constant]):
+        return 0.0
+    if np.all(constant):
+        return 1.0
+    return _orthant_probability(mu[~constant], Sigma[np.ix_(~constant, ~constant)], cache)
 
 
 def population_zero_shot_accuracy(cfg: Config, test: str | float, *, rank: int | None = None,
                                   prompt: str = "core", test_noise: bool = True) -> float:
-    """Population zero-shot accuracy of the linear-loss minimiser, exact Gaussian computation.
+    """Population zero-shot accuracy of the linear-loss minimiser, exact Gaussian computation (docs/theory.md#accuracy).
 
-    Weights W = C_p P^T (l, K) with C_p the rank-p Cov(z_I, z_T) and P the prompt latents;
-    the test latent gets the projected noise variance e = sigma_xi^2 / d on every coordinate.
+    Weights W = C_p P^T (l, K) (_score_weights); the test latent gets the projected noise variance
+    e = sigma_xi^2 / d on every coordinate. Ties go to the lower class index (module doc).
     """
-    C = truncate_rank(population_cross_covariance(cfg), rank)
-    W = C @ np.asarray(prompt_latents(cfg, prompt), np.float64).T
+    W, tie_tol = _score_weights(cfg, rank, prompt)
     e = cfg.sigma_xi**2 / cfg.d if test_noise else 0.0
-    return sum(w * _correct_probability(W, label, mean, np.diag(var + e))
+    cache: dict = {}
+    return sum(w * _correct_probability(W, label, mean, np.diag(var + e), tie_tol, cache)
                for w, label, mean, var in test_groups(cfg, test))
 
 
@@ -170,24 +236,26 @@ def population_zero_shot_accuracy_mc(cfg: Config, test: str | float, key, n_samp
     """Monte Carlo over test latents only (no d-dimensional data): returns (accuracy, standard error).
 
     A second, independent route to population_zero_shot_accuracy: latents come from the sampler in
-    datamodel, noise is the projected N(0, sigma_xi^2/d I_l).
+    datamodel, noise is the projected N(0, sigma_xi^2/d I_l); the prediction is the first class whose
+    score is within the tie tolerance of the maximum (np.argmax up to float rounding).
     """
     import jax
 
     from .datamodel import sample_latents
 
+    W, tie_tol = _score_weights(cfg, rank, prompt)
     k_z, k_xi = jax.random.split(key)
     lat = sample_latents(k_z, cfg, n_samples, test)
     z = np.asarray(lat.z_image, np.float64)
     z = z + np.asarray(jax.random.normal(k_xi, z.shape)) * (cfg.sigma_xi / math.sqrt(cfg.d))
-    C = truncate_rank(population_cross_covariance(cfg), rank)
-    scores = z @ (C @ np.asarray(prompt_latents(cfg, prompt), np.float64).T)
-    hits = np.argmax(scores, 1) == np.asarray(lat.label)
+    scores = z @ W
+    top = scores >= scores.max(1, keepdims=True) - tie_tol
+    hits = np.argmax(top, 1) == np.asarray(lat.label)
     return float(hits.mean()), float(hits.std() / math.sqrt(n_samples))
 
 
 def m1_population_accuracy(cfg: M1Config, test: str | float, test_noise: bool = True) -> float:
-    """SPEC section 3 closed form, full rank, core prompts, spurious annotated:
+    """The M1 closed form (docs/theory.md#m1-closed-form), full rank, core prompts:
 
     Acc(q) = q Phi((w+m)/tau) + (1-q) Phi((w-m)/tau),  w = 1 + r sigma_core^2,  m = 2p - 1,
     tau = sqrt(w^2 (sigma_core^2 + e) + m^2 (sigma_spu^2 + e)),  e = sigma_xi^2 / d.
@@ -196,9 +264,13 @@ def m1_population_accuracy(cfg: M1Config, test: str | float, test_noise: bool = 
     w, m = 1 + cfg.r * cfg.sigma_core**2, 2 * cfg.p - 1
     e = cfg.sigma_xi**2 / cfg.d if test_noise else 0.0
     tau = math.sqrt(w**2 * (cfg.sigma_core**2 + e) + m**2 * (cfg.sigma_spu**2 + e))
-    if tau == 0:
-        return q * float(w + m > 0) + (1 - q) * float(w - m > 0)
-    return q * stats.norm.cdf((w + m) / tau) + (1 - q) * stats.norm.cdf((w - m) / tau)
+    if tau > 0:
+        return float(q * stats.norm.cdf((w + m) / tau) + (1 - q) * stats.norm.cdf((w - m) / tau))
+    # no randomness: each group is decided by the sign of its margin; a zero margin is a tie, which the
+    # first-index rule gives to y = -1 (index 0) and not to y = +1, so 1/2 over the two mirrored groups
+    step = lambda margin: 1.0 if margin > TIE_RTOL * (abs(w) + abs(m)) else (
+        0.5 if margin >= -TIE_RTOL * (abs(w) + abs(m)) else 0.0)
+    return q * step(w + m) + (1 - q) * step(w - m)
 
 
 def bayes_core_accuracy(cfg: Config) -> float:
