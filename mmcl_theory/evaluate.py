@@ -114,6 +114,7 @@ def linear_test_accuracy(key: jax.Array, cfg: Config, d_image: jax.Array, w: jax
     d_image (d, l) = D_I, w (d, K), b (K,). Per group the score vector is Gaussian (module doc);
     K = 2: sum_g weight_g Phi(m_g / s_g) with m_g, s_g^2 the mean and variance of score_y - score_other;
     K > 2: Monte Carlo over MC_DRAWS standard-normal draws per group (common to all groups).
+    An exact tie (zero variance, zero mean) goes to class 0, as argmax and theory.py decide it.
     """
     weight, label, mean, var = test_groups(cfg, test)
     v = d_image.T @ w  # (l, K)
@@ -126,7 +127,7 @@ def linear_test_accuracy(key: jax.Array, cfg: Config, d_image: jax.Array, w: jax
         m = sign * (mu[:, 1] - mu[:, 0])
         s2 = cov[:, 0, 0] + cov[:, 1, 1] - 2 * cov[:, 0, 1]
         safe = jnp.sqrt(jnp.maximum(s2, 1e-30))
-        p = jnp.where(s2 > 0, jax.scipy.stats.norm.cdf(m / safe), jnp.where(m > 0, 1.0, jnp.where(m < 0, 0.0, 0.5)))
+        p = jnp.where(s2 > 0, jax.scipy.stats.norm.cdf(m / safe), jnp.where(m > 0, 1.0, jnp.where(m < 0, 0.0, (label == 0) * 1.0)))
         return jnp.sum(weight * p)
     eps = jax.random.normal(key, (MC_DRAWS, K))
     scores = mu[:, None, :] + jnp.einsum("nk,gjk->gnj", eps, _psd_sqrt(cov))  # (G, draws, K)
