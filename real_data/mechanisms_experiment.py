@@ -127,6 +127,7 @@ def gather(workdirs: list[Path], out: Path, figures: Path, header: dict) -> dict
     points = mechanisms.read_points(csv_path)
     atomic_write_csv(figures / "real_data_mechanisms.csv", mechanisms.point_rows(points), mechanisms.POINT_FIELDS)
     report = {"header": header, "mechanisms": mechanisms.report(points)}
+    report["c6"] = mechanisms.c6_assessment(report["mechanisms"])
     if EXISTING_NUISANCE.is_file():  # the committed H100 label-vs-rich run (1 seed, 64 px), detail type (c)
         existing = mechanisms.report(mechanisms.read_points(EXISTING_NUISANCE))["nuisance_c"]
         report["nuisance_c_existing_run"] = {"source": str(EXISTING_NUISANCE.relative_to(REPO)), **existing}
@@ -148,25 +149,36 @@ def summary_lines(report: dict) -> list[str]:
             lines.append(f"{mech:15s} {arm:12s} vs {m['baseline']:12s}: ER {r['er']:+.2f} pts "
                          f"(t95 [{ci[0]:+.2f}, {ci[1]:+.2f}], boot95 [{b[0]:+.2f}, {b[1]:+.2f}]; "
                          f"{r['seeds']} seeds, {r['checkpoints']} ckpts; predicted sign {r['predicted_sign']:+d})")
-    return lines
+    c6 = report["c6"]
+    return lines + [f"C6 for this design: {c6['verdict']} (missing: {', '.join(c6['missing']) or 'none'})"]
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sys.path.insert(0, str(REPO))
+    from mmcl_theory.config import ArgumentParser, option_type
+
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-root", required=True, help="folder holding tiny_imagenet/ and texture_vs_shape/")
     p.add_argument("--runs", required=True, help="folder for the training sets and workdirs")
     p.add_argument("--out", default=str(HERE / "results" / "mechanisms"), help="results folder")
     p.add_argument("--figures", default=str(REPO / "figures"), help="folder for real_data_mechanisms.png/.csv")
     p.add_argument("--setting", choices=sorted(SETTINGS), default="cpu")
     p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=DEFAULT_ARMS)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=option_type("--seeds", int, 0, 2**31 - 1), nargs="+", default=[0, 1, 2])
     p.add_argument("--mosaic-names", choices=("coarse", "fine"), default="coarse",
                    help="name mosaic objects by coarse group (zero-shot over 24 groups) or fine class (200)")
     p.add_argument("--set", action="append", default=[], help="extra trainer override for every run")
     p.add_argument("--nice", action="store_true", help="run the trainer under nice -n 10")
     p.add_argument("--analyse-only", action="store_true", help="only gather the runs already on disk")
     a = p.parse_args(argv)
-    sys.path.insert(0, str(REPO))
+    try:
+        return run(a)
+    except ValueError as e:  # bad data layout or config (DataLayoutError, ConfigError): one line
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+def run(a: argparse.Namespace) -> int:
     from mmcl_theory.clip.data.mosaics import write_mechanism_sets
     from mmcl_theory.clip.mechanisms import ARMS, eval_datasets
     from mmcl_theory.io import atomic_write_json, run_header

@@ -245,3 +245,26 @@ def test_experiment_script_refuses_a_bad_data_root(tmp_path):
                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "tiny_imagenet/wnids.txt" in res.stderr
+
+
+def _arm(er, lo, hi, seeds=3, baseline="coarse"):
+    return {"er": er, "t_ci95": [lo, hi], "seeds": seeds, "checkpoints": 4 * seeds, "baseline": baseline}
+
+
+def test_c6_pass_fail_and_not_run():
+    good = {"intra_class": {"arms": {"coarse_fine": _arm(2.0, 0.5, 3.5), "sl_coarse": _arm(-3.0, -5.0, -1.0)}},
+            "feature_sharing": {"arms": {"mosaic_all": _arm(1.0, 0.1, 1.9, baseline="mosaic_main"),
+                                         "sl_mosaic": _arm(-2.0, -4.0, -0.5, baseline="mosaic_main")}}}
+    res = mechanisms.c6_assessment(good)
+    assert res["verdict"] == "pass" and res["missing"] == []
+    assert set(res["arms"].values()) == {"confirmed"}
+    covers = {**good, "feature_sharing": {"arms": {"mosaic_all": _arm(0.5, -0.5, 1.5, baseline="mosaic_main")}}}
+    res = mechanisms.c6_assessment(covers)
+    assert res["verdict"] == "fail" and res["arms"]["mosaic_all"] == "inconclusive" and res["missing"] == ["sl_mosaic"]
+    wrong = {**good, "intra_class": {"arms": {"coarse_fine": _arm(-2.0, -3.0, -1.0)}}}
+    assert mechanisms.c6_assessment(wrong)["arms"]["coarse_fine"] == "refuted"
+    two_seeds = {**good, "intra_class": {"arms": {"coarse_fine": _arm(2.0, 0.5, 3.5, seeds=2)}}}
+    assert mechanisms.c6_assessment(two_seeds)["verdict"] == "not run"
+    # SL below 0 but its interval reaches above the treatment's ER: not confirmed
+    sl_high = {**good, "intra_class": {"arms": {"coarse_fine": _arm(-0.2, -0.4, -0.1), "sl_coarse": _arm(-1.0, -2.0, -0.05)}}}
+    assert mechanisms.c6_assessment(sl_high)["arms"]["sl_coarse"] == "inconclusive"

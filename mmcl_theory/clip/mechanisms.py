@@ -252,3 +252,50 @@ def draw_figure(points: Sequence[dict], path: str | os.PathLike, kind: str = "lo
 def figure_from_csv(csv_path: str | os.PathLike, png_path: str | os.PathLike) -> None:
     """Redraw figures/real_data_mechanisms.png from its CSV (for ``python -m mmcl_theory.figures``)."""
     draw_figure(read_point_rows(csv_path), png_path)
+
+
+def c6_assessment(mechanism_report: dict, min_seeds: int = 3) -> dict:
+    """The paper check C6 for this design, from ``report()``'s output (er_report.json's 'mechanisms').
+
+    Independent expectation: the theory's sign for each arm (PREDICTED_SIGN): ER > 0 for 'coarse_fine'
+    and 'mosaic_all' against their baselines, ER < 0 for the SL arms, and each SL arm below the
+    treatment arm of its mechanism. An arm counts as confirmed when its 95% t-interval over >= min_seeds
+    seeds lies on the predicted side (for 'SL below the treatment': the SL interval's upper end below
+    the treatment's ER). Returns {'verdict': 'pass' | 'fail' | 'not run', 'arms': {arm: 'confirmed' |
+    'refuted' | 'inconclusive'}, 'missing': [arms without >= min_seeds seeds], 'lines': [one per arm]}.
+    'not run' when a treatment arm is missing; 'pass' when every present arm is confirmed; otherwise
+    'fail' (the lines say whether the interval excludes the prediction or merely covers 0). The nuisance
+    arm 'rich' (predicted sign 0) is reported, not judged.
+    """
+    arms, missing, lines = {}, [], []
+    treatment = {"intra_class": "coarse_fine", "feature_sharing": "mosaic_all"}
+    for mech in ("intra_class", "feature_sharing"):
+        results = mechanism_report.get(mech, {}).get("arms", {})
+        for arm in MECHANISMS[mech]["arms"]:
+            r = results.get(arm)
+            if r is None or r["seeds"] < min_seeds or r["t_ci95"] is None:
+                missing.append(arm)
+                continue
+            lo, hi = r["t_ci95"]
+            sign = PREDICTED_SIGN[arm]
+            state = ("confirmed" if (lo > 0 if sign > 0 else hi < 0) else
+                     "refuted" if (hi < 0 if sign > 0 else lo > 0) else "inconclusive")
+            note = ""
+            if sign < 0 and treatment[mech] in results and state == "confirmed":
+                if not hi < results[treatment[mech]]["er"]:
+                    state, note = "inconclusive", f"; not below {treatment[mech]}'s ER"
+            arms[arm] = state
+            lines.append(f"{arm} vs {r['baseline']} trend: ER {r['er']:+.2f} points, 95% t-CI [{lo:+.2f}, {hi:+.2f}] "
+                         f"over {r['seeds']} seeds ({r['checkpoints']} checkpoints); predicted "
+                         f"{'> 0' if sign > 0 else '< 0'}: {state}{note}")
+    nuisance = mechanism_report.get("nuisance_c", {}).get("arms", {}).get("rich")
+    if nuisance is not None:
+        ci = nuisance["t_ci95"]
+        lines.append(f"rich vs label trend (nuisance, detail type (c); no gain predicted, not judged): ER "
+                     f"{nuisance['er']:+.2f} points" + (f", 95% t-CI [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+                     + f" over {nuisance['seeds']} seed(s)")
+    if any(t in missing for t in treatment.values()):
+        verdict = "not run"
+    else:
+        verdict = "pass" if all(s == "confirmed" for s in arms.values()) else "fail"
+    return {"verdict": verdict, "arms": arms, "missing": missing, "lines": lines}
