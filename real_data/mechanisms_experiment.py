@@ -192,7 +192,8 @@ def run(a: argparse.Namespace) -> int:
     out, figures = Path(a.out), Path(a.figures)
     out.mkdir(parents=True, exist_ok=True)
     header = run_header({"setting": a.setting, **setting, "arms": a.arms, "seeds": a.seeds,
-                         "mosaic_names": a.mosaic_names, "extra_overrides": a.set})
+                         "mosaic_names": a.mosaic_names, "extra_overrides": a.set},
+                        [portable(x, data_root, base.parent) for x in sys.argv])
     status_path = out / "runs.json"
     status = json.loads(status_path.read_text()) if status_path.is_file() else {}
     if not a.analyse_only:
