@@ -207,7 +207,7 @@ def run(a: argparse.Namespace) -> int:
                 if run_is_done(work, setting["steps"], len(eval_datasets(names))):
                     continue
                 rc, last, secs = train_run(config, overrides + a.set, work, a.nice)
-                state = "done" if rc == 0 else ("waiting: objective not in this trainer" if
+                state = "done" if rc == 0 else ("waiting: the trainer has no supervised objective for CSV labels yet" if
                                                 ARMS[arm].get("supervised") and rc == 2 else "failed")
                 status[work.name] = {"status": state, "exit_code": rc, "seconds": round(secs, 1),
                                      "last_line": portable(last[-300:], data_root, base.parent), "config": str(config.relative_to(REPO)),

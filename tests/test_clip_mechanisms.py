@@ -130,8 +130,11 @@ def test_written_sets_load_through_the_csv_loader(tmp_path):
         assert rows["mosaic_main"][k]["title"] == group
         assert rows["mosaic_all"][k]["title"].split(", ")[0] == group
         assert 2 <= len(rows["mosaic_all"][k]["title"].split(", ")) <= 4
-        assert int(rows["coarse"][k]["label"]) == coarse_classes.COARSE_GROUPS.index(group)
+        assert rows["coarse"][k]["label"] == rows["mosaic_main"][k]["label"] == group
         assert Path(rows["coarse"][k]["filepath"]).name == f"{w}_0.JPEG"
+    sl = data.load_training_set("csv", csvs["coarse"], label_key="label")  # the supervised arm's labels
+    assert sl.classnames == sorted(coarse_classes.COARSE_GROUPS)
+    assert [sl.classnames[k] for k in sl.labels] == [coarse_classes.TINY_IMAGENET_COARSE[w][0] for w in wnids]
     img = data.read_images([rows["mosaic_main"][0]["filepath"]], 64)
     assert img.shape == (1, 64, 64, 3)
 
@@ -237,6 +240,18 @@ def test_figure_and_csv_round_trip(tmp_path):
     assert np.allclose([p["ood_acc"] for p in back], [p["ood_acc"] for p in pts], rtol=0, atol=1e-15)
     mechanisms.figure_from_csv(tmp_path / "p.csv", tmp_path / "f.png")
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_csv_label_column_errors_and_skips(tmp_path):
+    img = tmp_path / "a.png"
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(img)
+    (tmp_path / "s.csv").write_text("filepath,title,label\na.png,x,dog\na.png,y,\na.png,z,cat\n")
+    ds = data.load_training_set("csv", tmp_path / "s.csv", label_key="label")
+    assert ds.classnames == ["cat", "dog"] and ds.labels.tolist() == [1, 0]
+    assert len(ds.skipped) == 1 and ds.skipped[0][0].endswith("s.csv:3")
+    with pytest.raises(data.DataLayoutError, match="'kind'"):
+        data.load_training_set("csv", tmp_path / "s.csv", label_key="kind")
 
 
 def test_experiment_script_refuses_a_bad_data_root(tmp_path):

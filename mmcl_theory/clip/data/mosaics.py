@@ -4,7 +4,8 @@ trainer's 'csv' loader reads (columns filepath, title, label).
 Intra-class contrasting (docs/models.md, M1's annotated core on real images):
     'coarse'        text = the coarse WordNet group of the image's class           ("dog")
     'coarse_fine'   text = the group plus the fine class name as per-image detail  ("dog, golden retriever")
-both over the same Tiny ImageNet train images; label = the coarse group (for the supervised baseline).
+both over the same Tiny ImageNet train images; label = the coarse group's name (for the supervised
+baseline: the 'csv' loader's ``label_key='label'``).
 
 Inter-class feature sharing (M2's beta on real images): a *mosaic* is a Tiny ImageNet train image (the
 main object, full 64x64 canvas) with 1-3 other objects pasted as insets in distinct corners
@@ -12,7 +13,7 @@ main object, full 64x64 canvas) with 1-3 other objects pasted as insets in disti
 each other, so that objects of one class appear as details inside other classes' images.
     'mosaic_main'   text = the main object's name only                              ("dog")
     'mosaic_all'    text = every object, main first, then the insets in corner order ("dog, insect, vehicle")
-label = the main object's class. Names are the coarse groups (``names='coarse'``) or the fine class names
+label = the main object's name. Names are the coarse groups (``names='coarse'``) or the fine class names
 (``names='fine'``). Mosaic images are written losslessly as PNG.
 """
 
@@ -106,7 +107,6 @@ def write_mechanism_sets(tiny_root: str | Path, out_dir: str | Path, per_class: 
     coarse = [COARSE_GROUPS[g] for g in groups]
     fine = [fine_names[k] for k in labels]
     object_names = coarse if names == "coarse" else fine
-    mosaic_labels = groups if names == "coarse" else labels
     plan = plan_mosaics(groups, seed)
     (out / "mosaics").mkdir(parents=True, exist_ok=True)
     images = read_images(paths, CANVAS)
@@ -122,7 +122,7 @@ def write_mechanism_sets(tiny_root: str | Path, out_dir: str | Path, per_class: 
             mosaic = v.startswith("mosaic")
             rows[v].append({"filepath": str(png.resolve()) if mosaic else str(Path(paths[i]).resolve()),
                             "title": mechanism_texts(v, object_names[i], coarse[i], fine[i], inset_names),
-                            "label": int(mosaic_labels[i] if mosaic else groups[i])})
+                            "label": object_names[i] if mosaic else coarse[i]})
     for v in VARIANTS:
         atomic_write_csv(csvs[v], rows[v], FIELDS)
     return csvs
