@@ -20,7 +20,9 @@ Training sets (image-text), ``load_training_set(name, root, **options) -> ImageT
 
 Zero-shot evaluation sets, ``load_eval_set(name, root, **options) -> EvalSet``:
     names ``EVAL_SETS``: 'imagenet1k', 'imagenetv2', 'imagenet_sketch', 'imagenet-r', 'imagenet-a',
-    'objectnet', 'tiny_imagenet', 'texture_vs_shape_edges', 'texture_vs_shape_silhouettes'.
+    'objectnet', 'tiny_imagenet', 'texture_vs_shape_edges', 'texture_vs_shape_silhouettes', and the coarse
+    sets of the mechanism experiment 'tiny_imagenet_coarse', 'texture_vs_shape_edges_coarse',
+    'texture_vs_shape_silhouettes_coarse' (classes = the 24 WordNet groups of ``coarse_classes``).
     ``.image_paths``, ``.labels`` (int64 (N,), index into ``.classnames``), ``.classnames``,
     ``.class_subset`` (int64 (K,) or None: ImageNet-1k index of each class; restrict 1000-way logits
     to ``logits[:, class_subset]``), ``.hit_sets`` (ObjectNet: per image, the set of accepted class
@@ -30,6 +32,10 @@ Zero-shot evaluation sets, ``load_eval_set(name, root, **options) -> EvalSet``:
     ``.correct(predictions) -> bool (N,)`` (class index predictions; uses hit_sets where given), and
     ``.restrict(imagenet_indices)`` (images and logits of those classes only). ``load_eval_set('imagenet1k',
     root, restrict_to='imagenet-r' | 'imagenet-a' | 'objectnet')`` gives val on that shift's classes.
+
+Mechanism experiment (``coarse_classes``, ``mosaics``): the embedded WordNet coarse groups of Tiny
+ImageNet's 200 classes, and ``mosaics.write_mechanism_sets(tiny_root, out_dir, per_class)`` writing the
+coarse / coarse+fine caption sets and the 2-4 object mosaic sets as CSV sets for the 'csv' loader.
 
 Images and shifts:
     ``read_images(paths, resolution, *, crop_border=0, skipped=None, failed_rows=None) -> uint8 (N, R, R, 3)``

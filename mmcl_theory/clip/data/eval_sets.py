@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .coarse_classes import COARSE_GROUPS, TINY_IMAGENET_COARSE, coarse_labels
 from .errors import DataLayoutError, Skip
 from .facts import (IMAGENET_A_CLASSES, IMAGENET_CLASSNAMES, IMAGENET_R_CLASSES, IMAGENET_WNIDS, OBJECTNET_CLASSES,
                     TEXTURE_SHAPE_CLASSES)
@@ -20,6 +21,7 @@ from .training_sets import tiny_imagenet_split, call_loader, tiny_imagenet_class
 EVAL_SETS: tuple[str, ...] = (
     "imagenet1k", "imagenetv2", "imagenet_sketch", "imagenet-r", "imagenet-a", "objectnet", "tiny_imagenet",
     "texture_vs_shape_edges", "texture_vs_shape_silhouettes",
+    "tiny_imagenet_coarse", "texture_vs_shape_edges_coarse", "texture_vs_shape_silhouettes_coarse",
 )
 OBJECTNET_BORDER = 2
 _WNID_RE = re.compile(r"^n\d{8}$")
@@ -431,6 +433,38 @@ def load_texture_vs_shape(root: str | Path, *, kind: str) -> EvalSet:
                    class_groups=[TEXTURE_SHAPE_CLASSES[c] for c in cats], skipped=skipped)
 
 
+def load_tiny_imagenet_coarse(root: str | Path, per_class: int | None = None) -> EvalSet:
+    """Tiny ImageNet val with the coarse WordNet groups (``coarse_classes.COARSE_GROUPS``, 24) as classes:
+    labels[i] = the group of image i's class; per_class keeps the first k images of each fine class."""
+    root = Path(root)
+    wnids, _ = tiny_imagenet_classes(root, "clip")
+    paths, labels, _, skipped = tiny_imagenet_split(root, "val", wnids, per_class)
+    return EvalSet("tiny_imagenet_coarse", str(root), paths, coarse_labels(wnids)[labels], list(COARSE_GROUPS),
+                   skipped=skipped)
+
+
+def texture_vs_shape_coarse_label(category: str) -> int | None:
+    """The coarse group of a texture-vs-shape category: the one group that all of its Tiny ImageNet
+    classes share (bird -> 'bird', truck -> 'vehicle'), or None when it has no Tiny ImageNet class or
+    its classes span several groups."""
+    groups = {TINY_IMAGENET_COARSE[IMAGENET_WNIDS[i]][0] for i in TEXTURE_SHAPE_CLASSES[category]
+              if IMAGENET_WNIDS[i] in TINY_IMAGENET_COARSE}
+    return COARSE_GROUPS.index(groups.pop()) if len(groups) == 1 else None
+
+
+def load_texture_vs_shape_coarse(root: str | Path, *, kind: str) -> EvalSet:
+    """Texture-vs-shape stimuli relabelled with the coarse groups as classes (plain zero-shot over the
+    24 group names, no probability aggregation); categories without one coarse group are skipped."""
+    full = load_texture_vs_shape(root, kind=kind)
+    to_group = [texture_vs_shape_coarse_label(c) for c in full.classnames]
+    keep = [i for i, lab in enumerate(full.labels) if to_group[lab] is not None]
+    skipped = list(full.skipped) + [(f"{full.root}/{c}", "no single coarse group over its Tiny ImageNet classes")
+                                    for c, g in zip(full.classnames, to_group) if g is None]
+    return EvalSet(f"texture_vs_shape_{kind}_coarse", full.root, [full.image_paths[i] for i in keep],
+                   np.array([to_group[full.labels[i]] for i in keep], np.int64), list(COARSE_GROUPS),
+                   skipped=skipped)
+
+
 LOADERS = {
     "imagenet1k": load_imagenet1k,
     "imagenetv2": load_imagenetv2,
@@ -441,6 +475,9 @@ LOADERS = {
     "tiny_imagenet": load_tiny_imagenet_val,
     "texture_vs_shape_edges": functools.partial(load_texture_vs_shape, kind="edges"),
     "texture_vs_shape_silhouettes": functools.partial(load_texture_vs_shape, kind="silhouettes"),
+    "tiny_imagenet_coarse": load_tiny_imagenet_coarse,
+    "texture_vs_shape_edges_coarse": functools.partial(load_texture_vs_shape_coarse, kind="edges"),
+    "texture_vs_shape_silhouettes_coarse": functools.partial(load_texture_vs_shape_coarse, kind="silhouettes"),
 }
 
 

@@ -362,11 +362,14 @@ def load_conceptual_captions(root: str | Path, *, variant: str = "cc3m", tsv: st
 
 
 def load_csv(root: str | Path, image_key: str | int = "filepath", caption_key: str | int = "title",
-             delimiter: str | None = None, image_root: str | Path | None = None) -> ImageTextDataset:
+             delimiter: str | None = None, image_root: str | Path | None = None,
+             label_key: str | None = None) -> ImageTextDataset:
     """A CSV/TSV file with a header naming the image-path and caption columns (open_clip's 'filepath'
     and 'title' by default), or integer column positions for a file without header. Relative image
     paths are resolved against image_root (default: the file's folder). Rows with too few fields, an
-    empty caption, bad UTF-8 or a missing image file are skipped and listed."""
+    empty caption, bad UTF-8 or a missing image file are skipped and listed. label_key: a header column
+    holding each row's class name (for a supervised baseline): ``.classnames`` = the sorted distinct
+    names, ``.labels`` = each row's index into them; a row with an empty class name is skipped."""
     path = Path(root)
     if not path.is_file():
         raise DataLayoutError(f"csv: expected a CSV/TSV file at {path}")
@@ -387,13 +390,24 @@ def load_csv(root: str | Path, image_key: str | int = "filepath", caption_key: s
             raise DataLayoutError(f"csv: {path} header {shown} must name the columns {image_key!r} and "
                                   f"{caption_key!r} (or pass image_key/caption_key)")
         ci, cc = header.index(image_key), header.index(caption_key)
+    if label_key is not None:
+        if isinstance(image_key, int):
+            raise ValueError(f"label_key = {label_key!r} is not allowed with column positions: name the columns")
+        if label_key not in header:
+            raise DataLayoutError(f"csv: {path} header {header[:6]} must name the label column {label_key!r}")
+    cl = header.index(label_key) if label_key is not None else None
+    names: list[str] = []
     for lineno, row, problem in rows:
         where = f"{path}:{lineno}"
         if problem:
             skipped.append((where, problem))
             continue
-        if len(row) <= max(ci, cc) or not row[ci].strip():
-            skipped.append((where, f"expected at least {max(ci, cc) + 1} fields with an image path, got {len(row)}"))
+        need = max(ci, cc, -1 if cl is None else cl)
+        if len(row) <= need or not row[ci].strip():
+            skipped.append((where, f"expected at least {need + 1} fields with an image path, got {len(row)}"))
+            continue
+        if cl is not None and not row[cl].strip():
+            skipped.append((where, f"empty class name in column {label_key!r}"))
             continue
         problem = text_problem(row[cc])
         if problem:
@@ -406,7 +420,14 @@ def load_csv(root: str | Path, image_key: str | int = "filepath", caption_key: s
             continue
         paths.append(str(p))
         caps.append((row[cc].strip(),))
-    return ImageTextDataset("csv", str(path), paths, caps, skipped=skipped)
+        if cl is not None:
+            names.append(row[cl].strip())
+    if cl is None:
+        return ImageTextDataset("csv", str(path), paths, caps, skipped=skipped)
+    classnames = sorted(set(names))
+    index = {n: k for k, n in enumerate(classnames)}
+    return ImageTextDataset("csv", str(path), paths, caps, labels=np.array([index[n] for n in names], np.int64),
+                            classnames=classnames, skipped=skipped)
 
 
 # ---------------------------------------------------------------------------------------------------
