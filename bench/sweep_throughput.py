@@ -10,7 +10,7 @@ and prints Markdown tables:
 4. training FLOPs per point (XLA's cost analysis of each learner's training program) and this
    machine's float32 matmul rate on a training-shaped product, so the distance to the floor shows.
 
-    python bench/sweep_throughput.py [--skip-e2e] [--seeds-large 100] [--device cpu|gpu]
+    python bench/sweep_throughput.py [--skip-e2e] [--seeds-large 100] [--values-large 2] [--device cpu|gpu]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end CLI runs")
     ap.add_argument("--seeds-large", type=int, default=100)
+    ap.add_argument("--values-large", type=int, default=2, help="sweep values timed at --seeds-large seeds")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     args = ap.parse_args()
 
@@ -76,13 +77,13 @@ def main() -> None:
     # points/s after compilation: the sweep's own call, exact and sampled routes
     print("| route | seeds | values | seconds (compiled) | points/s |\n| --- | --- | --- | --- | --- |")
     for route in ("exact", "sampled"):
-        for n_seeds in (5, args.seeds_large):
+        for n_seeds, values in ((5, configs), (args.seeds_large, configs[:args.values_large])):
             seeds = list(range(n_seeds))
             E.evaluate_grid(configs[:1], seeds, learners, settings, route)  # compile
             start = time.perf_counter()
-            E.evaluate_grid(configs, seeds, learners, settings, route)
+            E.evaluate_grid(values, seeds, learners, settings, route)
             sec = time.perf_counter() - start
-            print(f"| {route} | {n_seeds} | {len(configs)} | {sec:.1f} | {len(configs) * n_seeds / sec:.2f} |", flush=True)
+            print(f"| {route} | {n_seeds} | {len(values)} | {sec:.1f} | {len(values) * n_seeds / sec:.2f} |", flush=True)
 
     # stages of one value (5 seeds), each learner alone
     cfg, seeds = configs[-1], list(plan.seeds)

@@ -91,6 +91,7 @@ SWEEP_FIGURES = {
         "sklearn digits, p 0.99, sigma 0.01 (and 0.1), n 1200, 3 seeds; one line style per variant"),
 }
 REAL_DATA_NAME = "real_data_ood_vs_id"
+MECHANISMS_NAME = "real_data_mechanisms"  # drawn by mmcl_theory.clip.mechanisms from its committed CSV
 
 
 def available() -> list[str]:
@@ -226,9 +227,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=FIGURES_DIR, help="output folder (default figures/)")
     ap.add_argument("--runs", type=Path, help="where fresh sweeps run (default runs/figures[-quick])")
     args = ap.parse_args(argv)
-    names = available() + [REAL_DATA_NAME]
+    names = available() + [REAL_DATA_NAME, MECHANISMS_NAME]
     chosen = [n.strip() for n in args.only.split(",")] if args.only else names
-    unknown = [n for n in chosen if n not in SWEEP_FIGURES and n != REAL_DATA_NAME]
+    unknown = [n for n in chosen if n not in SWEEP_FIGURES and n not in (REAL_DATA_NAME, MECHANISMS_NAME)]
     if unknown:
         print(f"error: unknown figure(s) {', '.join(unknown)}: known {', '.join(names)}", file=sys.stderr)
         return 2
@@ -248,6 +249,21 @@ def main(argv=None) -> int:
     entries, failed = [], []
     quick_for = {n.strip() for n in args.quick_for.split(",") if n.strip()}
     for name in chosen:
+        if name == MECHANISMS_NAME:
+            src = FIGURES_DIR / f"{MECHANISMS_NAME}.csv"
+            title = "Real images: the two mechanisms (coarse vs coarse + fine captions; mosaics)"
+            if not src.is_file():
+                entries.append({"name": name, "title": title, "png": None,
+                                "note": "no figures/real_data_mechanisms.csv: run real_data/mechanisms_experiment.py"})
+                continue
+            from .clip.mechanisms import figure_from_csv
+
+            figure_from_csv(src, out_dir / f"{name}.png")
+            entries.append({"name": name, "title": title, "png": f"{name}.png", "csv": os.path.relpath(src, out_dir),
+                            "caption": "OOD against ID accuracy per arm, with each baseline arm's trend "
+                                       "(real_data/README.md); CPU setting, 2-3 seeds per arm.",
+                            "note": "drawn from the committed CSV by mmcl_theory.clip.mechanisms.figure_from_csv"})
+            continue
         if name == REAL_DATA_NAME:
             png, note = draw_real_data(out_dir)
             print(f"[figures] {name}: {note}", file=sys.stderr)

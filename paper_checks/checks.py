@@ -513,6 +513,36 @@ def check_C7(quick: bool) -> Record:
          *lines])
 
 
+# ================================================================== C8
+
+
+def check_C8(quick: bool) -> Record:
+    """Real images aimed at the two mechanisms (real_data/mechanisms_experiment.py): the sign per arm."""
+    path = Path(__file__).resolve().parents[1] / "real_data" / "results" / "mechanisms" / "er_report.json"
+    claim = ("On real images, per-image detail inside a class (coarse + fine class name) and naming every object "
+             "of a mosaic raise effective robustness against their baselines' trends, and SL on the same images "
+             "sits below both.")
+    expected = ("ER > 0 for coarse_fine and mosaic_all (95% t-interval over >= 3 seeds above 0); SL arms below 0 "
+                "and below their treatment's ER")
+    if not path.is_file():
+        return Record("C8", claim, PAPER, expected, "no results", NOT_RUN,
+                      f"{path.name} not found: run real_data/mechanisms_experiment.py (real_data/README.md)")
+    from mmcl_theory.clip.mechanisms import c6_assessment
+
+    report = json.loads(path.read_text())
+    c = c6_assessment(report["mechanisms"])
+    verdict_ = {"pass": PASS, "fail": FAIL}.get(c["verdict"], NOT_RUN)
+    measured = "; ".join(c["lines"]) or "no arm with >= 3 seeds"
+    why = (f"arms without >= 3 seeds: {', '.join(c['missing'])}" if c["missing"] else
+           "every present arm on its predicted side" if verdict_ == PASS else "an arm off its predicted side")
+    if c["missing"] and verdict_ == NOT_RUN:
+        why = "a treatment arm lacks 3 seeds (" + ", ".join(c["missing"]) + "); measured so far: " + measured
+    return Record("C8", claim, PAPER, expected, measured, verdict_, why,
+                  [f"Source: {path.relative_to(path.parents[3])} (written by real_data/mechanisms_experiment.py "
+                   "--analyse-only); the rule is mmcl_theory.clip.mechanisms.c6_assessment.",
+                   *c["lines"]])
+
+
 # ================================================================== Q1
 
 
@@ -721,5 +751,6 @@ def check_Q5(quick: bool) -> Record:
 
 CHECKS = {
     "C1": check_C1, "C2": check_C2, "C3": check_C3, "C4": check_C4, "C5": check_C5, "C6": check_C6, "C7": check_C7,
+    "C8": check_C8,
     "Q1": check_Q1, "Q2": check_Q2, "Q3": check_Q3, "Q4": check_Q4, "Q5": check_Q5,
 }
