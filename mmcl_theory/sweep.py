@@ -581,6 +581,10 @@ def merge_main(argv) -> int:
 
 
 def main(argv=None) -> int:
+    # jaxlib 0.9 logs a false "machine features do not match" error (C++, level ERROR) for every
+    # entry it loads from its own persistent compilation cache on this same machine; keep C++ logs
+    # at FATAL unless the user chose a level. Must be set before jax is first imported.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
