@@ -217,6 +217,7 @@ def write_readme(out_dir: Path, entries: list[dict], command: str) -> None:
 
 
 def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # see sweep.main: jaxlib 0.9's false cache errors
     ap = ArgumentParser(prog="python -m mmcl_theory.figures", description=__doc__.split("\n")[0])
     ap.add_argument("--from", dest="from_dir", type=Path,
                     help="read DIR/NAME/results.json instead of running the sweeps")
