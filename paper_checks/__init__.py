@@ -8,6 +8,11 @@ or the reference tables of docs/theory.md); tolerances are 3 standard errors of 
 of quoted numbers). A failed claim is reported as failed.
 """
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # see mmcl_theory.sweep.main: jaxlib 0.9's false cache errors
+
+
 from .checks import CHECKS
 from .common import FAIL, NOT_RUN, PASS, Record
 from .report import render, run_all

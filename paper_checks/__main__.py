@@ -6,10 +6,7 @@ crashed (its record says so), or, with --strict, when a verdict is fail; 2 for b
 
 from __future__ import annotations
 
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # see mmcl_theory.sweep.main: jaxlib 0.9's false cache errors
 import time
 from pathlib import Path
 
