@@ -2,7 +2,7 @@
 
     python -m paper_checks [--quick] [--only C1,Q3] [--out paper_checks/REPORT.md]
 
-runs C1-C6 and Q1-Q5 and writes REPORT.md: a verdict table and details per check. Each check
+runs C1-C8 and Q1-Q5 and writes REPORT.md: a verdict table and details per check. Each check
 compares the package's computation with an independent expectation (closed form, second method,
 or the reference tables of docs/theory.md); tolerances are 3 standard errors of the seed mean (plus the rounding
 of quoted numbers). A failed claim is reported as failed.
