@@ -62,6 +62,7 @@ def test_unknown_wnid_is_refused():
         coarse_classes.coarse_label("n00000000")
 
 
+@pytest.mark.slow  # re-derives the embedded table offline; needs Debian's wordnet-base, which CI does not install
 @needs_tiny
 @pytest.mark.skipif(not WORDNET.is_file(), reason="WordNet 3.0 (wordnet-base) not installed")
 def test_derivation_reproduces_the_embedded_mapping():

@@ -430,7 +430,6 @@ def test_digits_sweep_bad_input_exits_2_with_one_line(capsys):
         assert len(err) == 1 and needle in err[0], err
 
 
-@pytest.mark.slow
 def test_digits_quick_sweep_writes_the_contract_with_every_variant(tmp_path, capsys):
     import csv
 

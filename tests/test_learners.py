@@ -142,7 +142,6 @@ def test_large_tau_infonce_meets_the_linear_loss_closed_form_and_small_tau_does_
     assert np.max(gaps[0.05]) > 0.1, gaps
 
 
-@pytest.mark.slow
 def test_temperature_quick_sweep_runs_with_convergence_columns(tmp_path, capsys):
     """`python -m mmcl_theory.sweep temperature --quick` (27 s CPU, two compiled points): both prompts,
     tau on the rows, and the convergence columns filled for InfoNCE only."""
