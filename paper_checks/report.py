@@ -110,7 +110,7 @@ def render(records: list[Record], quick: bool, seconds: float) -> str:
         "Sources: *paper claim* = a claim of Xue et al. (ICLR 2024) as stated in docs/claims.md; "
         "*package derivation* = a number or identity of this package's own models M1/M2 "
         "(docs/theory.md), standing in for the paper's unavailable constants; "
-        "*published: Sagawa et al. 2020* = their Theorem 1, restated in M1's parameters. "
+        "*published: Sagawa et al. 2020* = their toy setting (Appendix A.4) and Theorem 1, restated in M1's parameters. "
         "Every expectation is independent of the code it checks: a closed form written out in the check, "
         "a second method, or the reference tables of docs/theory.md (which came from an independent NumPy simulation). "
         "Tolerances are 3 standard errors of the seed mean, plus the rounding of quoted numbers; "
