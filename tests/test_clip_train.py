@@ -180,12 +180,23 @@ def test_batches_are_a_pure_function_of_seed_and_step():
 REAL_DATA = Path(__file__).resolve().parents[1] / "real_data"
 
 
-@pytest.mark.parametrize("path", sorted(REAL_DATA.glob("*.toml")), ids=lambda p: p.name)
+AWAITING = {"mechanisms_sl.toml"}  # supervised on a CSV set: class labels from a CSV column are not wired yet
+
+
+@pytest.mark.parametrize("path", sorted(p for p in REAL_DATA.glob("*.toml") if p.name not in AWAITING),
+                         ids=lambda p: p.name)
 def test_shipped_run_configs_validate(path, monkeypatch):
     monkeypatch.setenv("MMCL_DATA", "/data")
     cfg = config.load_config(path)
     assert cfg.model.name in models.list_models()
     assert cfg.data.dataset == "synthetic" or (os.path.isabs(cfg.data.root) and "$" not in cfg.data.root)
+
+
+def test_the_sl_mechanism_config_is_refused_until_csv_labels_are_wired():
+    """real_data/mechanisms_sl.toml (issue 16's SL arm) asks for the supervised objective on a CSV set; the
+    trainer cannot yet map CSV class names to labels, so it must refuse it up front (not train on wrong labels)."""
+    with pytest.raises(ValueError, match="data.dataset = 'csv' is not allowed with train.objective = 'supervised'"):
+        config.load_config(REAL_DATA / "mechanisms_sl.toml")
 
 
 def test_unset_environment_variable_is_a_clear_error(monkeypatch):
