@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import DataLayoutError
 from .facts import IMAGENET_CLASSNAMES
+from .text_files import read_json_file
 
 DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",
@@ -26,12 +26,7 @@ def _read_string_list(path: str | Path, default_name: str, what: str) -> list[st
     p = Path(path)
     if p.is_dir():
         p = p / default_name
-    if not p.is_file():
-        raise DataLayoutError(f"{what}: expected a JSON list of strings at {p} (or a folder holding {default_name})")
-    try:
-        value = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataLayoutError(f"{what}: {p} is not valid JSON ({e})") from None
+    value = read_json_file(p, what, f"a JSON list of strings (or a folder holding {default_name})")
     if isinstance(value, dict):  # {"imagenet1k": [...]} as in clip-benchmark's files
         if len(value) != 1:
             raise DataLayoutError(f"{what}: {p} holds a dict with keys {sorted(value)[:5]}; expected one list")

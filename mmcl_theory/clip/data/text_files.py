@@ -20,14 +20,19 @@ from .errors import DataLayoutError
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def read_text_file(path: Path, what: str, expected: str) -> str:
-    """The UTF-8 text of a file; missing, unreadable or not UTF-8 -> DataLayoutError (file, byte offset)."""
+def _read_bytes(path: Path, what: str, expected: str) -> bytes:
+    """The bytes of a file; missing or unreadable -> DataLayoutError naming it and what was expected."""
     if not path.is_file():
         raise DataLayoutError(f"{what}: expected the file {path} ({expected})")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise DataLayoutError(f"{what}: cannot read {path} ({e.strerror})") from None
+
+
+def read_text_file(path: Path, what: str, expected: str) -> str:
+    """The UTF-8 text of a file; missing, unreadable or not UTF-8 -> DataLayoutError (file, byte offset)."""
+    data = _read_bytes(path, what, expected)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -70,12 +75,7 @@ def text_problem(text: str) -> str | None:
 def iter_lines(path: Path, what: str, expected: str) -> Iterator[tuple[int, str | None, str | None]]:
     """(line number from 1, text or None, problem or None) of each line of a file, decoded strictly per line:
     a line that is not UTF-8 gives (n, None, 'not valid UTF-8 at byte B of the file')."""
-    if not path.is_file():
-        raise DataLayoutError(f"{what}: expected the file {path} ({expected})")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataLayoutError(f"{what}: cannot read {path} ({e.strerror})") from None
+    data = _read_bytes(path, what, expected)
     offset = 0
     for lineno, raw in enumerate(data.splitlines(keepends=True), start=1):
         try:
