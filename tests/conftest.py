@@ -1,4 +1,4 @@
-"""Shared fixtures: the location of the real test data in ../shared/data."""
+"""Shared fixtures and helpers: the location of the real test data in ../shared/data; running a CLI main."""
 
 import os
 from pathlib import Path
@@ -14,3 +14,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def run_main(main, argv, capsys):
+    """(exit code, stdout, stderr) of a CLI main called in this process (argparse exits count as codes)."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

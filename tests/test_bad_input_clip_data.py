@@ -21,22 +21,13 @@ from PIL import Image
 
 import mmcl_theory.clip.data as D
 from mmcl_theory.clip import robustness as rb
+from conftest import run_main
 from mmcl_theory.clip.data.__main__ import main as data_main
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-def run(main, argv, capsys):
-    """(exit code, stdout, stderr) of a CLI main called in this process."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse usage errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def one_line_error(code, err, *parts):
     """Exit code 2 and exactly one stderr line, containing every part."""
@@ -84,7 +75,7 @@ def coco_images(n: int = 2) -> list[dict]:
 
 
 def check_json(capsys, *argv):
-    code, out, err = run(data_main, ["check", *argv, "--json"], capsys)
+    code, out, err = run_main(data_main, ["check", *argv, "--json"], capsys)
     assert code == 0, err
     return json.loads(out)
 
@@ -93,25 +84,25 @@ def check_json(capsys, *argv):
 
 def test_coco_json_of_the_wrong_structure_is_a_layout_error(tmp_path, capsys):
     ann = coco(tmp_path, [{"image_id": 0, "caption": "a dog"}])        # a list, not an object
-    line = one_line_error(*run(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2], str(ann))
+    line = one_line_error(*run_main(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2], str(ann))
     assert "'images'" in line and "'annotations'" in line                # the expected layout is spelled out
 
 
 def test_coco_without_annotations_is_a_layout_error_not_zero_samples(tmp_path, capsys):
     coco(tmp_path, {"images": coco_images()})
-    one_line_error(*run(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2],
                    "captions_train2017.json", "no 'annotations' key")
 
 
 def test_coco_annotations_not_a_list(tmp_path, capsys):
     coco(tmp_path, {"images": coco_images(), "annotations": {"0": "a dog"}})
-    one_line_error(*run(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2],
                    "'annotations' is a dict, not a list")
 
 
 def test_coco_truncated_json_names_line_and_column(tmp_path, capsys):
     coco(tmp_path, b'{"images": [{"id": 0,\n "file_name": "x.jpg"}], "annot')
-    one_line_error(*run(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2],
                    "captions_train2017.json", "not valid JSON at line 2")
 
 
@@ -119,7 +110,7 @@ def test_coco_bad_utf8_names_the_byte_offset(tmp_path, capsys):
     data = b'{"images": [{"id": 0, "file_name": "000000000000.jpg"}], "annotations": [{"image_id": 0, "caption": "caf\xe9"}]}'
     coco(tmp_path, data)
     offset = data.index(b"\xe9")
-    one_line_error(*run(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2],
                    "not valid UTF-8", f"at byte {offset}")
 
 
@@ -139,14 +130,14 @@ def test_coco_empty_captions_are_skipped_and_counted(tmp_path, capsys):
 
 def test_coco_with_only_empty_captions_has_no_usable_sample(tmp_path, capsys):
     coco(tmp_path, {"images": coco_images(), "annotations": [{"image_id": 0, "caption": " "}]})
-    one_line_error(*run(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2],
                    "no usable samples", "empty caption")
 
 
 def test_coco_instances_of_the_wrong_structure(tmp_path, capsys):
     coco(tmp_path, {"images": coco_images(), "annotations": [{"image_id": 0, "caption": "a dog"}]})
     (tmp_path / "annotations" / "instances_train2017.json").write_text(json.dumps({"categories": {}}))
-    one_line_error(*run(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "coco", "--root", tmp_path], capsys)[::2],
                    "instances_train2017.json", "'categories' is a dict, not a list")
 
 
@@ -193,7 +184,7 @@ def test_cc3m_sidecar_without_url_is_listed(tmp_path):
 def test_csv_unclosed_quote_is_a_layout_error(tmp_path, capsys):
     png(tmp_path / "a.png")
     (tmp_path / "train.csv").write_text('filepath,title\na.png,"a dog\nb.png,two cats\n')
-    one_line_error(*run(data_main, ["check", "csv", "--root", tmp_path / "train.csv"], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "csv", "--root", tmp_path / "train.csv"], capsys)[::2],
                    "train.csv", "not a readable CSV file at line")
 
 
@@ -210,7 +201,7 @@ def test_csv_bad_rows_are_counted_skips(tmp_path):
 
 def test_csv_header_without_the_columns(tmp_path, capsys):
     (tmp_path / "train.csv").write_text("path,caption\na.png,a dog\n")
-    one_line_error(*run(data_main, ["check", "csv", "--root", tmp_path / "train.csv"], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "csv", "--root", tmp_path / "train.csv"], capsys)[::2],
                    "must name the columns 'filepath' and 'title'")
 
 
@@ -242,7 +233,7 @@ def test_webdataset_bad_and_empty_captions_are_counted_skips(tmp_path):
 
 def test_webdataset_with_only_unreadable_shards(tmp_path, capsys):
     (tmp_path / "00000.tar").write_bytes(b"not a tar file at all" * 30)
-    one_line_error(*run(data_main, ["check", "webdataset", "--root", tmp_path], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "webdataset", "--root", tmp_path], capsys)[::2],
                    "no usable samples", "unreadable tar shard")
 
 
@@ -252,7 +243,7 @@ def test_imagenet_captions_json_bad_utf8_is_a_layout_error(tmp_path, capsys):
     data = b'[{"filename": "a.JPEG", "wnid": "n01440764", "title": "tench \x80"}]'
     (tmp_path / "captions.json").write_bytes(data)
     offset = data.index(b"\x80")
-    one_line_error(*run(data_main, ["check", "imagenet_captions", "--root", tmp_path], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "imagenet_captions", "--root", tmp_path], capsys)[::2],
                    "captions.json", f"not valid UTF-8 at byte {offset}")
 
 
@@ -288,7 +279,7 @@ def test_tiny_imagenet_bad_annotation_line_is_skipped(tmp_path, capsys):
 def test_tiny_imagenet_wnids_not_utf8(tmp_path, capsys):
     tiny(tmp_path)
     (tmp_path / "wnids.txt").write_bytes(b"n01443537\n\xffn01629819\n")
-    one_line_error(*run(data_main, ["check", "tiny_imagenet", "--kind", "eval", "--root", tmp_path], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "tiny_imagenet", "--kind", "eval", "--root", tmp_path], capsys)[::2],
                    "wnids.txt", "not valid UTF-8 at byte 10")
 
 
@@ -298,7 +289,7 @@ def test_eval_set_with_no_images_is_a_layout_error(tmp_path, capsys):
     (tmp_path / "0").mkdir()
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "notes.txt").write_text("x")
-    one_line_error(*run(data_main, ["check", "imagenetv2", "--root", tmp_path], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "imagenetv2", "--root", tmp_path], capsys)[::2],
                    "imagenetv2: no usable samples", "not an image file extension")
 
 
@@ -307,14 +298,14 @@ def test_objectnet_mapping_of_the_wrong_structure(tmp_path, capsys):
     (tmp_path / "mappings").mkdir()
     (tmp_path / "mappings" / "folder_to_objectnet_label.json").write_text('["alarm_clock"]')
     (tmp_path / "mappings" / "objectnet_to_imagenet_1k.json").write_text("{}")
-    one_line_error(*run(data_main, ["check", "objectnet", "--root", tmp_path], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "objectnet", "--root", tmp_path], capsys)[::2],
                    "folder_to_objectnet_label.json", "not a JSON object of strings")
 
 
 def test_imagenet_r_class_sublists_of_the_wrong_structure(tmp_path, capsys):
     png(tmp_path / "n01443537" / "a.png")
     (tmp_path / "class_sublists.json").write_text(json.dumps({"imagenet-r": "all"}))
-    one_line_error(*run(data_main, ["check", "imagenet-r", "--root", tmp_path, "--option",
+    one_line_error(*run_main(data_main, ["check", "imagenet-r", "--root", tmp_path, "--option",
                                     f"class_sublists={tmp_path / 'class_sublists.json'}"], capsys)[::2],
                    "class_sublists.json", "list of ImageNet-1k indices")
 
@@ -332,20 +323,20 @@ def test_imagenet_r_class_sublists_of_the_wrong_structure(tmp_path, capsys):
 ])
 def test_data_cli_bad_options(tmp_path, capsys, argv, parts):
     tiny(tmp_path)
-    one_line_error(*run(data_main, ["check", "tiny_imagenet", "--root", tmp_path, *argv], capsys)[::2], *parts)
+    one_line_error(*run_main(data_main, ["check", "tiny_imagenet", "--root", tmp_path, *argv], capsys)[::2], *parts)
 
 
 def test_data_cli_bool_option_is_true_or_false_only(tmp_path, capsys):
     cc3m(tmp_path, b"a dog\thttp://a\n", {"http://a": 1})
-    one_line_error(*run(data_main, ["check", "cc3m", "--root", tmp_path, "--option", "captions_only=False!"],
+    one_line_error(*run_main(data_main, ["check", "cc3m", "--root", tmp_path, "--option", "captions_only=False!"],
                         capsys)[::2], "captions_only", "true or false")
     rep = check_json(capsys, "cc3m", "--root", tmp_path, "--option", "captions_only=TRUE")
     assert rep["samples"] == 1
 
 
 def test_data_cli_unknown_name_and_train_name_as_eval(tmp_path, capsys):
-    one_line_error(*run(data_main, ["check", "imagenet-z", "--root", tmp_path], capsys)[::2], "invalid choice")
-    one_line_error(*run(data_main, ["check", "coco", "--kind", "eval", "--root", tmp_path], capsys)[::2],
+    one_line_error(*run_main(data_main, ["check", "imagenet-z", "--root", tmp_path], capsys)[::2], "invalid choice")
+    one_line_error(*run_main(data_main, ["check", "coco", "--kind", "eval", "--root", tmp_path], capsys)[::2],
                    "'coco' is not an evaluation set", "imagenet1k")
 
 
@@ -445,7 +436,7 @@ def test_testbed_nan_accuracies_are_skipped_and_counted(tmp_path, capsys):
     res = tmp_path / "results.csv"
     res.write_text("model,shift,id_acc,ood_acc\nm,imagenetv2,0.6,nan\nm,objectnet,0.6,0.5\n"
                    "m,imagenet-r,75,0.5\nm,imagenet-q,0.6,0.5\n")
-    code, out, err = run(rb.main, ["testbed", "--testbed", tb, "--results", res, "--bootstrap", 20,
+    code, out, err = run_main(rb.main, ["testbed", "--testbed", tb, "--results", res, "--bootstrap", 20,
                                    "--out", tmp_path / "er.json"], capsys)
     assert code == 0, err
     assert "ER +nan" not in out and "ER -nan" not in out and "skipped 3 rows" in out
@@ -460,7 +451,7 @@ def test_testbed_nan_accuracies_are_skipped_and_counted(tmp_path, capsys):
 def test_testbed_only_nan_results_exit_2(tmp_path, capsys):
     res = tmp_path / "results.csv"
     res.write_text("model,shift,id_acc,ood_acc\nm,imagenetv2,nan,nan\n")
-    one_line_error(*run(rb.main, ["testbed", "--testbed", make_testbed(tmp_path / "tb"), "--results", res,
+    one_line_error(*run_main(rb.main, ["testbed", "--testbed", make_testbed(tmp_path / "tb"), "--results", res,
                                   "--out", tmp_path / "er.json"], capsys)[::2],
                    "results.csv", "no model has a usable pair", "1 rows skipped")
     assert not (tmp_path / "er.json").exists()
@@ -476,18 +467,18 @@ def test_testbed_only_nan_results_exit_2(tmp_path, capsys):
 def test_testbed_results_tables_refused_with_one_line(tmp_path, capsys, content, parts):
     res = tmp_path / "results.csv"
     res.write_text(content)
-    one_line_error(*run(rb.main, ["testbed", "--testbed", make_testbed(tmp_path / "tb"), "--results", res], capsys)[::2],
+    one_line_error(*run_main(rb.main, ["testbed", "--testbed", make_testbed(tmp_path / "tb"), "--results", res], capsys)[::2],
                    *parts)
 
 
 def test_testbed_csv_missing_column_or_empty(tmp_path, capsys):
-    one_line_error(*run(rb.main, ["testbed", "--testbed", make_testbed(tmp_path / "a", drop="objectnet-1.0-beta")],
+    one_line_error(*run_main(rb.main, ["testbed", "--testbed", make_testbed(tmp_path / "a", drop="objectnet-1.0-beta")],
                         capsys)[::2], "robustness_top1s.csv: missing column 'objectnet-1.0-beta'", "objectnet")
     (tmp_path / "a" / "robustness_top1s.csv").write_text("")
-    one_line_error(*run(rb.main, ["testbed", "--testbed", tmp_path / "a"], capsys)[::2],
+    one_line_error(*run_main(rb.main, ["testbed", "--testbed", tmp_path / "a"], capsys)[::2],
                    "robustness_top1s.csv: empty file", "model")
     (tmp_path / "a" / "model_types.csv").write_text("model,kind\nmodel0,STANDARD\n")
-    one_line_error(*run(rb.main, ["testbed", "--testbed", tmp_path / "a"], capsys)[::2],
+    one_line_error(*run_main(rb.main, ["testbed", "--testbed", tmp_path / "a"], capsys)[::2],
                    "model_types.csv: missing column 'type'")
 
 
@@ -496,7 +487,7 @@ def test_testbed_csv_value_that_is_not_a_number(tmp_path, capsys):
     text = (tb / "robustness_top1s.csv").read_text().splitlines()
     text[3] = text[3].replace(text[3].split(",")[1], "n/a", 1)
     (tb / "robustness_top1s.csv").write_text("\n".join(text) + "\n")
-    one_line_error(*run(rb.main, ["testbed", "--testbed", tb], capsys)[::2],
+    one_line_error(*run_main(rb.main, ["testbed", "--testbed", tb], capsys)[::2],
                    "robustness_top1s.csv, line 4, column 'val'", "'n/a' is not allowed", "0..100")
 
 
@@ -509,7 +500,7 @@ def test_testbed_csv_value_that_is_not_a_number(tmp_path, capsys):
     (["--figure", "fig.png"], ["--figure: needs --results"]),
 ])
 def test_robustness_cli_bad_options(tmp_path, capsys, argv, parts):
-    one_line_error(*run(rb.main, ["testbed", "--testbed", make_testbed(tmp_path / "tb"), *argv], capsys)[::2], *parts)
+    one_line_error(*run_main(rb.main, ["testbed", "--testbed", make_testbed(tmp_path / "tb"), *argv], capsys)[::2], *parts)
 
 
 def test_series_points_with_nan_are_skipped_and_counted(tmp_path, capsys):
@@ -519,7 +510,7 @@ def test_series_points_with_nan_are_skipped_and_counted(tmp_path, capsys):
         rows += [f"label,{step},{acc},{sigmoid(logit(acc) - 1):.12f}", f"rich,{step},{acc},{sigmoid(logit(acc) - 0.5):.12f}"]
     rows += ["rich,400,nan,0.3", "rich,x,0.3,0.2", "rich,500,1.0,0.9"]
     pts.write_text("\n".join(rows) + "\n")
-    code, out, err = run(rb.main, ["series", "--points", pts, "--baseline", "label", "--bootstrap", 20,
+    code, out, err = run_main(rb.main, ["series", "--points", pts, "--baseline", "label", "--bootstrap", 20,
                                    "--out", tmp_path / "er.json"], capsys)
     assert code == 0, err
     assert " ER +nan" not in out and "skipped 3 rows" in out
@@ -533,12 +524,12 @@ def test_series_points_with_nan_are_skipped_and_counted(tmp_path, capsys):
 def test_series_points_refused_with_one_line(tmp_path, capsys):
     pts = tmp_path / "points.csv"
     pts.write_text("series,step,id_acc\nlabel,1,0.2\n")
-    one_line_error(*run(rb.main, ["series", "--points", pts], capsys)[::2], "missing column 'ood_acc'")
+    one_line_error(*run_main(rb.main, ["series", "--points", pts], capsys)[::2], "missing column 'ood_acc'")
     pts.write_text("series,step,id_acc,ood_acc\nlabel,1,nan,0.2\n")
-    one_line_error(*run(rb.main, ["series", "--points", pts], capsys)[::2], "points.csv", "no usable row")
+    one_line_error(*run_main(rb.main, ["series", "--points", pts], capsys)[::2], "points.csv", "no usable row")
     pts.write_text("series,step,id_acc,ood_acc\nlabel,1,0.2,0.1\nlabel,2,0.3,0.1\n")   # flat: no trend
-    one_line_error(*run(rb.main, ["series", "--points", pts], capsys)[::2], "OOD accuracies are all equal")
-    one_line_error(*run(rb.main, ["series", "--points", pts, "--baseline", "rich"], capsys)[::2],
+    one_line_error(*run_main(rb.main, ["series", "--points", pts], capsys)[::2], "OOD accuracies are all equal")
+    one_line_error(*run_main(rb.main, ["series", "--points", pts, "--baseline", "rich"], capsys)[::2],
                    "baseline = ['rich']")
 
 

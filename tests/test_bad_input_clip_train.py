@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from mmcl_theory.clip import config, evaluate, train
+from conftest import run_main
 from mmcl_theory.io import read_jsonl
 
 GOOD = 12
@@ -41,15 +42,6 @@ def one_error_line(rc, err, code=2):
     assert rc == code, err
     assert len(lines) == 1 and "error: " in lines[0] and "Traceback" not in err, err
     return lines[0]
-
-
-def run_main(main, argv, capsys):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse usage errors
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def write(tmp_path, text, name="run.toml"):
