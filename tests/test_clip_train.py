@@ -222,6 +222,68 @@ def test_two_device_data_parallel_matches_one_device(tmp_path):
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4), runs[1], runs[2])
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _train_two_processes(cfg_path, work):
+    """The trainer as two jax.distributed CPU processes (coordinator on localhost, one device each) sharing
+    ``work``; returns their stdouts after both exit 0."""
+    port = _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "mmcl_theory.clip.train", "--config", str(cfg_path), "--workdir", str(work),
+         "--no-progress", "--set", "distributed.enabled=true", "--set", f"distributed.coordinator_address=localhost:{port}",
+         "--set", "distributed.num_processes=2", "--set", f"distributed.process_id={i}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    return [out for out, _ in outs]
+
+
+def _params_bytes(work):
+    return [np.asarray(a).tobytes() for a in jax.tree_util.tree_leaves(final_params(work)[1])]
+
+
+def _logged(work):
+    return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in read_jsonl(Path(work) / "metrics.jsonl")]
+
+
+def test_two_processes_train_and_checkpoint_like_one_process(tmp_path):
+    """jax.distributed with two local CPU processes, each feeding its half of every batch, gives the same
+    bytes as one process with two devices: parameters, every logged metric, one summary (process 0's) and
+    one metrics line per step. Killed after a checkpoint, the pair resumes from it to the same bytes."""
+    cfg = write_config(tmp_path, steps=4, ckpt=2)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    one = subprocess.run([sys.executable, "-m", "mmcl_theory.clip.train", "--config", str(cfg), "--workdir",
+                          str(tmp_path / "one"), "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+
+    two = tmp_path / "two"
+    out0, out1 = _train_two_processes(cfg, two)
+    run = json.loads((two / "run.json").read_text())
+    assert run["process_count"] == 2 and len(run["devices"]) == 2
+    assert json.loads(out0.strip().splitlines()[-1])["step"] == 4
+    assert '"step"' not in out1  # only process 0 reports
+    assert [r["step"] for r in _logged(two)] == [1, 2, 3, 4]
+    assert _logged(two) == _logged(tmp_path / "one")
+    assert _params_bytes(two) == _params_bytes(tmp_path / "one")
+
+    # Pretend both processes died after step 2's checkpoint: drop checkpoint 4, resume as two processes.
+    shutil.rmtree(two.resolve() / "checkpoints" / "4")
+    _train_two_processes(cfg, two)
+    assert _logged(two) == _logged(tmp_path / "one")
+    assert _params_bytes(two) == _params_bytes(tmp_path / "one")
+
+
 # ----------------------------------------------------------------------------------------------
 # Same seed, same bytes
 # ----------------------------------------------------------------------------------------------

@@ -247,8 +247,8 @@ PROG = "python -m mmcl_theory.clip.train"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: 0 done; 2 bad input (one line on stderr); 1 non-finite loss. Last stdout line: a JSON summary
-    (final metrics, 'unreadable_images' dropped and 'skipped_at_load' records)."""
+    """CLI: 0 done; 2 bad input (one line on stderr); 1 non-finite loss. Last stdout line (process 0 only): a
+    JSON summary (final metrics, 'unreadable_images' dropped and 'skipped_at_load' records)."""
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="TOML run config (see real_data/)")
     parser.add_argument("--workdir", required=True, help="output folder; an earlier run there is resumed")
@@ -266,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 1
+    if jax.process_index():
+        return 0  # one summary per run: process 0's
     report = result["data"]
     print(to_json(dict(result["last_metrics"], unreadable_images=report["unreadable"]["count"],
                        skipped_at_load=report["skipped_at_load"]["count"]), indent=None))
