@@ -18,8 +18,9 @@ t_k = mean of the class-k training captions.
                         softmax cross-entropy (the same backbone).
   sl_mlp:               the MLP image encoder of mmcl_infonce_mlp with a linear head, cross-entropy.
   sl_min_norm:          minimum-norm interpolator of one-vs-rest +-1 targets, W = X^+ Y.
-The trained learners share one minibatch AdamW loop (lax.scan over steps); all seeds of a learner
-run in one jit-compiled call (vmap over seeds).
+The trained learners train with the package's one loop, learners.fit, on minibatches (AdamW); all
+seeds of a learner run in one jit-compiled call (vmap over seeds). Their rows leave final_loss
+empty: the loop's full-data loss at the end is not computed here (an n_train x n_train InfoNCE).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import optax
 
 from mmcl_theory.config import ConfigError, as_floats, check_range
 from mmcl_theory.digits import NUM_CLASSES, PROMPTS, TESTS, DigitsConfig, build_split
-from mmcl_theory.learners import apply_mlp, init_mlp, sl_min_norm
-from mmcl_theory.losses import infonce_loss
+from mmcl_theory.learners import apply_mlp, fit, init_mlp, sl_min_norm
+from mmcl_theory.losses import infonce_loss, l2_normalise
 
 LEARNERS = ("theory_mmcl", "mmcl_closed_form", "mmcl_infonce_linear", "mmcl_infonce_mlp",
             "sl_logistic", "sl_mlp", "sl_min_norm")
@@ -106,10 +107,6 @@ def sample_cross_covariance(x_image: np.ndarray, x_text: np.ndarray) -> tuple[np
 # --------------------------------------------------------------------------------------------
 
 
-def _normalise(x):
-    return x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-8)
-
-
 def init_params(key: jax.Array, learner: str, in_dim: int, text_dim: int, settings: DigitsLearnerSettings) -> dict:
     """Image encoder in_dim -> embed_dim (linear, or ReLU MLP with one hidden layer of `width` for *_mlp),
     plus a text encoder text_dim -> embed_dim of the same kind (MMCL) or a linear head embed_dim -> 10 (SL)."""
@@ -128,7 +125,7 @@ def scores(params: dict, x: jax.Array, prompts: jax.Array) -> jax.Array:
     or SL logits head(f(x)) (m, 10) with a leading axis of 1."""
     emb = apply_mlp(params["image"], x)
     if "text" in params:
-        return jnp.einsum("me,pke->pmk", _normalise(emb), _normalise(apply_mlp(params["text"], prompts)))
+        return jnp.einsum("me,pke->pmk", l2_normalise(emb), l2_normalise(apply_mlp(params["text"], prompts)))
     return apply_mlp(params["head"], emb)[None]
 
 
@@ -136,38 +133,28 @@ def loss(params: dict, x: jax.Array, x_text: jax.Array, label: jax.Array, temper
     """Symmetric InfoNCE on normalised (f(x), g(x_T)) with logit scale 1/tau (MMCL), or softmax
     cross-entropy of head(f(x)) against the label (SL); one minibatch."""
     if "text" in params:
-        return infonce_loss(_normalise(apply_mlp(params["image"], x)), _normalise(apply_mlp(params["text"], x_text)),
+        return infonce_loss(l2_normalise(apply_mlp(params["image"], x)), l2_normalise(apply_mlp(params["text"], x_text)),
                             jnp.asarray(1.0 / temperature))
     return optax.softmax_cross_entropy_with_integer_labels(scores(params, x, None)[0], label).mean()
 
 
 @functools.lru_cache(maxsize=16)
 def compiled_train_eval(learner: str, in_dim: int, text_dim: int, settings: DigitsLearnerSettings):
-    """jit(vmap over seeds) of: init, `steps` AdamW minibatch steps (lax.scan), test accuracy.
+    """jit(vmap over seeds) of: init, `steps` minibatch AdamW steps of learners.fit, test accuracy.
 
     Arguments with a leading seed axis S: keys (S,), x (S, n, D), x_text (S, n, V), label (S, n),
     test_x (S, 3, m, D), test_label (S, 3, m), prompts (S, P, 10, V). Returns accuracies (S, P, 3)
-    (P = 1 for SL) and the last minibatch loss (S,).
+    (P = 1 for SL).
     """
     optimiser = optax.adamw(settings.lr, weight_decay=settings.weight_decay)
 
     def one_seed(key, x, x_text, label, test_x, test_label, prompts):
         k_init, k_steps = jax.random.split(key)
         params = init_params(k_init, learner, in_dim, text_dim, settings)
-        n = x.shape[0]
-
-        def step(carry, k):
-            params, state = carry
-            idx = jax.random.choice(k, n, (settings.batch_size,), replace=False)
-            value, grads = jax.value_and_grad(loss)(params, x[idx], x_text[idx], label[idx], settings.temperature)
-            updates, state = optimiser.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), value
-
-        keys = jax.random.split(k_steps, settings.steps)
-        (params, _), losses = jax.lax.scan(step, (params, optimiser.init(params)), keys)
+        params, _ = fit(lambda p, b: loss(p, *b, settings.temperature), params, optimiser, settings.steps,
+                        data=(x, x_text, label), batch_size=settings.batch_size, key=k_steps)
         predicted = jnp.argmax(jax.vmap(lambda t: scores(params, t, prompts))(test_x), axis=-1)  # (3, P, m)
-        accuracy = jnp.mean(predicted == test_label[:, None, :], axis=-1).T  # (P, 3)
-        return accuracy, losses[-1]
+        return jnp.mean(predicted == test_label[:, None, :], axis=-1).T  # (P, 3)
 
     return jax.jit(jax.vmap(one_seed))
 
@@ -224,7 +211,7 @@ def run_point(config: DigitsConfig, seeds: list[int], learners: tuple[str, ...] 
             stack = lambda get: jnp.asarray(np.stack([get(sp) for sp in splits]))
             prompts = stack(lambda sp: np.stack([sp.prompts[p] for p in PROMPTS]))
             fn = compiled_train_eval(learner, splits[0].train.x_image.shape[1], splits[0].train.x_text.shape[1], settings)
-            acc, _ = fn(jnp.stack([jax.random.key(s) for s in seeds]), stack(lambda sp: sp.train.x_image),
+            acc = fn(jnp.stack([jax.random.key(s) for s in seeds]), stack(lambda sp: sp.train.x_image),
                         stack(lambda sp: sp.train.x_text), stack(lambda sp: sp.train.label),
                         stack(lambda sp: sp.tests.x_image), stack(lambda sp: sp.tests.label), prompts)
             acc = np.asarray(acc)

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import learners as L
+from .losses import l2_normalise
 from .datamodel import (TESTS, Config, M1Config, agreement, caption_free, dictionaries, prompt_latents,
                         sample_dataset, sample_latents)
 
@@ -172,7 +173,7 @@ def _affine_scorers(name: str, params, prompts: dict[str, jax.Array]) -> dict[st
         (w_i, b_i), = params["image"]
         out = {}
         for k, t in prompts.items():
-            e = L.l2_normalise(L.apply_mlp(params["text"], t))  # (K, p)
+            e = l2_normalise(L.apply_mlp(params["text"], t))  # (K, p)
             out[k] = (w_i @ e.T, b_i @ e.T)
         return out
     if name == "sl_min_norm":
@@ -186,7 +187,7 @@ def _mlp_logits(name: str, params, prompts: dict[str, jax.Array]) -> dict[str, C
     rest = lambda p, h: L.apply_mlp(p[1:], jax.nn.relu(h))
     if name == "sl_mlp":
         return {"": lambda h: rest(params, h)}
-    return {k: (lambda h, e=L.l2_normalise(L.apply_mlp(params["text"], t)): L.l2_normalise(rest(params["image"], h)) @ e.T)
+    return {k: (lambda h, e=l2_normalise(L.apply_mlp(params["text"], t)): l2_normalise(rest(params["image"], h)) @ e.T)
             for k, t in prompts.items()}
 
 

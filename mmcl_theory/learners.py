@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from .config import check_range
-from .losses import infonce_loss, linear_contrastive_loss
+from .losses import infonce_loss, l2_normalise, linear_contrastive_loss
 
 
 MIN_TEMPERATURE = 0.01  # InfoNCE's logit scale 1/tau is clamped at 100 (as CLIP's)
@@ -158,11 +158,6 @@ def apply_mlp(params, x: jax.Array) -> jax.Array:
         x = jax.nn.relu(x @ w + b)
     w, b = params[-1]
     return x @ w + b
-
-
-def l2_normalise(x: jax.Array) -> jax.Array:
-    """x / ||x|| over the last axis (1e-12 added to the norm)."""
-    return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
 
 
 def fit(loss_fn, params, optimizer: optax.GradientTransformation, steps: int, data=None,

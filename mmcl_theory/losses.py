@@ -4,6 +4,12 @@ import jax
 import jax.numpy as jnp
 
 
+def l2_normalise(x: jax.Array) -> jax.Array:
+    """x / max(||x||_2, 1e-12) over the last axis, in float32 or wider: (..., p) -> (..., p)."""
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def linear_contrastive_loss(emb_image: jax.Array, emb_text: jax.Array) -> jax.Array:
     """Linearised contrastive loss without its regulariser (docs/learners.md#linear-loss).
 

@@ -16,24 +16,11 @@ import pytest
 from PIL import Image
 
 from mmcl_theory.clip import config, evaluate, train
-from conftest import run_main
+from conftest import run_main, synthetic_run_toml
 from mmcl_theory.io import read_jsonl
 
 GOOD = 12
-SYNTHETIC = """
-[model]
-name = "ViT-test"
-[data]
-dataset = "synthetic"
-num_examples = 32
-vocab_size = 512
-[train]
-steps = 4
-batch_size = 8
-lr = 1e-3
-log_every = 1
-checkpoint_every = 2
-"""
+SYNTHETIC = synthetic_run_toml(steps=4, checkpoint_every=2)
 
 
 def one_error_line(rc, err, code=2):

@@ -15,30 +15,13 @@ import pytest
 
 from mmcl_theory.clip import augment, config, models, objectives, state, train, train_data, zero_shot
 from mmcl_theory.io import read_jsonl
+from conftest import synthetic_run_toml
 
 REAL_DATA = Path(__file__).resolve().parents[1] / "real_data"
 
-SMOKE = """
-[model]
-name = "ViT-test"
-[data]
-dataset = "synthetic"
-num_examples = 32
-vocab_size = 512
-[train]
-steps = {steps}
-batch_size = 8
-lr = 1e-3
-warmup_steps = 1
-log_every = 1
-checkpoint_every = {ckpt}
-queue_size = 16
-"""
-
-
 def smoke_config(tmp_path, steps=2, ckpt=2, objective="clip"):
     path = tmp_path / "smoke.toml"
-    path.write_text(SMOKE.format(steps=steps, ckpt=ckpt))
+    path.write_text(synthetic_run_toml(steps=steps, warmup_steps=1, checkpoint_every=ckpt, queue_size=16))
     return config.load_config(path, [f"train.objective={objective}"]), path
 
 

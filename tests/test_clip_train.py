@@ -19,27 +19,11 @@ import pytest
 from mmcl_theory.clip import config, models, state, train, train_data
 from mmcl_theory.io import read_jsonl
 from mmcl_theory.losses import infonce_loss
-
-CONFIG = """
-[model]
-name = "ViT-test"
-[data]
-dataset = "synthetic"
-num_examples = 64
-vocab_size = 512
-[train]
-steps = {steps}
-batch_size = 8
-lr = 1e-3
-warmup_steps = 2
-log_every = 1
-checkpoint_every = {ckpt}
-"""
-
+from conftest import synthetic_run_toml
 
 def write_config(tmp_path, steps=8, ckpt=4, extra=""):
     path = tmp_path / "run.toml"
-    path.write_text(CONFIG.format(steps=steps, ckpt=ckpt) + extra)
+    path.write_text(synthetic_run_toml(num_examples=64, steps=steps, warmup_steps=2, checkpoint_every=ckpt) + extra)
     return path
 
 

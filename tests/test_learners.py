@@ -13,6 +13,7 @@ from scipy.optimize import minimize
 from mmcl_theory import evaluate as E
 from mmcl_theory import learners as L
 from mmcl_theory.config import ConfigError
+from mmcl_theory.losses import l2_normalise
 from mmcl_theory.datamodel import dictionaries, make_config, sample_dataset
 from mmcl_theory.losses import infonce_loss, linear_contrastive_loss
 
@@ -80,7 +81,7 @@ def test_infonce_floor_value_attainment_and_bound():
         floor = L.loss_floor_infonce(n, tau)
         assert float(infonce_loss(u, u, 1.0 / tau)) == pytest.approx(floor, rel=1e-5, abs=1e-7)
         keys = jax.random.split(jax.random.key(n), 200)
-        draw = lambda k: L.l2_normalise(jax.random.normal(k, (2, n, 3)))
+        draw = lambda k: l2_normalise(jax.random.normal(k, (2, n, 3)))
         losses = jax.vmap(lambda k: infonce_loss(*draw(k), 1.0 / tau))(keys)
         assert float(losses.min()) >= floor - 1e-6
 

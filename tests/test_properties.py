@@ -84,21 +84,26 @@ def _sagawa_config(n: int, n_min: int, sigma_core: float, spu_frac: float, xi_fr
 # the slow case has exactly one (n = 2002).
 
 
-@settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), sigma_core=st.floats(1, 3), spu_frac=unit, xi_frac=unit)
-def test_sl_min_norm_worst_group_at_most_one_third_under_sagawa_conditions(seed, sigma_core, spu_frac, xi_frac):
-    cfg = _sagawa_config(100, 0, sigma_core, spu_frac, xi_frac, d=2000)
+def _assert_worst_group_at_most_one_third(seed, n, n_min, d, sigma_core, spu_frac, xi_frac):
+    cfg = _sagawa_config(n, n_min, sigma_core, spu_frac, xi_frac, d=d)
     assert all(ok for ok, _ in sagawa_conditions(cfg).values()), sagawa_conditions(cfg)
-    assert float(_sl_worst_group_accuracy(jax.random.key(seed), cfg, n_min=0)) <= 1 / 3
+    assert float(_sl_worst_group_accuracy(jax.random.key(seed), cfg, n_min=n_min)) <= 1 / 3
+
+
+sagawa_draws = given(seed=st.integers(0, 2**31 - 1), sigma_core=st.floats(1, 3), spu_frac=unit, xi_frac=unit)
+
+
+@settings(max_examples=6, deadline=None)
+@sagawa_draws
+def test_sl_min_norm_worst_group_at_most_one_third_under_sagawa_conditions(seed, sigma_core, spu_frac, xi_frac):
+    _assert_worst_group_at_most_one_third(seed, 100, 0, 2000, sigma_core, spu_frac, xi_frac)
 
 
 @pytest.mark.slow
 @settings(max_examples=2, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), sigma_core=st.floats(1, 3), spu_frac=unit, xi_frac=unit)
+@sagawa_draws
 def test_sl_min_norm_worst_group_under_sagawa_conditions_with_a_minority_point(seed, sigma_core, spu_frac, xi_frac):
-    cfg = _sagawa_config(2002, 1, sigma_core, spu_frac, xi_frac, d=20020)
-    assert all(ok for ok, _ in sagawa_conditions(cfg).values()), sagawa_conditions(cfg)
-    assert float(_sl_worst_group_accuracy(jax.random.key(seed), cfg, n_min=1)) <= 1 / 3
+    _assert_worst_group_at_most_one_third(seed, 2002, 1, 20020, sigma_core, spu_frac, xi_frac)
 
 
 # ------------------------------------------------------------------ population predictions (exact route)

@@ -31,6 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmcl_theory.config import ConfigError, check_choice, check_range
+from mmcl_theory.losses import l2_normalise
+
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 LOGIT_SCALE_INIT = 1.0 / 0.07
@@ -44,10 +47,17 @@ CURTAILED_TEXT_LAYERS = 3
 # ----------------------------------------------------------------------------------------------
 # Configs and registry
 # ----------------------------------------------------------------------------------------------
+MAX_SIZE = 2**20  # the largest width, depth, vocabulary or context length a config may name
+
+
 def _check_positive(section: str, **values: int) -> None:
     for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{section}.{name} = {value!r}: must be an integer >= 1")
+        check_range(section, name, value, 1, MAX_SIZE, integer=True)
+
+
+def _check_divides(section: str, field: str, value: int, what: str, total: int) -> None:
+    if total % value:
+        raise ConfigError(f"{section}.{field} = {value} is not allowed: a divisor of {what} {total}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,26 +72,21 @@ class VisionConfig:
     patch_size: int | None = None
 
     def __post_init__(self):
-        if self.kind not in ("resnet", "vit"):
-            raise ValueError(f"vision.kind = {self.kind!r}: must be one of 'resnet', 'vit'")
+        check_choice("vision", "kind", self.kind, ("resnet", "vit"))
         _check_positive("vision", image_size=self.image_size, width=self.width, heads=self.heads)
         if self.kind == "resnet":
             layers = tuple(self.layers) if isinstance(self.layers, (list, tuple)) else None
             if layers is None or len(layers) != 4:
-                raise ValueError(f"vision.layers = {self.layers!r}: a ResNet needs 4 stage depths")
+                raise ConfigError(f"vision.layers = {self.layers!r} is not allowed: a ResNet needs 4 stage depths")
             _check_positive("vision", **{f"layers[{i}]": d for i, d in enumerate(layers)})
             object.__setattr__(self, "layers", layers)
             if self.image_size % 32:
-                raise ValueError(f"vision.image_size = {self.image_size}: a ResNet needs a multiple of 32")
-            if (self.width * 32) % self.heads:
-                raise ValueError(f"vision.heads = {self.heads}: must divide the pooled width {self.width * 32}")
+                raise ConfigError(f"vision.image_size = {self.image_size} is not allowed: a ResNet needs a multiple of 32")
+            _check_divides("vision", "heads", self.heads, "the pooled width", self.width * 32)
         else:
             _check_positive("vision", layers=self.layers, patch_size=self.patch_size)
-            if self.image_size % self.patch_size:
-                raise ValueError(
-                    f"vision.patch_size = {self.patch_size}: must divide image_size {self.image_size}")
-            if self.width % self.heads:
-                raise ValueError(f"vision.heads = {self.heads}: must divide width {self.width}")
+            _check_divides("vision", "patch_size", self.patch_size, "image_size", self.image_size)
+            _check_divides("vision", "heads", self.heads, "width", self.width)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +102,7 @@ class TextConfig:
     def __post_init__(self):
         _check_positive("text", context_length=self.context_length, vocab_size=self.vocab_size,
                         width=self.width, heads=self.heads, layers=self.layers)
-        if self.width % self.heads:
-            raise ValueError(f"text.heads = {self.heads}: must divide width {self.width}")
+        _check_divides("text", "heads", self.heads, "width", self.width)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +132,7 @@ def model_config(name: str, *, vocab_size: int | None = None, context_length: in
     size and the text-tower depth (``text_layers``; None = the registry's)."""
     reg = _registry()
     if name not in reg:
-        raise ValueError(f"model.name = {name!r}: must be one of {sorted(reg)}")
+        check_choice("model", "name", name, sorted(reg))
     raw = reg[name]
     vision = dict(raw["vision"])
     text = dict(raw["text"])
@@ -359,11 +363,6 @@ class TextTransformer(nn.Module):
         return proj(x[jnp.arange(x.shape[0]), eot])
 
 
-def _l2_normalise(x: jax.Array) -> jax.Array:
-    x = x.astype(jnp.float32)
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 class SimCLRProjection(nn.Module):
     """SLIP's projection MLP for the SimCLR term: Dense(hidden), ReLU, Dense(hidden), ReLU,
     Dense(out_dim) (SLIP's 3 layers, without its batch norm). (B, D) -> (B, out_dim)."""
@@ -409,21 +408,21 @@ class CLIP(nn.Module):
             self.ssl_head = SimCLRProjection(4 * self.config.embed_dim, self.ssl_dim, self.dtype)
 
     def encode_image(self, images, train: bool = False):
-        return _l2_normalise(self.visual(images, train))
+        return l2_normalise(self.visual(images, train))
 
     def encode_text(self, tokens):
-        return _l2_normalise(self.textual(tokens))
+        return l2_normalise(self.textual(tokens))
 
     def encode_image_tokens(self, images, train: bool = False):
         """(emb_image (B, D), patch tokens (B, P, D)), both normalised; emb_image as encode_image."""
         emb, tokens = self.visual(images, train, return_tokens=True)
-        return _l2_normalise(emb), _l2_normalise(tokens)
+        return l2_normalise(emb), l2_normalise(tokens)
 
     def encode_text_tokens(self, tokens):
         """(emb_text (B, D), token embeddings (B, L, D), both normalised; mask (B, L) bool of the real
         tokens); emb_text as encode_text."""
         emb, token_emb, mask = self.textual(tokens, return_tokens=True)
-        return _l2_normalise(emb), _l2_normalise(token_emb), mask
+        return l2_normalise(emb), l2_normalise(token_emb), mask
 
     def classify(self, images, train: bool = False):
         """Class logits (B, num_classes) float32 of the linear head on the image feature."""

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from mmcl_theory.clip import augment, models
-from mmcl_theory.losses import infonce_loss, linear_contrastive_loss
+from mmcl_theory.losses import infonce_loss, l2_normalise, linear_contrastive_loss
 
 OBJECTIVES = ("clip", "supervised", "slip", "filip", "declip", "defilip")
 """train.objective: the objectives of the trainer (module doc); ``step_objective`` builds each."""
@@ -81,11 +81,6 @@ def sigmoid_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.mean(jax.nn.softplus(z) - _at_least_f32(targets) * z)
 
 
-def _normalise(x: jax.Array) -> jax.Array:
-    x = _at_least_f32(x)
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def nt_xent_loss(view_1: jax.Array, view_2: jax.Array, temperature: float = 0.1) -> jax.Array:
     """SimCLR's NT-Xent over two views (Chen et al. 2020; the self-supervised term of SLIP).
 
@@ -95,7 +90,7 @@ def nt_xent_loss(view_1: jax.Array, view_2: jax.Array, temperature: float = 0.1)
     loss = (1/2B) sum_k [-s_{k,p(k)} + log sum_{l != k} exp(s_kl)].
     """
     b = view_1.shape[0]
-    z = _normalise(jnp.concatenate([view_1, view_2], axis=0))
+    z = l2_normalise(jnp.concatenate([view_1, view_2], axis=0))
     sim = (z @ z.T) / temperature
     sim = jnp.where(jnp.eye(2 * b, dtype=bool), -jnp.inf, sim)
     positive = (jnp.arange(2 * b) + b) % (2 * b)
