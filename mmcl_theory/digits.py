@@ -66,7 +66,7 @@ import numpy as np
 from scipy.stats import norm
 
 from mmcl_theory.config import ConfigError, as_floats, check_choice, check_range
-from mmcl_theory.datamodel import Dataset
+from mmcl_theory.datamodel import TESTS, Dataset
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary and palette
@@ -89,7 +89,6 @@ PALETTE = np.array(  # RGB in [0, 1], one row per colour word
 VOCAB = DIGIT_WORDS + tuple(w for d in DETAILS for w in DETAIL_WORDS[d]) + COLOUR_WORDS
 TOKEN = {w: i for i, w in enumerate(VOCAB)}
 NUM_CLASSES = 10
-TESTS = ("aligned", "independent", "flipped")
 SPURIOUS_KINDS = ("tint", "patch")
 CAPTIONS = ("class_weight", "tokens")
 CLASS_WEIGHT_DETAILS = ("class_axis", "thickness")

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .datamodel import TESTS  # noqa: E402
 from .io import atomic_save_figure  # noqa: E402
 
 STYLE = {
@@ -50,7 +51,6 @@ PARAM_LABEL = {
     "steps": "training steps",
 }
 LOG_PARAMS = ("n", "temperature", "steps")  # swept over decades: log x axis
-TESTS = ("aligned", "independent", "flipped")
 TEST_LABEL = {"aligned": "aligned test (q = 1)", "independent": "independent test", "flipped": "flipped test (q = 0)"}
 _EXTRA_COLOURS = ["tab:brown", "tab:pink", "tab:gray", "darkgreen", "navy"]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from .common import DERIVED, FAIL, NOT_RUN, PAPER, PASS, SAGAWA, TEST_INDEX, Z, Record, evaluate, fmt, mean_se, verdict
+from .common import (DERIVED, FAIL, NOT_RUN, PAPER, PASS, SAGAWA, TEST_INDEX, TESTS, Z, Record, evaluate, fmt, mean_se,
+                     verdict)
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ("aligned", "independent", "flipped")
 
 # docs/theory.md#m1-reference table, defaults (sigma_core 1, sigma_spu 0.05, p 0.95, sigma_xi 1, d 2000).
 M1_REFERENCE_TABLE = {  # caption richness r -> (aligned, independent, flipped), rounded to 3 decimals
@@ -393,18 +393,10 @@ def _mean_er_bootstrap_se(label_pts: np.ndarray, cap_pts: np.ndarray, samples: i
 
     The trend's uncertainty is shared by every checkpoint, so averaging checkpoints does not reduce it.
     """
-    logit = lambda a: np.log(a) - np.log1p(-a)
-    x, y = logit(label_pts[:, 0]), logit(label_pts[:, 1])
-    cx = logit(cap_pts[:, 0])
-    rng = np.random.default_rng(0)
-    means = []
-    for _ in range(samples):
-        idx = rng.integers(0, len(x), len(x))
-        if np.ptp(x[idx]) == 0:
-            continue
-        slope, intercept = np.polyfit(x[idx], y[idx], 1)
-        means.append(np.mean(100 * (cap_pts[:, 1] - 1 / (1 + np.exp(-(slope * cx + intercept))))))
-    return float(np.std(means, ddof=1))
+    from mmcl_theory.clip.robustness import bootstrap_er_samples
+
+    er = bootstrap_er_samples(label_pts[:, 0], label_pts[:, 1], cap_pts[:, 0], cap_pts[:, 1], "logit", samples, 0)
+    return float(np.std(er.mean(axis=1), ddof=1))
 
 
 def check_C6(quick: bool) -> Record:

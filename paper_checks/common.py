@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 
+from mmcl_theory.datamodel import TESTS  # noqa: F401  (re-exported for the checks)
 from mmcl_theory.evaluate import mean_se  # noqa: F401  (re-exported for the checks)
 
 PAPER = "paper claim"
@@ -67,4 +68,4 @@ def evaluate(cfg, seeds: int, learners: tuple[str, ...], settings=None, route: s
     return {l: seed_accuracies(rows, l, prompt if l in ZERO_SHOT_LEARNERS else "") for l in learners}
 
 
-TEST_INDEX = {"aligned": 0, "independent": 1, "flipped": 2}
+TEST_INDEX = {test: i for i, test in enumerate(TESTS)}

@@ -141,6 +141,25 @@ def _lstsq(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(y.mean() - slope * xm)
 
 
+def bootstrap_er_samples(baseline_id, baseline_ood, id_acc, ood_acc, kind: str = "logit", num_samples: int = 1000,
+                         seed: int = 0) -> np.ndarray:
+    """(num_samples, m) ER in points of m points against lines refitted to resampled baseline points.
+
+    Resample b draws the baseline's finite pairs with replacement (np.random.default_rng(seed)),
+    fits y = a x + c by least squares in ``kind`` space and returns 100 (ood - inverse(a t(id) + c)).
+    """
+    x, y = _finite_pairs(baseline_id, baseline_ood, kind)
+    tid = transform(np.atleast_1d(np.asarray(id_acc, float)), kind)
+    ood_acc = np.atleast_1d(np.asarray(ood_acc, float))
+    rng = np.random.default_rng(seed)
+    samples = np.empty((num_samples, tid.size))
+    for b in range(num_samples):
+        idx = rng.integers(0, x.size, x.size)
+        slope, intercept = _lstsq(x[idx], y[idx])
+        samples[b] = 100.0 * (ood_acc - inverse_transform(slope * tid + intercept, kind))
+    return samples
+
+
 def bootstrap_effective_robustness(baseline_id, baseline_ood, id_acc, ood_acc, kind: str = "logit",
                                    num_samples: int = 1000, seed: int = 0, level: float = 95.0) -> dict:
     """ER of points (id_acc, ood_acc) against a line fitted over baseline points, with a bootstrap CI.
@@ -150,16 +169,9 @@ def bootstrap_effective_robustness(baseline_id, baseline_ood, id_acc, ood_acc, k
     {'fit': LinearFit, 'er': (m,), 'ci_low': (m,), 'ci_high': (m,)} in percentage points.
     """
     fit = fit_line(baseline_id, baseline_ood, kind)
-    x, y = _finite_pairs(baseline_id, baseline_ood, kind)
     id_acc, ood_acc = np.atleast_1d(np.asarray(id_acc, float)), np.atleast_1d(np.asarray(ood_acc, float))
     check_accuracies("checkpoints", id_acc, ood_acc)
-    rng = np.random.default_rng(seed)
-    tid = transform(id_acc, kind)
-    samples = np.empty((num_samples, id_acc.size))
-    for b in range(num_samples):
-        idx = rng.integers(0, x.size, x.size)
-        slope, intercept = _lstsq(x[idx], y[idx])
-        samples[b] = 100.0 * (ood_acc - inverse_transform(slope * tid + intercept, kind))
+    samples = bootstrap_er_samples(baseline_id, baseline_ood, id_acc, ood_acc, kind, num_samples, seed)
     lo = (100.0 - level) / 2
     return {"fit": fit, "er": fit.effective_robustness(id_acc, ood_acc),
             "ci_low": np.percentile(samples, lo, axis=0), "ci_high": np.percentile(samples, 100 - lo, axis=0)}
