@@ -173,9 +173,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    if code == 2:  # after a failed orbax restore its pending async readers print a spurious traceback at
-        sys.stdout.flush()  # interpreter teardown; the error line is already out, so skip the teardown
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    sys.exit(main())

@@ -21,7 +21,9 @@ A checkpoint that cannot be read is reported and the run falls back to the newes
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,47 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0][:200] if text else ''}"
 
 
+class _AbandonedReadTask(logging.Filter):
+    """Drops asyncio's '... exception was never retrieved' records of failed checkpoint reads (orbax's
+    'Encountered error while reading array index', tensorstore's 'Error reading ...'); keeps the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "exception was never retrieved" not in record.getMessage() or not record.exc_info:
+            return True
+        text = str(record.exc_info[1])
+        return not ("error while reading array index" in text or "Error reading" in text)
+
+
+def _quiet_abandoned_readers() -> None:
+    """Keep the async readers that a failed restore abandons from printing tracebacks (called before restoring).
+
+    When one array of a checkpoint cannot be read, orbax stops its event loop with the other reads
+    still in flight. Their remains surface later, some even before the restore's exception reaches
+    us, as tracebacks on stderr beside the run's own one-line report: coroutines
+    ``_read_array_index_and_device_put`` closed at garbage collection (GeneratorExit) and tensorstore
+    completions calling into the closed loop ('Event loop is closed'), both through
+    sys.unraisablehook, and sibling reads (tasks, gathers, tensorstore futures) whose failures asyncio
+    logs as never retrieved. This drops exactly those three; every other unraisable exception goes to the previous
+    hook and every other asyncio log record is kept.
+    """
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _AbandonedReadTask) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_AbandonedReadTask())
+    previous = sys.unraisablehook
+    if getattr(previous, "quiets_orbax_readers", False):
+        return
+
+    def hook(unraisable):
+        reader = getattr(getattr(unraisable.object, "cr_code", None), "co_name", "") == "_read_array_index_and_device_put"
+        closed_loop = (unraisable.object is None and isinstance(unraisable.exc_value, RuntimeError)
+                       and str(unraisable.exc_value) == "Event loop is closed")
+        if not (reader or closed_loop):
+            previous(unraisable)
+
+    hook.quiets_orbax_readers = True
+    sys.unraisablehook = hook
+
+
 def restore_latest_readable(workdir: Path, keep_every: int, abstract: dict,
                             ) -> tuple[ocp.CheckpointManager, dict | None, list[tuple[int, str]]]:
     """Restore the newest checkpoint of WORKDIR that can be read into ``abstract`` (its shapes and shardings).
@@ -142,6 +185,7 @@ def restore_latest_readable(workdir: Path, keep_every: int, abstract: dict,
     run can save its own step under that name again. When checkpoints exist but none can be read
     (all corrupt, or written by a different model config), nothing is moved and CorruptFileError says so.
     """
+    _quiet_abandoned_readers()
     manager = checkpoint_manager(workdir, keep_every)
     unreadable: list[tuple[int, str]] = []
     for step in sorted(manager.all_steps(), reverse=True):
@@ -188,6 +232,7 @@ def restore_variables(workdir: Path, model: models.CLIP, step: int) -> dict:
     shapes = jax.eval_shape(lambda r: models.init_variables(model, r), jax.random.key(0))
     wanted = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
     wanted = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), wanted)
+    _quiet_abandoned_readers()
     manager = ocp.CheckpointManager(Path(workdir).resolve() / CHECKPOINTS, item_handlers=ocp.PyTreeCheckpointHandler())
     try:
         restored = manager.restore(step, args=ocp.args.PyTreeRestore(
