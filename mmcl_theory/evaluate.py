@@ -342,7 +342,8 @@ def evaluate_grid(configs: Sequence[Config], seeds: Sequence[int], learners: Seq
 
     Zero-shot learners run at every config; SL learners see no captions, so they run once per
     distinct caption-free config (datamodel.caption_free) and their rows are shared. Each config is
-    one compiled call vmapped over seeds; on_point(i, rows) is called as each config finishes.
+    one call of compiled_point (seeds mapped inside it); on_point(i, rows) is called as each config
+    finishes.
     """
     check_route(route)
     check_learners(learners)

@@ -30,8 +30,6 @@ LEARNER_STYLE = {  # colour, marker; theory learners are drawn as lines without 
     "mmcl_infonce_linear": ("tab:green", "s"), "mmcl_infonce_mlp": ("tab:olive", "^"),
     "sl_min_norm": ("tab:red", "o"), "sl_logistic": ("tab:orange", "s"), "sl_logistic_gd": ("tab:brown", "v"),
     "sl_mlp": ("tab:purple", "^"),
-    "mmcl_infonce_digits": ("tab:green", "s"), "sl_digits": ("tab:orange", "s"),
-    "mmcl_linear_digits": ("tab:blue", "o"), "sl_min_norm_digits": ("tab:red", "o"),
 }
 LEARNER_LABEL = {
     "theory_mmcl": "MMCL theory (population)", "bayes_core": "Bayes, core only",
@@ -39,8 +37,6 @@ LEARNER_LABEL = {
     "mmcl_infonce_linear": "MMCL InfoNCE, linear", "mmcl_infonce_mlp": "MMCL InfoNCE, MLP",
     "sl_min_norm": "SL min-norm", "sl_logistic": "SL logistic (Adam)", "sl_logistic_gd": "SL logistic (GD)",
     "sl_mlp": "SL MLP",
-    "mmcl_infonce_digits": "MMCL InfoNCE, MLP", "sl_digits": "SL cross-entropy, MLP",
-    "mmcl_linear_digits": "MMCL closed form (linear loss)", "sl_min_norm_digits": "SL min-norm",
 }
 PARAM_LABEL = {
     "r": "caption richness r", "sigma_core": r"core within-class s.d. $\sigma_{core}$",
