@@ -7,8 +7,10 @@ and prints Markdown tables:
 2. points/s (a point = one sweep value and one seed) at 5 and at 100 seeds, after compilation;
 3. seconds per stage for one sweep value: imports, tracing, compile, training-set sampling, each
    learner's training, scoring (evaluation minus training), outputs;
-4. training FLOPs per point (XLA's cost analysis of each learner's training program) and this
-   machine's float32 matmul rate on a training-shaped product, so the distance to the floor shows.
+4. the floor of each learner's training: its steps x towers x (forward X W^T + weight gradient
+   delta^T X), the products with the (n, d) data that every step must do, timed on this machine at
+   the learner's own width w (4 n d w FLOPs a tower a step); the sweep's floor against its measured
+   training. (XLA's cost analysis is not used: it counts a lax.scan body once.)
 
     python bench/sweep_throughput.py [--skip-e2e] [--seeds-large 100] [--values-large 2] [--device cpu|gpu]
 """
@@ -87,7 +89,7 @@ def main() -> None:
 
     # stages of one value (5 seeds), each learner alone
     cfg, seeds = configs[-1], list(plan.seeds)
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))  # as evaluate_grid makes them
 
     def timed(fn, *a):
         start = time.perf_counter()
@@ -98,24 +100,22 @@ def main() -> None:
         def one(k):
             k_dict, k_train, _, _ = jax.random.split(k, 4)
             return sample_dataset(k_train, cfg, dictionaries(k_dict, cfg), cfg.n)
-        return jax.vmap(one)(keys)
+        return jax.lax.map(one, keys)
 
     sample_jit = jax.jit(sample)
     timed(sample_jit, keys, cfg)
     stages = [("imports (jax, package)", imports), ("training-set sampling", timed(sample_jit, keys, cfg))]
-    flops_total, train_total = 0.0, 0.0
-    print("\n| learner | tracing s | compile s | training s | scoring s | training GFLOP / point |\n"
-          "| --- | --- | --- | --- | --- | --- |")
+    train_s = {}
+    print("\n| learner | tracing s | compile s | training s | scoring s |\n| --- | --- | --- | --- | --- |")
     for learner in learners:
         def train_only(keys, cfg, learner=learner):
             def one(k):
                 k_dict, k_train, _, k_fit = jax.random.split(k, 4)
                 train = sample_dataset(k_train, cfg, dictionaries(k_dict, cfg), cfg.n)
                 return E.train_learner(learner, E._fit_keys(k_fit).get(learner), train, cfg, settings)
-            return jax.vmap(one)(keys)
+            return jax.lax.map(one, keys)  # seeds one after another, as the sweep's compiled_point runs them
 
-        full = jax.jit(lambda keys, cfg, learner=learner: jax.vmap(
-            lambda k: E.evaluate_point(k, cfg, settings, (learner,), "exact"))(keys))
+        full = E.compiled_point((learner,), settings, "exact")
         start = time.perf_counter()
         lowered = full.lower(keys, cfg)
         tracing = time.perf_counter() - start
@@ -123,19 +123,14 @@ def main() -> None:
         compiled = lowered.compile()
         compile_s = time.perf_counter() - start
         train_c = jax.jit(train_only).lower(keys, cfg).compile()
-        cost = train_c.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops = float(cost.get("flops", 0.0)) / len(seeds) if cost else 0.0
         timed(train_c, keys, cfg)
-        t_train = timed(train_c, keys, cfg) - stages[1][1]
+        t_train = max(timed(train_c, keys, cfg) - stages[1][1], 0.0)
         t_full = timed(compiled, keys, cfg)
         t_score = max(t_full - t_train - stages[1][1], 0.0)
-        flops_total += flops
-        train_total += t_train
+        train_s[learner] = t_train
         stages += [(f"{learner}: tracing", tracing), (f"{learner}: compile", compile_s),
                    (f"{learner}: training", t_train), (f"{learner}: scoring", t_score)]
-        print(f"| {learner} | {tracing:.2f} | {compile_s:.2f} | {t_train:.2f} | {t_score:.2f} | {flops / 1e9:.2f} |",
-              flush=True)
+        print(f"| {learner} | {tracing:.2f} | {compile_s:.2f} | {t_train:.2f} | {t_score:.2f} |", flush=True)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         from pathlib import Path
@@ -150,24 +145,60 @@ def main() -> None:
         plot_sweep(rows, Path(tmp) / "x.png", "bench")
     stages.append(("outputs (CSV, JSON, figure)", time.perf_counter() - start))
 
-    a = jnp.ones((cfg.n, cfg.d), jnp.float32)
-    b = jnp.ones((cfg.d, 64), jnp.float32)
-    mm = jax.jit(lambda a, b: a @ b)
-    mm(a, b).block_until_ready()
-    reps = 200
-    start = time.perf_counter()
-    for _ in range(reps):
-        out = mm(a, b)
-    out.block_until_ready()
-    rate = 2 * cfg.n * cfg.d * 64 * reps / (time.perf_counter() - start)
     print("\n| stage (one value, 5 seeds) | seconds |\n| --- | --- |")
     for name, sec in stages:
         print(f"| {name} | {sec:.2f} |")
-    points = len(configs) * len(seeds)
-    print(f"\ntraining FLOPs per point: {flops_total / 1e9:.1f} GFLOP (SL learners run once per seed in the sweep, "
-          f"not once per point); float32 matmul rate on ({cfg.n} x {cfg.d}) @ ({cfg.d} x 64): {rate / 1e9:.0f} GFLOP/s; "
-          f"floor for the sweep's training at that rate: {flops_total * points / rate:.1f} s "
-          f"(measured training, one value: {train_total:.2f} s for {len(seeds)} seeds)")
+    print_training_floor(cfg, settings, learners, train_s, len(seeds), len(configs))
+
+
+def training_work(cfg, settings) -> dict[str, tuple[int, int, int]]:
+    """learner -> (steps, towers, width w): each step multiplies the (n, d) data by a (d, w) weight and
+    forms the (w, d) weight gradient, once per tower (image, and text for MMCL)."""
+    k = cfg.num_classes
+    return {"mmcl_linear_gd": (settings.gd_steps, 2, settings.embed_dim),
+            "mmcl_infonce_linear": (settings.steps, 2, settings.embed_dim),
+            "mmcl_infonce_mlp": (settings.steps, 2, settings.width),
+            "sl_logistic": (settings.steps, 1, k), "sl_logistic_gd": (settings.sl_gd_steps, 1, k),
+            "sl_mlp": (settings.steps, 1, settings.width)}
+
+
+def product_pair_seconds(n: int, d: int, w: int, reps: int = 300) -> float:
+    """Seconds for X W (n, d) x (d, w) plus delta^T X (w, n) x (n, d), float32, jitted, on this machine."""
+    import jax
+    import jax.numpy as jnp
+
+    x, weight, delta = jnp.ones((n, d)), jnp.ones((d, w)), jnp.ones((n, w))
+    pair = jax.jit(lambda x, weight, delta: (x @ weight, delta.T @ x))
+    jax.block_until_ready(pair(x, weight, delta))
+    start = time.perf_counter()
+    for _ in range(reps):
+        out = pair(x, weight, delta)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / reps
+
+
+def print_training_floor(cfg, settings, learners, train_s: dict, n_seeds: int, n_values: int) -> None:
+    """Per learner: FLOPs and timed floor of its data products against its measured training; then the
+    sweep's (zero-shot learners at every point, SL once per seed)."""
+    from mmcl_theory.evaluate import SL_LEARNERS
+
+    work = training_work(cfg, settings)
+    print("\n| learner | steps x towers x width | GFLOP / seed (4 n d w a step) | floor s / seed | "
+          "measured s / seed | measured / floor |\n| --- | --- | --- | --- | --- | --- |")
+    sweep_floor = sweep_measured = 0.0
+    for learner in learners:
+        if learner not in work:
+            continue
+        steps, towers, w = work[learner]
+        floor = steps * towers * product_pair_seconds(cfg.n, cfg.d, w)
+        measured = train_s[learner] / n_seeds
+        runs = n_seeds * (1 if learner in SL_LEARNERS else n_values)
+        sweep_floor += floor * runs
+        sweep_measured += measured * runs
+        print(f"| {learner} | {steps} x {towers} x {w} | {4 * cfg.n * cfg.d * w * steps * towers / 1e9:.1f} | "
+              f"{floor:.3f} | {measured:.3f} | {measured / floor:.1f} |")
+    print(f"\nthe sweep's training ({n_values} values x {n_seeds} seeds, SL once per seed): floor {sweep_floor:.1f} s, "
+          f"measured {sweep_measured:.1f} s")
 
 
 if __name__ == "__main__":
