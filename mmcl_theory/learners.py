@@ -99,6 +99,12 @@ MIN_NORM_METHODS = ("auto", "cholesky", "qr", "pinv")
 CHOLESKY_MAX_CONDITION = 100.0  # largest (max diag L / min diag L)^2 of the Gram factor trusted in float32 (a lower bound on cond(X X^T); 862 already gave 2.5e-3 relative error)
 
 
+def rank_tolerance(x: jax.Array) -> float:
+    """Relative size below which a singular value (or a |diag R| of QR) counts as zero: jnp.linalg.pinv's
+    default, 10 max(n, d) eps of x's dtype."""
+    return 10.0 * max(x.shape) * float(jnp.finfo(x.dtype).eps)
+
+
 def sl_min_norm(x: jax.Array, label: jax.Array, num_classes: int, method: str = "auto",
                 weights: jax.Array | None = None) -> jax.Array:
     """Minimum-norm least-squares fit of one-vs-rest +-1 targets, W = X^+ Y, (d, K); logits = x W.
@@ -109,7 +115,9 @@ def sl_min_norm(x: jax.Array, label: jax.Array, num_classes: int, method: str = 
     when every training point is a support vector (d >> n). Methods (all give X^+ Y):
       cholesky: the dual, W = X^T (X X^T)^{-1} Y with X X^T = L L^T (d > n; O(n^2 d));
       qr:       thin QR of X^T = Q R (d > n), W = Q R^{-T} Y; or of X = Q R (d <= n), W = R^{-1} Q^T Y;
-                no squared condition number;
+                no squared condition number. A rank-deficient X (R with a diagonal entry at or below
+                rank_tolerance x its largest, e.g. constant pixels or repeated points) falls back to
+                pinv, whose truncation then gives the minimum-norm solution;
       pinv:     jnp.linalg.pinv (SVD), the reference;
       auto:     cholesky when d > n and the Gram factor's diagonal ratio squared (a lower bound on
                 cond(X X^T)) is below CHOLESKY_MAX_CONDITION, else qr.
@@ -123,13 +131,21 @@ def sl_min_norm(x: jax.Array, label: jax.Array, num_classes: int, method: str = 
     n, d = x.shape
     if method == "pinv":
         return jnp.linalg.pinv(x) @ targets
+    by_pinv = lambda: jnp.linalg.pinv(x) @ targets
+
+    def full_rank(r):
+        diag = jnp.abs(jnp.diagonal(r))
+        return jnp.min(diag) > rank_tolerance(x) * jnp.max(diag)
+
     if d <= n:  # least squares: X = Q R
         q, r = jnp.linalg.qr(x)
-        return jax.scipy.linalg.solve_triangular(r, q.T @ targets, lower=False)
+        return jax.lax.cond(full_rank(r), lambda: jax.scipy.linalg.solve_triangular(r, q.T @ targets, lower=False),
+                            by_pinv)
 
     def by_qr():
         q, r = jnp.linalg.qr(x.T)  # x^T = Q R, x = R^T Q^T
-        return q @ jax.scipy.linalg.solve_triangular(r.T, targets, lower=True)
+        return jax.lax.cond(full_rank(r), lambda: q @ jax.scipy.linalg.solve_triangular(r.T, targets, lower=True),
+                            by_pinv)
 
     if method == "qr":
         return by_qr()

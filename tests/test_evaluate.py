@@ -66,6 +66,27 @@ def test_min_norm_solvers_agree_with_pinv(n, d, sigma_xi):
             assert np.allclose(x @ ref, 2.0 * jax.nn.one_hot(data.label, 2) - 1.0, atol=1e-8)
 
 
+@pytest.mark.parametrize("n, d", [(120, 30), (20, 60)])
+def test_min_norm_of_rank_deficient_data_is_finite_and_equals_pinv(n, d):
+    """Dependent columns (d <= n: constant and repeated features, as the background pixels of M3's
+    digits) or repeated points (d > n) make R singular; every method must still return float64
+    pinv's minimum-norm solution, never inf/NaN."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d))
+    if d <= n:
+        x[:, :5] = 1.0  # constant pixels
+        x[:, 5] = x[:, 6]
+    else:
+        x[1] = x[0]
+    label = jnp.asarray(rng.integers(0, 3, n))
+    with jax.enable_x64(True):
+        ref = np.asarray(L.sl_min_norm(jnp.asarray(x), label, 3, "pinv"))
+    for method in ("qr", "auto"):
+        w = np.asarray(L.sl_min_norm(jnp.asarray(x, jnp.float32), label, 3, method))
+        assert np.all(np.isfinite(w)), method
+        assert np.linalg.norm(w - ref) / np.linalg.norm(ref) < 1e-3, method
+
+
 def test_auto_min_norm_falls_back_to_qr_when_ill_conditioned():
     """float32 at sigma_xi = 0.03: the Gram matrix squares cond(X); auto must stay close to float64 pinv."""
     cfg = make_config("M1", n=60, d=2000, sigma_xi=0.03, p=0.9)
