@@ -102,11 +102,11 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
     with plt.rc_context(STYLE):
         panel_in, xlabel_in = 1.65, 0.5  # panel height; x tick labels + axis label under each row
         height = (panel_in + xlabel_in) * len(params)
-        n_items = len(curves) * max(len(series), 1)
+        n_items = len({(k[1], k[3], k[4]) for k in stats})  # legend entries: (series, learner, prompt) with data
         longest = max((len(curve_label(*c)) + (14 if series != [""] else 0) for c in curves), default=10)
         ncol = max(1, min(n_items, 3 if longest <= 32 else 2))
         legend_rows = math.ceil(n_items / ncol)
-        bottom_in = 0.08 + 0.16 * legend_rows + (0.2 if caption else 0.0)
+        bottom_in = 0.12 + 0.17 * legend_rows + (0.2 if caption else 0.0)
         top_in = (0.3 if title else 0.05) + 0.25  # suptitle + panel titles
         fig, axes = plt.subplots(len(params), 3, figsize=(7.2, height + bottom_in + top_in), squeeze=False,
                                  sharey=True)

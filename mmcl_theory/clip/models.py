@@ -107,6 +107,8 @@ class TextConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CLIPConfig:
+    """A registered model: both towers project to a shared embedding of size ``embed_dim``."""
+
     name: str
     embed_dim: int
     vision: VisionConfig
@@ -149,6 +151,7 @@ def model_config(name: str, *, vocab_size: int | None = None, context_length: in
 
 
 def config_to_dict(config: CLIPConfig) -> dict[str, Any]:
+    """The config as nested plain dicts (run.json's 'model_config'; model_from_run reads it back)."""
     return dataclasses.asdict(config)
 
 
@@ -198,6 +201,9 @@ class ResidualBlock(nn.Module):
 
 
 class Transformer(nn.Module):
+    """``layers`` pre-LN residual blocks (attention over the sequence, causal for text, then an MLP):
+    (B, L, width) -> (B, L, width)."""
+
     width: int
     heads: int
     layers: int
@@ -408,9 +414,11 @@ class CLIP(nn.Module):
             self.ssl_head = SimCLRProjection(4 * self.config.embed_dim, self.ssl_dim, self.dtype)
 
     def encode_image(self, images, train: bool = False):
+        """f_I(x) / ||f_I(x)||: uint8 images (B, S, S, 3) -> float32 (B, embed_dim)."""
         return l2_normalise(self.visual(images, train))
 
     def encode_text(self, tokens):
+        """f_T(t) / ||f_T(t)|| at the EOT token: int32 tokens (B, L) -> float32 (B, embed_dim)."""
         return l2_normalise(self.textual(tokens))
 
     def encode_image_tokens(self, images, train: bool = False):
@@ -433,6 +441,7 @@ class CLIP(nn.Module):
         return self.ssl_head(self.visual(images, train)).astype(jnp.float32)
 
     def temperature_scale(self):
+        """The logit scale 1/tau = exp(logit_scale), clipped to [1, LOGIT_SCALE_MAX] (a scalar)."""
         return jnp.exp(jnp.clip(self.logit_scale, 0.0, math.log(LOGIT_SCALE_MAX)))
 
     def __call__(self, images, tokens, train: bool = False):
@@ -475,6 +484,7 @@ def init_variables(model: CLIP, rng: jax.Array) -> dict:
 
 
 def count_params(tree: Any) -> int:
+    """Number of scalars in a pytree of arrays."""
     return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
 
 

@@ -78,6 +78,7 @@ def transform(acc: np.ndarray, kind: str = "logit") -> np.ndarray:
 
 
 def inverse_transform(z: np.ndarray, kind: str = "logit") -> np.ndarray:
+    """Accuracy (fraction) from its transform: 1 / (1 + e^-z) for logit, Phi(z) for probit; float64, any shape."""
     z = np.asarray(z, dtype=np.float64)
     if kind == "logit":
         return 1.0 / (1.0 + np.exp(-z))
@@ -278,6 +279,7 @@ def baseline_points(testbed: Testbed, shift: str, types: Iterable[str] = ("STAND
 
 
 def fit_testbed(testbed: Testbed, shift: str, types: Iterable[str] = ("STANDARD",), kind: str = "logit") -> LinearFit:
+    """The baseline trend of one shift: fit_line over the testbed models of the given types."""
     return fit_line(*baseline_points(testbed, shift, types), kind)
 
 

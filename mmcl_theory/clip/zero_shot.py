@@ -150,20 +150,17 @@ class Encoder:
         return self.model.num_classes > 0
 
     def head_logits(self, images: np.ndarray) -> np.ndarray:
-        out, b = [], self.batch_size
-        for lo in range(0, len(images), b):
-            chunk = np.asarray(images[lo:lo + b])
-            pad = b - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-            out.append(np.asarray(self._head(self.variables, chunk))[:b - pad])
-        return np.concatenate(out) if out else np.zeros((0, self.model.num_classes), np.float32)
+        """float32 (N, num_classes): the supervised head's logits of uint8 images (N, S, S, 3)."""
+        return self._batched(self._head, images, self.model.num_classes)
 
     @property
     def logit_scale(self) -> float:
+        """The trained 1 / temperature, exp(logit_scale) clipped to [1, 100]."""
         return self._scale
 
-    def _batched(self, fn, arr: np.ndarray) -> np.ndarray:
+    def _batched(self, fn, arr: np.ndarray, width: int) -> np.ndarray:
+        """fn over fixed-size batches (the last one padded by repeating its final row, the padding cut off):
+        (N, ...) -> float32 (N, width)."""
         out, b = [], self.batch_size
         for lo in range(0, len(arr), b):
             chunk = arr[lo:lo + b]
@@ -171,13 +168,15 @@ class Encoder:
             if pad:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
             out.append(np.asarray(fn(self.variables, chunk))[:b - pad])
-        return np.concatenate(out) if out else np.zeros((0, self.model.config.embed_dim), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 
     def images(self, images: np.ndarray) -> np.ndarray:
-        return self._batched(self._img, np.asarray(images))
+        """float32 (N, D): L2-normalised image embeddings of uint8 images (N, S, S, 3)."""
+        return self._batched(self._img, np.asarray(images), self.model.config.embed_dim)
 
     def texts(self, tokens: np.ndarray) -> np.ndarray:
-        return self._batched(self._txt, np.asarray(tokens, np.int32))
+        """float32 (N, D): L2-normalised text embeddings of int32 token rows (N, L)."""
+        return self._batched(self._txt, np.asarray(tokens, np.int32), self.model.config.embed_dim)
 
 
 def classifier_weights(encoder: Encoder, tokenizer, classnames: Sequence[str], templates: Sequence[str]) -> np.ndarray:
