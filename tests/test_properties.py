@@ -90,7 +90,12 @@ def _assert_worst_group_at_most_one_third(seed, n, n_min, d, sigma_core, spu_fra
     assert float(_sl_worst_group_accuracy(jax.random.key(seed), cfg, n_min=n_min)) <= 1 / 3
 
 
-sagawa_draws = given(seed=st.integers(0, 2**31 - 1), sigma_core=st.floats(1, 3), spu_frac=unit, xi_frac=unit)
+# Fractions of the variance bounds stay below 1: at exactly 1, sqrt then square (and the config's float32)
+# can round sigma^2 past its bound, and the premise check (not the theorem) fails (hypothesis found
+# spu_frac = 1.0 under Python 3.12).
+inside_bound = st.floats(0, 0.999)
+sagawa_draws = given(seed=st.integers(0, 2**31 - 1), sigma_core=st.floats(1, 3), spu_frac=inside_bound,
+                     xi_frac=inside_bound)
 
 
 @settings(max_examples=6, deadline=None)

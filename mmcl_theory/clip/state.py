@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -152,12 +153,15 @@ def _quiet_abandoned_readers() -> None:
     When one array of a checkpoint cannot be read, orbax stops its event loop with the other reads
     still in flight. Their remains surface later, some even before the restore's exception reaches
     us, as tracebacks on stderr beside the run's own one-line report: coroutines
-    ``_read_array_index_and_device_put`` closed at garbage collection (GeneratorExit) and tensorstore
+    ``_read_array_index_and_device_put`` closed at garbage collection (GeneratorExit, or a
+    RuntimeWarning that one was never awaited when it had not started) and tensorstore
     completions calling into the closed loop ('Event loop is closed'), both through
     sys.unraisablehook, and sibling reads (tasks, gathers, tensorstore futures) whose failures asyncio
-    logs as never retrieved. This drops exactly those three; every other unraisable exception goes to the previous
-    hook and every other asyncio log record is kept.
+    logs as never retrieved. This drops exactly those; every other unraisable exception goes to the
+    previous hook, and every other warning and asyncio log record is kept.
     """
+    warnings.filterwarnings("ignore", message="coroutine '_read_array_index_and_device_put' was never awaited",
+                            category=RuntimeWarning)
     asyncio_log = logging.getLogger("asyncio")
     if not any(isinstance(f, _AbandonedReadTask) for f in asyncio_log.filters):
         asyncio_log.addFilter(_AbandonedReadTask())
