@@ -33,7 +33,6 @@ import numpy as np
 from scipy import stats
 
 from mmcl_theory.clip.robustness import fit_line, transform
-from mmcl_theory.evaluate import mean_se
 
 SHIFTS = ("gaussian_noise:3", "gaussian_blur:3", "contrast:3", "jpeg:3", "pixelate:3", "greyscale", "edges")
 """The OOD shifts averaged into the OOD accuracy (NAME:SHIFT[:SEVERITY] of the evaluator)."""
@@ -133,7 +132,7 @@ def arm_effective_robustness(points: Sequence[dict], baseline: str, arm: str, ki
     vals = np.array(list(per_seed.values()))
     mean = float(vals.mean())
     if vals.size >= 2:
-        half = float(stats.t.ppf(0.975, vals.size - 1) * mean_se(vals)[1])
+        half = float(stats.t.ppf(0.975, vals.size - 1) * stats.sem(vals))  # scipy's s.e., ddof 1
         t_ci = [mean - half, mean + half]
     else:
         t_ci = None

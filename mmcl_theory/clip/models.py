@@ -133,8 +133,7 @@ def model_config(name: str, *, vocab_size: int | None = None, context_length: in
     """The registered config ``name``, optionally with the tokenizer's vocabulary/context, the image
     size and the text-tower depth (``text_layers``; None = the registry's)."""
     reg = _registry()
-    if name not in reg:
-        check_choice("model", "name", name, sorted(reg))
+    check_choice("model", "name", name, sorted(reg))
     raw = reg[name]
     vision = dict(raw["vision"])
     text = dict(raw["text"])
