@@ -6,9 +6,13 @@ with D (d x l) orthonormal columns drawn from a seed and xi ~ N(0, sigma_xi^2 / 
 across modalities and samples. A caption *annotates* a coordinate (copies its per-image value),
 mentions it at its class-level value, or leaves it out (zero).
 
-Presets (docs/models.md#m1, #m2):
+Presets (docs/models.md#m1, #m2, #paper-data-models):
 - M1: binary, intra-class contrasting.  z = [z_core, z_spu].
 - M2: K classes, inter-class feature sharing.  z = [c (K cores), s (K spurious)].
+- DM2: the paper's Data Model 2 (Xue et al. 2024, Def. 4.6 with the masking of Def. 5.3): 2m classes
+  (k, c), z in {+-1, +-beta}^m x {+-alpha, +-beta alpha}^m, captions psi * z.
+The paper's Data Model 1 with the masking of Def. 5.1 is M1 itself (r = pi_core,
+spurious_detail = pi_spu); NAMED_SETTINGS["DM1"] fixes it in the regime of the paper's Assumption 4.2.
 
 Three detail types are annotated independently (docs/models.md#detail-types):
 (a) per-image variation of the class core, probability `r` (caption richness);
@@ -31,7 +35,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .config import as_floats, check_range
+from .config import ConfigError, as_floats, check_range, is_number
 
 TESTS = ("aligned", "independent", "flipped")
 
@@ -53,7 +57,9 @@ class M1Config:
 
     y uniform in {-1, +1}; a = y with probability p in training; z_core = y + sigma_core e1,
     z_spu = a + sigma_spu e2. Caption: z_T,core = z_core with probability r, else y;
-    z_T,spu = z_spu with probability spurious_annotation, else 0.
+    z_T,spu = a + psi (z_spu - a), psi ~ Bernoulli(spurious_detail), when the spurious feature is
+    mentioned (probability spurious_annotation), else 0. With r = pi_core and spurious_detail = pi_spu
+    this is the paper's Data Model 1 with the feature masking of its Def. 5.1.
     """
 
     sigma_core: float = 1.0
@@ -61,6 +67,7 @@ class M1Config:
     p: float = 0.95
     r: float = 1.0
     spurious_annotation: float = 1.0
+    spurious_detail: float = 1.0
     sigma_xi: float = 1.0
     n: int = 200
     d: int = 2000
@@ -71,10 +78,10 @@ class M1Config:
 
     def __post_init__(self):
         name = type(self).__name__
-        as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "spurious_annotation"))
+        as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "spurious_annotation", "spurious_detail"))
         for f in ("sigma_core", "sigma_spu", "sigma_xi"):
             check_range(name, f, getattr(self, f), 0.0, math.inf)
-        for f in ("p", "r", "spurious_annotation"):
+        for f in ("p", "r", "spurious_annotation", "spurious_detail"):
             check_range(name, f, getattr(self, f), 0.0, 1.0)
         check_range(name, "n", self.n, 2, 10**8, integer=True)
         check_range(name, "n_test", self.n_test, 1, 10**8, integer=True)
@@ -126,15 +133,65 @@ class M2Config:
         check_range(name, "d", self.d, 2 * self.K, 10**6, integer=True)
 
 
-PRESETS = {"M1": M1Config, "M2": M2Config}
-CAPTION_FIELDS = ("r", "annotate", "spurious_annotation")  # change captions only, never images or labels
-Config = M1Config | M2Config
+@_pytree(meta=("m", "n", "d", "n_test"))
+class DM2Config:
+    """The paper's Data Model 2 with its caption masking (Xue et al. 2024, Def. 4.6 and 5.3; docs/models.md#dm2).
+
+    2m classes; class index y = 2(k-1) + (0 if c = +1 else 1) stands for the paper's alias (k, c),
+    k in 1..m, c in {+1, -1}. z in R^{2m}: z_k = c; z_j ~ U{-beta, +beta} for j != k (j <= m);
+    z_{k+m} = c alpha in training, ~ U{-alpha, +alpha} in the true distribution P*; z_{j+m} ~
+    U{-beta alpha, +beta alpha} for j != k. Caption latent psi * z with psi_k = 1 and psi_j ~
+    Bernoulli(pi) for every other coordinate j. The paper's theorems assume no input noise
+    (sigma_xi = 0, the default).
+    """
+
+    alpha: float = 1.2
+    beta: float = 0.5
+    pi: float = 1.0
+    sigma_xi: float = 0.0
+    m: int = 20
+    n: int = 20000
+    d: int = 64
+    n_test: int = 20000
+
+    @property
+    def num_classes(self) -> int:
+        return 2 * self.m
+
+    @property
+    def latent_dim(self) -> int:
+        return 2 * self.m
+
+    def __post_init__(self):
+        name = type(self).__name__
+        check_range(name, "m", self.m, 2, 10**4, integer=True)
+        as_floats(self, ("alpha", "beta", "pi", "sigma_xi"))
+        check_range(name, "alpha", self.alpha, 0.0, math.inf)
+        check_range(name, "beta", self.beta, 0.0, 1.0)
+        if is_number(self.beta) and self.beta == 1.0:  # traced values were checked when built
+            raise ConfigError(f"{name}.beta = 1.0 is not allowed: a finite number in [0, 1) (Def. 4.6: beta < 1)")
+        check_range(name, "pi", self.pi, 0.0, 1.0)
+        check_range(name, "sigma_xi", self.sigma_xi, 0.0, math.inf)
+        check_range(name, "n", self.n, 2, 10**8, integer=True)
+        check_range(name, "n_test", self.n_test, 1, 10**8, integer=True)
+        check_range(name, "d", self.d, 2 * self.m, 10**6, integer=True)
+
+
+PRESETS = {"M1": M1Config, "M2": M2Config, "DM2": DM2Config}
+# change captions only, never images or labels
+CAPTION_FIELDS = ("r", "annotate", "spurious_annotation", "spurious_detail", "pi")
+Config = M1Config | M2Config | DM2Config
 
 
 # Named settings of a preset model: Sagawa, Raghunathan, Koh, Liang (ICML 2020), Appendix A.4 toy example:
 # n = 3000, p = 0.9, core ~ N(y, 1), spurious ~ N(a, 0.01), noise features of variance 1/d_noise each.
+# DM1: the paper's Data Model 1 (Xue et al. 2024, Def. 4.1) in the regime of its Assumption 4.2 at a
+# finite size: sigma_core = 1, sigma_spu = 0.1 (O(1/sqrt(log n)); 1/sqrt(log 1000) = 0.38), p = 0.99
+# (1 - o(1)), d = 4n (d = Omega(n)), sigma_xi = 1 (O(log n)); r and spurious_detail are pi_core and pi_spu.
 NAMED_SETTINGS = {"sagawa_toy": ("M1", {"sigma_core": 1.0, "sigma_spu": 0.1, "p": 0.9, "sigma_xi": 1.0, "n": 3000,
-                                        "d": 3000, "r": 1.0})}
+                                        "d": 3000, "r": 1.0}),
+                  "DM1": ("M1", {"sigma_core": 1.0, "sigma_spu": 0.1, "p": 0.99, "sigma_xi": 1.0, "n": 1000,
+                                 "d": 4000, "r": 1.0, "spurious_detail": 1.0})}
 
 
 def make_config(preset: str, **overrides) -> Config:
@@ -158,7 +215,10 @@ def caption_free(cfg: Config) -> Config:
 
 
 def agreement(test: str | float, num_classes: int) -> float:
-    """Class-spurious agreement q = P(a = y) of a test distribution: aligned 1, independent 1/K, flipped 0."""
+    """Class-spurious agreement q = P(a = y) of a test distribution: aligned 1, independent 1/K, flipped 0.
+
+    num_classes is the number of values the spurious attribute takes (DM2: 2, the sign of z_{k+m}).
+    """
     if isinstance(test, str):
         table = {"aligned": 1.0, "independent": 1.0 / num_classes, "flipped": 0.0}
         if test not in table:
@@ -209,7 +269,8 @@ def _m1_latents(key, cfg: M1Config, n: int, q) -> Latents:
     z_core = sign + cfg.sigma_core * jax.random.normal(k_core, (n,))
     z_spu = a + cfg.sigma_spu * jax.random.normal(k_spu, (n,))
     t_core = jnp.where(jax.random.bernoulli(k_r, cfg.r, (n,)), z_core, sign)
-    t_spu = z_spu * jax.random.bernoulli(k_s, cfg.spurious_annotation, (n,))
+    detail = jax.random.bernoulli(jax.random.fold_in(key, 6), cfg.spurious_detail, (n,))
+    t_spu = jnp.where(detail, z_spu, a) * jax.random.bernoulli(k_s, cfg.spurious_annotation, (n,))
     to_index = lambda s: ((s + 1) / 2).astype(jnp.int32)
     return Latents(jnp.stack([z_core, z_spu], 1), jnp.stack([t_core, t_spu], 1), to_index(sign), to_index(a))
 
@@ -231,13 +292,36 @@ def _m2_latents(key, cfg: M2Config, n: int, q, beta) -> Latents:
     return Latents(jnp.concatenate([c, s], 1), jnp.concatenate([c_text, s_text], 1), y, a)
 
 
+def _dm2_latents(key, cfg: DM2Config, n: int, q) -> Latents:
+    """DM2 latents; q = P(z_{k+m} = c alpha): 1 in training, 1/2 in the paper's P*, 0 flipped.
+
+    spurious = the class whose sign z_{k+m} shows: the label itself when z_{k+m} = c alpha.
+    """
+    m = cfg.m
+    k_y, k_other, k_spu, k_psi = jax.random.split(key, 4)
+    y = jax.random.randint(k_y, (n,), 0, 2 * m)
+    k, c = y // 2, 1.0 - 2.0 * (y % 2)
+    own = jax.nn.one_hot(k, m, dtype=bool)
+    others = 2.0 * jax.random.bernoulli(k_other, 0.5, (n, 2 * m)) - 1.0  # the signs of the +-beta(alpha) coordinates
+    agree = jax.random.bernoulli(k_spu, q, (n,))
+    s = jnp.where(agree, c, -c)
+    core = jnp.where(own, c[:, None], cfg.beta * others[:, :m])
+    spu = jnp.where(own, (s * cfg.alpha)[:, None], cfg.beta * cfg.alpha * others[:, m:])
+    z = jnp.concatenate([core, spu], 1)
+    psi = jax.random.bernoulli(k_psi, cfg.pi, (n, 2 * m)) | jnp.concatenate([own, jnp.zeros_like(own)], 1)
+    return Latents(z, z * psi, y, jnp.where(agree, y, y ^ 1))
+
+
 def sample_latents(key: jax.Array, cfg: Config, n: int, test: str | float | None = None) -> Latents:
     """n latent pairs from the training distribution (test=None) or a shifted test distribution.
 
     Training uses agreement cfg.p; a test uses agreement(test) and, in M2, no details (beta = 0).
+    DM2 trains at agreement 1; its "independent" test (agreement 1/2) is the paper's P*.
     """
     if isinstance(cfg, M1Config):
         return _m1_latents(key, cfg, n, cfg.p if test is None else agreement(test, 2))
+    if isinstance(cfg, DM2Config):
+        return _dm2_latents(key, cfg, n, 1.0 if test is None else agreement(test, 2))
     q = cfg.p if test is None else agreement(test, cfg.K)
     return _m2_latents(key, cfg, n, q, cfg.beta if test is None else 0.0)
 
@@ -269,6 +353,12 @@ def prompt_latents(cfg: Config, kind: str = "core") -> jax.Array:
         sign = jnp.array([-1.0, 1.0])
         spu = cfg.spurious_annotation * (2 * cfg.p - 1) * sign if kind == "class_mean" else 0 * sign
         return jnp.stack([sign, spu], 1)
+    if isinstance(cfg, DM2Config):  # the paper's prompt D_T E_{P*}[z | y] = D_T c e_k is the core prompt
+        m = cfg.m
+        c = jnp.tile(jnp.array([1.0, -1.0]), m)
+        core = jnp.repeat(jnp.eye(m), 2, axis=0) * c[:, None]  # (2m, m): row y = c e_k
+        spu = core * (cfg.pi * cfg.alpha) if kind == "class_mean" else 0 * core  # training E[psi z_{k+m} | y]
+        return jnp.concatenate([core, spu], 1)
     K = cfg.K
     eye = jnp.eye(K)
     if kind == "core":

@@ -26,7 +26,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from .datamodel import Config, M1Config, M2Config, agreement, prompt_latents
+from .datamodel import Config, DM2Config, M1Config, M2Config, agreement, prompt_latents
 
 TIE_RTOL = 1e-9  # relative size below which a score difference or a singular-value gap counts as zero
 
@@ -67,12 +67,13 @@ def m1_cross_covariance(cfg: M1Config) -> np.ndarray:
     """Cov(z_I, z_T) for M1, (2, 2), rows image [core, spu], columns text [core, spu] (docs/theory.md#m1-covariance).
 
     Cov(z_core, z_T,core) = 1 + r sigma_core^2 = w;  Cov(z_spu, z_T,core) = 2p - 1 = m;
-    Cov(z_core, z_T,spu) = s m;  Cov(z_spu, z_T,spu) = s (1 + sigma_spu^2), s = spurious_annotation.
+    Cov(z_core, z_T,spu) = s m;  Cov(z_spu, z_T,spu) = s (1 + pi_spu sigma_spu^2),
+    s = spurious_annotation, pi_spu = spurious_detail (the caption's z_T,spu = a + psi (z_spu - a)).
     """
     w = 1 + cfg.r * cfg.sigma_core**2
     m = 2 * cfg.p - 1
     s = cfg.spurious_annotation
-    return np.array([[w, s * m], [m, s * (1 + cfg.sigma_spu**2)]], np.float64)
+    return np.array([[w, s * m], [m, s * (1 + cfg.spurious_detail * cfg.sigma_spu**2)]], np.float64)
 
 
 def m2_cross_covariance(cfg: M2Config) -> np.ndarray:
@@ -101,8 +102,26 @@ def m2_cross_covariance(cfg: M2Config) -> np.ndarray:
     return second - np.outer(mean_image, mean_text)
 
 
+def dm2_cross_covariance(cfg: DM2Config) -> np.ndarray:
+    """Cov(z_I, z_T) for the paper's Data Model 2 with masking probability pi, (2m, 2m) (docs/theory.md#dm2-covariance).
+
+    Labels are uniform over the 2m aliases (k, c), so every coordinate has mean 0 and the covariance is
+    the second moment. For a coordinate pair it is nonzero only on the class's own pair (j, j + m):
+      E[z_j psi_j z_j]         = (1 + pi (m-1) beta^2) / m          (own class: 1; other: pi beta^2)
+      E[z_j psi_{j+m} z_{j+m}] = pi alpha / m                       (own class only: c * c alpha)
+      E[z_{j+m} psi_j z_j]     = alpha / m                          (psi_k = 1 on the own core)
+      E[z_{j+m} psi_{j+m} z_{j+m}] = pi alpha^2 (1 + (m-1) beta^2) / m.
+    """
+    m, a, b, pi = cfg.m, cfg.alpha, cfg.beta, cfg.pi
+    eye = np.eye(m)
+    return np.block([[(1 + pi * (m - 1) * b**2) / m * eye, pi * a / m * eye],
+                     [a / m * eye, pi * a**2 * (1 + (m - 1) * b**2) / m * eye]])
+
+
 def population_cross_covariance(cfg: Config) -> np.ndarray:
     """Cov(z_I, z_T), (l, l): the population limit of S is D_I Cov(z_I, z_T) D_T^T."""
+    if isinstance(cfg, DM2Config):
+        return dm2_cross_covariance(cfg)
     return m1_cross_covariance(cfg) if isinstance(cfg, M1Config) else m2_cross_covariance(cfg)
 
 
@@ -168,7 +187,8 @@ def _score_weights(cfg: Config, rank: int | None, prompt: str) -> tuple[np.ndarr
     """
     C = population_cross_covariance(cfg)
     P = np.asarray(prompt_latents(cfg, prompt), np.float64)
-    sd = math.sqrt(max(cfg.sigma_core, cfg.sigma_spu)**2 + cfg.sigma_xi**2 / cfg.d)
+    spread = max(1.0, cfg.alpha) if isinstance(cfg, DM2Config) else max(cfg.sigma_core, cfg.sigma_spu)
+    sd = math.sqrt(spread**2 + cfg.sigma_xi**2 / cfg.d)
     scale = np.linalg.norm(C, 2) * np.linalg.norm(P, axis=1).max() * math.sqrt(C.shape[0]) * (1 + sd)
     return truncate_rank(C, rank) @ P.T, TIE_RTOL * float(scale)
 
@@ -226,6 +246,8 @@ def population_zero_shot_accuracy(cfg: Config, test: str | float, *, rank: int |
     """
     W, tie_tol = _score_weights(cfg, rank, prompt)
     e = cfg.sigma_xi**2 / cfg.d if test_noise else 0.0
+    if isinstance(cfg, DM2Config):
+        return dm2_zero_shot_accuracy(cfg, W, tie_tol, agreement(test, 2), e)
     cache: dict = {}
     return sum(w * _correct_probability(W, label, mean, np.diag(var + e), tie_tol, cache)
                for w, label, mean, var in test_groups(cfg, test))
@@ -254,6 +276,57 @@ def population_zero_shot_accuracy_mc(cfg: Config, test: str | float, key, n_samp
     return float(hits.mean()), float(hits.std() / math.sqrt(n_samples))
 
 
+def dm2_zero_shot_accuracy(cfg: DM2Config, W: np.ndarray, tie_tol: float, q: float, e: float = 0.0) -> float:
+    """Exact accuracy on DM2's discrete test distribution of class scores u^T W[:, y'] (docs/theory.md#dm2-accuracy).
+
+    W (2m, 2m) must score class y' = (k', c') as c' (g1 u_k' + g2 u_{k'+m}) with the same (g1, g2) for every
+    class; the population minimiser at every prompt and at every rank that keeps whole singular
+    subspaces has this form (Cov(z_I, z_T) is m copies of one 2 x 2 block). For a test image of class
+    (k, c) with z_{k+m} = s c alpha (s = +1 with probability q):
+      own score     o_s = g1 + s g2 alpha  (the prompt (k, -c) scores -o_s);
+      class k' != k max_c' c'(g1 z_k' + g2 z_{k'+m}) = beta |g1 + g2 alpha| or beta |g1 - g2 alpha|, each w.p. 1/2,
+    independently over the m - 1 other k'. So
+      Acc = sum_s P(s) [o_s > 0] prod_{k' != k} P(score_k' < o_s) = sum_s P(s) [o_s > 0] P(X < o_s)^(m-1).
+    Test noise is not part of this computation (the paper's theorems assume none): e > 0 is a ValueError.
+    A score difference within tie_tol of zero at a positive-probability point is a ValueError (the
+    prediction there depends on the class order).
+    """
+    if e > 0:
+        raise ValueError(f"DM2's exact accuracy has no test noise: sigma_xi = {cfg.sigma_xi} > 0; allowed sigma_xi = 0 "
+                         "(the paper's assumption), or theory.population_zero_shot_accuracy_mc")
+    m = cfg.m
+    g1, g2 = W[0, 0], W[m, 0]
+    c = np.tile([1.0, -1.0], m)
+    expected = np.zeros_like(W)
+    expected[np.repeat(np.arange(m), 2), np.arange(2 * m)] = g1 * c
+    expected[m + np.repeat(np.arange(m), 2), np.arange(2 * m)] = g2 * c
+    if np.abs(W - expected).max() > tie_tol:
+        raise ValueError("DM2's exact accuracy needs class scores c'(g1 z_k' + g2 z_k'+m) shared by all classes; "
+                         "this rank splits a tied singular subspace")
+    others = cfg.beta * np.abs(np.array([g1 + g2 * cfg.alpha, g1 - g2 * cfg.alpha]))
+    acc = 0.0
+    for weight, own in ((q, g1 + g2 * cfg.alpha), (1 - q, g1 - g2 * cfg.alpha)):
+        gaps = [own] + ([own - x for x in others] if m > 1 and cfg.beta > 0 else [])
+        if weight > 0 and min(abs(g) for g in gaps) <= tie_tol:
+            raise ValueError(f"DM2 at a tie: a score difference is 0 (alpha {cfg.alpha}, beta {cfg.beta}, pi {cfg.pi}, "
+                             f"m {m}); the prediction depends on the class order")
+        if own > 0:
+            beat = 1.0 if cfg.beta == 0 else float(np.mean(others < own))
+            acc += weight * beat ** (m - 1)
+    return float(acc)
+
+
+def dm2_thresholds(cfg: DM2Config) -> tuple[float, float]:
+    """(pi_1, pi~) of DM2 (the paper's Eq. 31 and Thm 5.4): full-rank MMCL is 100% accurate on P* iff
+    pi > pi~ = ((1+beta) alpha^2 - 1 + beta) / ((1-beta) beta^2 (m-1)); its own-class score stays positive on
+    every test point iff pi > pi_1 = (alpha^2 - 1) / (beta^2 (m-1)). Infinite when beta = 0.
+    """
+    den = cfg.beta**2 * (cfg.m - 1)
+    if den == 0:
+        return math.inf, math.inf
+    return (cfg.alpha**2 - 1) / den, ((1 + cfg.beta) * cfg.alpha**2 - 1 + cfg.beta) / ((1 - cfg.beta) * den)
+
+
 def m1_population_accuracy(cfg: M1Config, test: str | float, test_noise: bool = True) -> float:
     """The M1 closed form (docs/theory.md#m1-closed-form), full rank, core prompts:
 
@@ -276,8 +349,11 @@ def m1_population_accuracy(cfg: M1Config, test: str | float, test_noise: bool = 
 def bayes_core_accuracy(cfg: Config) -> float:
     """Accuracy of the Bayes classifier that sees only the noise-free class core: Phi(1/sigma_core).
 
-    M1: sign(z_core); M2 (no details at test): argmax_k c_k, correct iff c_y > 0.
+    M1: sign(z_core); M2 (no details at test): argmax_k c_k, correct iff c_y > 0. DM2: the core
+    coordinates name the class exactly (|z_k| = 1 > beta = |z_j|), so 1.
     """
+    if isinstance(cfg, DM2Config):
+        return 1.0
     return 1.0 if cfg.sigma_core == 0 else float(stats.norm.cdf(1.0 / cfg.sigma_core))
 
 

@@ -22,6 +22,8 @@ from scipy import stats
 from .common import (DERIVED, FAIL, NOT_RUN, PAPER, PASS, SAGAWA, TEST_INDEX, TESTS, Z, Record, evaluate, fmt, mean_se,
                      verdict)
 
+from .theorems import CHECKS as THEOREM_CHECKS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # docs/theory.md#m1-reference table, defaults (sigma_core 1, sigma_spu 0.05, p 0.95, sigma_xi 1, d 2000).
@@ -741,7 +743,8 @@ def check_Q5(quick: bool) -> Record:
                  "W_I^T W_T = W_I^T R^T R^{-T} W_T. The check applies both to learners.mmcl_closed_form's factors."])
 
 
-CHECKS = {
+CHECKS = {  # the paper's theorems first, then the package's claims on its own models
+    **THEOREM_CHECKS,
     "C1": check_C1, "C2": check_C2, "C3": check_C3, "C4": check_C4, "C5": check_C5, "C6": check_C6, "C7": check_C7,
     "C8": check_C8,
     "Q1": check_Q1, "Q2": check_Q2, "Q3": check_Q3, "Q4": check_Q4, "Q5": check_Q5,
