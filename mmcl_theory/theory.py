@@ -1,8 +1,8 @@
 """Exact theory, float64: contrastive cross-covariance, closed-form minimiser, population predictions.
 
 Derivations: docs/theory.md (anchors cited per function). Every formula here is this package's
-derivation for its own models M1 and M2 (docs/models.md), standing in for the paper's unavailable
-constants (docs/theory.md#paper-vs-package).
+derivation for its own models M1 and M2 (docs/models.md) and for the paper's Data Model 2 (DM2; its
+Eq. 27 and Thm 5.4 derived again, docs/theory.md#the-papers-theorems).
 
 Population zero-shot score (full rank): A -> D_I C D_T^T with C = Cov(z_I, z_T), so class k scores
     score_k(x) = (z + D_I^T xi)^T C t_k,

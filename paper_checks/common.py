@@ -17,7 +17,7 @@ from mmcl_theory.datamodel import TESTS  # noqa: F401  (re-exported for the chec
 from mmcl_theory.evaluate import mean_se  # noqa: F401  (re-exported for the checks)
 
 PAPER = "paper claim"
-DERIVED = "package derivation (stands in for the paper's unavailable constants)"
+DERIVED = "package derivation (this package's own models and formulas)"
 SAGAWA = "published: Sagawa et al. 2020"
 
 PASS, FAIL, NOT_RUN, CRASHED = "pass", "fail", "not run", "crashed"

@@ -107,9 +107,11 @@ def render(records: list[Record], quick: bool, seconds: float) -> str:
         f"- Verdicts: {counts['pass']} pass, {counts['fail']} fail, {counts['not run']} not run, "
         f"{counts['crashed']} crashed.",
         "",
-        "Sources: *paper claim* = a claim of Xue et al. (ICLR 2024) as stated in docs/claims.md; "
-        "*package derivation* = a number or identity of this package's own models M1/M2 "
-        "(docs/theory.md), standing in for the paper's unavailable constants; "
+        "Sources: *paper theorem* = a theorem or corollary of Xue et al. (ICLR 2024), its expectation written from "
+        "the paper's own formula (docs/theory.md#the-papers-theorems); *paper experiment* = its App. G.1 experiment "
+        "with the values of its Fig. 2; *paper claim* = a qualitative claim of the paper tested in this package's "
+        "own models (docs/claims.md); *package derivation* = a number or identity of this package's own models "
+        "M1/M2/M3 (docs/theory.md); "
         "*published: Sagawa et al. 2020* = their toy setting (Appendix A.4) and Theorem 1, restated in M1's parameters. "
         "Every expectation is independent of the code it checks: a closed form written out in the check, "
         "a second method, or the reference tables of docs/theory.md (which came from an independent NumPy simulation). "

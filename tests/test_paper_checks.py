@@ -32,7 +32,7 @@ def test_every_check_ran(records):
     for r in records.values():
         assert r.claim and r.source and r.expected and r.measured and r.why, r.id
         assert r.source.startswith(("paper theorem: Xue et al. 2024, Thm", "paper experiment: Xue et al. 2024")) or \
-            r.source in ("paper claim", "package derivation (stands in for the paper's unavailable constants)",
+            r.source in ("paper claim", "package derivation (this package's own models and formulas)",
                          "published: Sagawa et al. 2020"), r.id
         assert r.id[0] != "T" or r.source.startswith("paper theorem"), r.id
 
