@@ -1,5 +1,7 @@
 """Data model: validation, sampling statistics, and the population covariance against Monte Carlo."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,3 +114,29 @@ def test_m2_population_covariance_matches_monte_carlo(K, sigma_core, p, beta, an
                       spurious_annotation=s)
     mc = _mc_cross_covariance(cfg)
     np.testing.assert_allclose(population_cross_covariance(cfg), mc, atol=6 * (1 + sigma_core**2) / np.sqrt(200_000))
+
+
+def test_m2_caption_richness_enters_the_sampler_once():
+    """docs/models.md#m2: the own-class core is annotated (c_T,y = c_y) with probability r, else mentioned
+    (c_T,y = 1), so E[c_y c_T,y] = r E[c_y^2] + (1 - r) E[c_y] = 1 + r sigma_core^2 (1.5 at r = 0.5, sigma_core = 1;
+    r^2 would give 1.25), and the population Cov(c_k, c_T,k) of theory.m2_cross_covariance is met by the sample.
+    Tolerances: 4 standard errors of each sample mean."""
+    K, r, sigma_core, beta, annotate, n = 3, 0.5, 1.0, 0.25, 0.5, 200_000
+    cfg = make_config("M2", K=K, r=r, sigma_core=sigma_core, beta=beta, annotate=annotate)
+    lat = sample_latents(jax.random.key(7), cfg, n)
+    c, c_text = np.asarray(lat.z_image[:, :K], np.float64), np.asarray(lat.z_text[:, :K], np.float64)
+    rows = np.arange(n)
+    y = np.asarray(lat.label)
+    own, own_text = c[rows, y], c_text[rows, y]
+    copied = own_text == own  # c_y is continuous: equal to the mentioned value 1 with probability 0
+    assert np.all(copied | (own_text == 1.0))
+    assert abs(copied.mean() - r) <= 4 * math.sqrt(r * (1 - r) / n)
+    product = own * own_text
+    assert abs(product.mean() - (1 + r * sigma_core**2)) <= 4 * product.std() / math.sqrt(n)
+    # the population cross-covariance's core diagonal against the sample's, entry by entry
+    from mmcl_theory.theory import m2_cross_covariance
+
+    theory = m2_cross_covariance(cfg)
+    for k in range(K):
+        centred = (c[:, k] - c[:, k].mean()) * (c_text[:, k] - c_text[:, k].mean())
+        assert abs(centred.mean() - theory[k, k]) <= 4 * centred.std() / math.sqrt(n), k

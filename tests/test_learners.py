@@ -86,6 +86,134 @@ def test_infonce_floor_value_attainment_and_bound():
         assert float(losses.min()) >= floor - 1e-6
 
 
+# ------------------------------------------------------------------ InfoNCE against the loss written out by hand
+
+
+def _lse(a, axis):
+    top = a.max(axis, keepdims=True)
+    return (top + np.log(np.exp(a - top).sum(axis, keepdims=True))).squeeze(axis)
+
+
+def _infonce_by_hand(u, v, tau):
+    """Symmetric InfoNCE in float64 numpy, from its definition (docs/learners.md#infonce): with s_ij = <u_i, v_j>/tau,
+    (1/2) [ (1/n) sum_i (logsumexp_j s_ij - s_ii) + (1/n) sum_j (logsumexp_i s_ij - s_jj) ]."""
+    s = np.asarray(u, np.float64) @ np.asarray(v, np.float64).T / tau
+    return 0.5 * (np.mean(_lse(s, 1) - np.diag(s)) + np.mean(_lse(s, 0) - np.diag(s)))
+
+
+def _infonce_gradient_by_hand(u, v, tau):
+    """(dL/du, dL/dv): softmax minus one-hot, per direction. dL/ds_ij = (1/2n) [(P_row - I) + (P_col - I)]_ij with
+    P_row the softmax of s over j (each row), P_col over i (each column); s = u v^T / tau."""
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    n = u.shape[0]
+    s = u @ v.T / tau
+    p_row = np.exp(s - _lse(s, 1)[:, None])
+    p_col = np.exp(s - _lse(s, 0)[None, :])
+    g = ((p_row - np.eye(n)) + (p_col - np.eye(n))) / (2 * n)
+    return g @ v / tau, g.T @ u / tau
+
+
+# Three unit image and caption embeddings in R^2, tau = 0.5: s = 2 u v^T =
+#   [[1.6, 1.2, 0], [1.2, -1.6, 2], [1.92, -0.56, 1.6]]
+# rows (image -> caption): logsumexp(1.6, 1.2, 0) - 1.6 = 0.627123, logsumexp(1.2, -1.6, 2) + 1.6 = 3.989778,
+#   logsumexp(1.92, -0.56, 1.6) - 1.6 = 0.913267; columns (caption -> image): logsumexp(1.6, 1.2, 1.92) - 1.6 = 1.114304,
+#   logsumexp(1.2, -1.6, -0.56) + 1.6 = 3.009333, logsumexp(0, 2, 1.6) - 1.6 = 0.990924; loss = (mean + mean) / 2.
+U3 = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+V3 = np.array([[0.8, 0.6], [0.6, -0.8], [0.0, 1.0]])
+INFONCE_U3_V3_TAU_HALF = (0.627123 + 3.989778 + 0.913267 + 1.114304 + 3.009333 + 0.990924) / 6
+
+
+def test_infonce_loss_hand_computed_and_its_gradient_is_softmax_minus_one_hot():
+    assert _infonce_by_hand(U3, V3, 0.5) == pytest.approx(INFONCE_U3_V3_TAU_HALF, abs=2e-6)
+    u, v = jnp.asarray(U3, jnp.float32), jnp.asarray(V3, jnp.float32)
+    assert float(infonce_loss(u, v, 2.0)) == pytest.approx(INFONCE_U3_V3_TAU_HALF, abs=1e-5)
+    # the temperature enters once: at tau = 1 (scale 1) and tau = 0.2 (scale 5) the loss is the hand formula's
+    for tau in (1.0, 0.2):
+        assert float(infonce_loss(u, v, 1.0 / tau)) == pytest.approx(_infonce_by_hand(U3, V3, tau), rel=1e-5)
+    grad_u, grad_v = jax.grad(infonce_loss, argnums=(0, 1))(u, v, 2.0)
+    hand_u, hand_v = _infonce_gradient_by_hand(U3, V3, 0.5)
+    np.testing.assert_allclose(grad_u, hand_u, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad_v, hand_v, rtol=1e-5, atol=1e-6)
+
+
+def test_infonce_large_tau_expansion_is_log_n_plus_the_linear_loss():
+    """docs/temperature.md: for unit embeddings InfoNCE(tau) = log n + (n-1)/(n tau) L_lin + R(tau), with
+    R(tau) tau^2 -> (1/4) [mean_i var_j s_ij + mean_j var_i s_ij] (log mean exp(x/tau) = mean x / tau + var x /
+    (2 tau^2) + O(tau^-3)). Float64, random unit vectors, n = 6."""
+    rng = np.random.default_rng(3)
+    u = rng.normal(size=(6, 4))
+    v = rng.normal(size=(6, 4))
+    u, v = u / np.linalg.norm(u, axis=1, keepdims=True), v / np.linalg.norm(v, axis=1, keepdims=True)
+    n, s = 6, u @ v.T
+    lin = -np.trace(s) / n + (s.sum() - np.trace(s)) / (n * (n - 1))  # the linear loss, written out
+    second = 0.25 * (np.mean(s.var(axis=1)) + np.mean(s.var(axis=0)))
+    with jax.enable_x64(True):
+        ju, jv = jnp.asarray(u, jnp.float64), jnp.asarray(v, jnp.float64)
+        assert float(linear_contrastive_loss(ju, jv)) == pytest.approx(lin, rel=1e-12)
+        for tau in (30.0, 100.0, 1000.0):
+            got = float(infonce_loss(ju, jv, 1.0 / tau))
+            residual = got - math.log(n) - (n - 1) / (n * tau) * lin
+            assert residual * tau**2 == pytest.approx(second, rel=3.0 / tau)  # the O(tau^-3) term, relative 1/tau
+
+
+def _mlp_by_hand(params, x):
+    """ReLU MLP forward in float64 numpy: ReLU after every layer but the last."""
+    h = np.asarray(x, np.float64)
+    for i, (w, b) in enumerate(params):
+        h = h @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
+        if i < len(params) - 1:
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def _unit_rows(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("hidden", [False, True], ids=["linear", "mlp"])
+def test_infonce_learner_shapes_and_its_loss_at_its_temperature(hidden):
+    """mmcl_infonce's encoders have the widths of LearnerSettings (d -> width -> embed_dim for the MLP, d -> embed_dim
+    linear), its temperature is held at settings.temperature, and its last trace entry is InfoNCE at that temperature
+    of the returned encoders, computed here by hand (numpy forward pass and loss)."""
+    _, data = _m1_sample(n=12, d=30)
+    settings = L.LearnerSettings(temperature=0.5, steps=3, width=16, embed_dim=4)
+    params, losses = L.mmcl_infonce(jax.random.key(0), data.x_image, data.x_text, settings, hidden=hidden,
+                                    with_trace=True)
+    sizes = (30, 16, 4) if hidden else (30, 4)
+    for tower in ("image", "text"):
+        assert [(w.shape, b.shape) for w, b in params[tower]] == [((a, b), (b,)) for a, b in zip(sizes, sizes[1:])]
+    assert float(params["log_scale"]) == pytest.approx(math.log(2.0), rel=1e-6)  # fixed: not learned
+    u = _unit_rows(_mlp_by_hand(params["image"], data.x_image))
+    v = _unit_rows(_mlp_by_hand(params["text"], data.x_text))
+    assert float(losses[-1]) == pytest.approx(_infonce_by_hand(u, v, 0.5), rel=2e-5)
+    assert losses.shape == (4,) and float(losses[-1]) < float(losses[0])  # three Adam steps lower the loss
+
+
+def test_infonce_learned_temperature_is_clamped_at_the_minimum():
+    """learn_temperature: log(1/tau) is trained with the encoders and the loss uses tau = max(exp(-log_scale),
+    MIN_TEMPERATURE). Here (embedding dim 12 >= n, the pairs separate) it climbs past log 100 within 60 steps, so the
+    clamp is what holds tau at 0.01; unclamped, the hand loss would be ten times smaller (6.7e-4 against 6.2e-3).
+    Tolerance: float32 logits of size 100 round at ~1e-5."""
+    _, data = _m1_sample(n=12, d=30)
+    settings = L.LearnerSettings(temperature=0.3, steps=60, lr=0.2, learn_temperature=True, embed_dim=12)
+    params, losses = L.mmcl_infonce(jax.random.key(1), data.x_image, data.x_text, settings, hidden=False,
+                                    with_trace=True)
+    log_scale = float(params["log_scale"])
+    assert log_scale > math.log(1 / L.MIN_TEMPERATURE) + 0.2  # the premise: learned past the clamp
+    u = _unit_rows(_mlp_by_hand(params["image"], data.x_image))
+    v = _unit_rows(_mlp_by_hand(params["text"], data.x_text))
+    clamped = _infonce_by_hand(u, v, L.MIN_TEMPERATURE)
+    assert float(losses[-1]) == pytest.approx(clamped, abs=5e-5)
+    assert abs(_infonce_by_hand(u, v, math.exp(-log_scale)) - clamped) > 20 * 5e-5
+
+
+def test_sl_mlp_hidden_width_is_the_settings_width():
+    _, data = _m1_sample(n=12, d=30)
+    params = L.sl_cross_entropy(jax.random.key(0), data.x_image, data.label, 2,
+                                L.LearnerSettings(width=16, embed_dim=4, steps=1), hidden=True)
+    assert [(w.shape, b.shape) for w, b in params] == [((30, 16), (16,)), ((16, 2), (2,))]
+
+
 def test_temperature_below_the_logit_scale_clamp_is_refused():
     with pytest.raises(ConfigError, match=r"temperature = 0.005 is out of range: allowed a finite number in \[0.01"):
         L.LearnerSettings(temperature=0.005)
