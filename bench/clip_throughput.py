@@ -68,7 +68,7 @@ def bench_one(name: str, batch: int, steps: int, warmup: int, dtype_name: str) -
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     state = jax.jit(lambda r: st.init_state(model, tx, r), out_shardings=rep)(rng)
-    step = train.jit_train_step(train.make_train_step(model, tx, objectives.step_objective("clip"), st.lr_schedule(t)), mesh)
+    step = train.jit_train_step(train.make_train_step(model, tx, objectives.step_objective(objectives.OBJECTIVES["clip"]), st.lr_schedule(t)), mesh)
 
     s, ctx, vocab = cfg.vision.image_size, cfg.text.context_length, cfg.text.vocab_size
 

@@ -30,18 +30,19 @@ def build(objective: str, model_name: str, batch: int, queue_size: int):
     size, ctx = base.vision.image_size, base.text.context_length
     data = train_data.synthetic_data(max(batch, 64), size, ctx, vocab, seed=0)
     num_classes = 0
-    if objective == "supervised":
+    spec = objectives.get_objective(objective)
+    if spec.labels:
         labels, classes = train_data.synthetic_labels(data.num_examples, 0)
         data = train_data.TrainData(data.images, data.tokens, data.eot_id, data.vocab_size, labels=labels, classes=classes)
         num_classes = len(classes["classnames"])
     cfg = models.model_config(model_name, vocab_size=vocab)
-    model = models.create_model(cfg, data.eot_id, **objectives.model_options(objective, num_classes))
+    model = models.create_model(cfg, data.eot_id, **objectives.model_options(spec, num_classes))
     t = config.TrainSection(steps=10_000, batch_size=batch, objective=objective, queue_size=queue_size)
     mesh = st.make_mesh()
     tx = st.make_optimizer(t, jax.eval_shape(lambda r: models.init_variables(model, r), jax.random.key(0))["params"])
-    extra = objectives.initial_objective_state(objective, queue_size, cfg.embed_dim)
+    extra = objectives.initial_objective_state(spec, queue_size, cfg.embed_dim)
     state = jax.jit(lambda r: st.init_state(model, tx, r, extra), out_shardings=st.replicated(mesh))(jax.random.key(0))
-    step = train.jit_train_step(train.make_train_step(model, tx, objectives.step_objective(objective),
+    step = train.jit_train_step(train.make_train_step(model, tx, objectives.step_objective(spec),
                                                       st.lr_schedule(t)), mesh)
     host = train_data.host_batch(data, 0, 0, batch)
     return step, state, {k: st.to_global(mesh, v) for k, v in host.items()}

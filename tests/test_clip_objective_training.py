@@ -113,8 +113,8 @@ def test_declip_steps_fill_the_queue_fifo():
     model = models.create_model(cfg, eot_id=511)
     t = config.TrainSection(steps=3, batch_size=8, objective="declip", queue_size=16)
     tx = state.make_optimizer(t, jax.eval_shape(lambda r: models.init_variables(model, r), jax.random.key(0))["params"])
-    st = state.init_state(model, tx, jax.random.key(0), objectives.initial_objective_state("declip", 16, cfg.embed_dim))
-    step = jax.jit(train.make_train_step(model, tx, objectives.step_objective("declip"), state.lr_schedule(t)))
+    st = state.init_state(model, tx, jax.random.key(0), objectives.initial_objective_state(objectives.OBJECTIVES["declip"], 16, cfg.embed_dim))
+    step = jax.jit(train.make_train_step(model, tx, objectives.step_objective(objectives.OBJECTIVES["declip"]), state.lr_schedule(t)))
     data = train_data.synthetic_data(8, 32, 16, 512, seed=0)
     batch = train_data.host_batch(data, 0, 0, 8)
     losses = []

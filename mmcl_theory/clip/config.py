@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Sequence
 
 from mmcl_theory.clip import models
-from mmcl_theory.clip.objectives import OBJECTIVES as TRAIN_OBJECTIVES, QUEUE_OBJECTIVES, TOKEN_OBJECTIVES
+from mmcl_theory.clip.objectives import OBJECTIVES, Objective, get_objective
 from mmcl_theory.config import (ConfigError, as_floats, check_choice, check_range, field_types, parse_value,
                                 section_from_dict, split_override)
 
 DATASETS = ("synthetic", "tiny_imagenet", "coco", "cc3m", "cc12m", "csv", "imagenet_captions", "webdataset")
 """data.dataset: 'synthetic' (random pairs, no files) or a training set of mmcl_theory.clip.data."""
 
-OBJECTIVES = ("infonce", "linear")
+CONTRASTIVE_LOSSES = ("infonce", "linear")
 """train.loss: the contrastive loss of train.objective = 'clip' (symmetric InfoNCE or the theory's linear loss; clip.objectives.step_objective)."""
 
 LABELLED_DATASETS = {"synthetic": "softmax", "tiny_imagenet": "softmax", "imagenet_captions": "softmax",
@@ -125,7 +125,7 @@ class TrainSection:
     warmup_steps from 0 to lr, then cosine decay to 0 at steps; grad_clip_norm > 0 clips the global
     gradient norm first. The batch of step s is a pure function of (seed, s).
     objective: one of mmcl_theory.clip.objectives.OBJECTIVES ('clip', 'supervised', 'slip', 'filip',
-    'declip', 'defilip'); loss: the contrastive loss of 'clip' (one of OBJECTIVES); ssl_weight,
+    'declip', 'defilip'); loss: the contrastive loss of 'clip' (one of CONTRASTIVE_LOSSES); ssl_weight,
     ssl_temperature, ssl_dim: SLIP's SimCLR term (weight, temperature, projection size); nn_weight,
     queue_size: the DeCLIP/DeFILIP nearest-neighbour term (weight, FIFO queue length >= batch_size).
     Metrics every log_every steps; a checkpoint every checkpoint_every steps (the 2 newest are kept,
@@ -153,6 +153,11 @@ class TrainSection:
     checkpoint_every: int = 100
     keep_every: int = 0
 
+    @property
+    def objective_spec(self) -> Objective:
+        """The Objective record named by ``objective`` (clip.objectives.OBJECTIVES)."""
+        return get_objective(self.objective)
+
     def __post_init__(self):
         for name in ("steps", "log_every", "checkpoint_every"):
             check_range("train", name, getattr(self, name), 1, MAX_INT, integer=True)
@@ -166,15 +171,15 @@ class TrainSection:
         check_range("train", "beta2", self.beta2, 0, 0.999999)
         check_range("train", "eps", self.eps, 0, 1, open_low=True)
         check_range("train", "grad_clip_norm", self.grad_clip_norm, 0, 1e9)
-        check_choice("train", "loss", self.loss, OBJECTIVES)
-        check_choice("train", "objective", self.objective, TRAIN_OBJECTIVES)
+        check_choice("train", "loss", self.loss, CONTRASTIVE_LOSSES)
+        check_choice("train", "objective", self.objective, tuple(OBJECTIVES))
         check_range("train", "ssl_weight", self.ssl_weight, 0, 1e6)
         check_range("train", "nn_weight", self.nn_weight, 0, 1e6)
         check_range("train", "ssl_temperature", self.ssl_temperature, 0, 1e3, open_low=True)
         check_range("train", "ssl_dim", self.ssl_dim, 1, 65536, integer=True)
-        smallest_queue = self.batch_size if self.objective in QUEUE_OBJECTIVES else 1
+        smallest_queue = self.batch_size if self.objective_spec.queue else 1
         check_range("train", "queue_size", self.queue_size, smallest_queue, MAX_INT, integer=True)
-        if self.loss != "infonce" and self.objective != "clip":
+        if self.loss != "infonce" and not self.objective_spec.loss_choice:
             raise ConfigError(f"train.loss = {self.loss!r} is not allowed with train.objective = {self.objective!r}: "
                               "'infonce' (train.loss chooses the contrastive loss of objective 'clip' only)")
         as_floats(self, ("lr", "weight_decay", "beta1", "beta2", "eps", "grad_clip_norm", "ssl_weight",
@@ -232,15 +237,15 @@ class TrainConfig:
     distributed: DistributedSection
 
     def __post_init__(self):
-        objective = self.train.objective
-        if objective == "supervised" and self.data.dataset not in LABELLED_DATASETS:
+        objective = self.train.objective_spec
+        if objective.labels and self.data.dataset not in LABELLED_DATASETS:
             raise ConfigError(f"data.dataset = {self.data.dataset!r} is not allowed with train.objective = 'supervised': "
                               f"a set with class labels, one of {', '.join(LABELLED_DATASETS)}")
-        if objective in TOKEN_OBJECTIVES:
+        if objective.tokens:
             length = self.data.context_length or models.model_config(self.model.name).text.context_length
             if length < 2:
                 raise ConfigError(f"data.context_length = {self.data.context_length} is not allowed with train.objective = "
-                                  f"{objective!r}: an integer >= 2 (token-wise similarity needs text tokens besides EOT)")
+                                  f"{objective.name!r}: an integer >= 2 (token-wise similarity needs text tokens besides EOT)")
         if self.eval.every and self.data.dataset == "synthetic":
             raise ConfigError(f"eval.every = {self.eval.every} is not allowed when data.dataset = 'synthetic': 0 "
                               "(zero-shot evaluation needs a real dataset's tokenizer)")

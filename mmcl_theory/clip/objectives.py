@@ -33,6 +33,7 @@ norm along the last axis; every loss is a mean over the batch.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import jax
@@ -41,10 +42,36 @@ import jax.numpy as jnp
 from mmcl_theory.clip import augment, models
 from mmcl_theory.losses import infonce_loss, l2_normalise, linear_contrastive_loss
 
-OBJECTIVES = ("clip", "supervised", "slip", "filip", "declip", "defilip")
-"""train.objective: the objectives of the trainer (module doc); ``step_objective`` builds each."""
-TOKEN_OBJECTIVES = ("filip", "defilip")
-QUEUE_OBJECTIVES = ("declip", "defilip")
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """One training objective of the trainer (module doc): what it needs from the data and the model.
+
+    labels: trains on class labels, not captions (the supervised baseline: a linear head, no text tower);
+    tokens: scores token-wise similarities (FILIP family: needs text tokens besides EOT);
+    queue: keeps a FIFO queue of text embeddings in the train state (DeCLIP family);
+    ssl_views: adds a SimCLR term on two augmented views of each image (SLIP);
+    loss_choice: its contrastive term may be the theory's linear loss instead of InfoNCE (train.loss; CLIP only).
+    """
+
+    name: str
+    labels: bool = False
+    tokens: bool = False
+    queue: bool = False
+    ssl_views: bool = False
+    loss_choice: bool = False
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
+    Objective("clip", loss_choice=True), Objective("supervised", labels=True), Objective("slip", ssl_views=True),
+    Objective("filip", tokens=True), Objective("declip", queue=True), Objective("defilip", tokens=True, queue=True))}
+"""train.objective: the objectives of the trainer by name; ``step_objective`` builds each."""
+
+
+def get_objective(name: str) -> Objective:
+    """The Objective record of ``train.objective``; an unknown name is a ValueError listing the known ones."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective = {name!r}: must be one of {list(OBJECTIVES)}")
+    return OBJECTIVES[name]
 
 
 def _at_least_f32(x: jax.Array) -> jax.Array:
@@ -221,25 +248,25 @@ objective_state: {} or the DeCLIP queue {'queue': (Q, D), 'count': int32 (), 'ne
 key: the PRNG key of this step (SLIP's augmentations)."""
 
 
-def model_options(objective: str, num_classes: int = 0, ssl_dim: int = 256) -> dict:
+def model_options(objective: Objective, num_classes: int = 0, ssl_dim: int = 256) -> dict:
     """Keyword options of models.create_model that ``objective`` needs: the supervised baseline has
     a linear head over num_classes and no text tower; SLIP a SimCLR MLP of output ssl_dim."""
-    if objective == "supervised":
+    if objective.labels:
         return {"num_classes": num_classes, "text_tower": False}
-    if objective == "slip":
+    if objective.ssl_views:
         return {"ssl_dim": ssl_dim}
     return {}
 
 
-def initial_objective_state(objective: str, queue_size: int, embed_dim: int) -> dict:
+def initial_objective_state(objective: Objective, queue_size: int, embed_dim: int) -> dict:
     """{} or, for DeCLIP/DeFILIP, an empty FIFO text queue: zeros (queue_size, embed_dim), count 0, next 0."""
-    if objective not in QUEUE_OBJECTIVES:
+    if not objective.queue:
         return {}
     return {"queue": jnp.zeros((queue_size, embed_dim), jnp.float32), "count": jnp.zeros((), jnp.int32),
             "next": jnp.zeros((), jnp.int32)}
 
 
-def step_objective(objective: str, *, contrastive_loss: str = "infonce", label_kind: str = "softmax",
+def step_objective(objective: Objective, *, contrastive_loss: str = "infonce", label_kind: str = "softmax",
                    ssl_weight: float = 1.0, ssl_temperature: float = 0.1, nn_weight: float = 0.5) -> StepObjective:
     """The train-step objective of name ``objective`` (OBJECTIVES; see StepObjective):
 
@@ -249,37 +276,34 @@ def step_objective(objective: str, *, contrastive_loss: str = "infonce", label_k
     filip: filip_loss; declip / defilip: declip_loss / defilip_loss against the queue, which is then
     updated with this batch's text embeddings.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective = {objective!r}: must be one of {list(OBJECTIVES)}")
-
     def run(module: models.CLIP, batch: dict, state: dict, key: jax.Array):
         x = models.preprocess(batch["images"], module.dtype)
         scale = module.temperature_scale()
-        if objective == "supervised":
+        if objective.labels:
             logits = module.classify(x, train=True)
             ce = softmax_cross_entropy if label_kind == "softmax" else sigmoid_cross_entropy
             return ce(logits, batch["labels"]), scale, state
-        if objective in TOKEN_OBJECTIVES:
+        if objective.tokens:
             emb_image, image_tokens = module.encode_image_tokens(x, train=True)
             emb_text, text_tokens, mask = module.encode_text_tokens(batch["tokens"])
         else:
             emb_image, emb_text, scale = module(x, batch["tokens"], train=True)
-        if objective == "clip":
-            if contrastive_loss == "linear":
-                return linear_contrastive_loss(emb_image, emb_text), scale, state
-            return clip_loss(emb_image, emb_text, scale), scale, state
-        if objective == "slip":
+        if objective.ssl_views:
             view_1, view_2 = augment.two_views(key, batch["images"])
             project = lambda v: module.ssl_project(models.preprocess(v, module.dtype), train=True)
             loss = slip_loss(emb_image, emb_text, scale, project(view_1), project(view_2), ssl_weight, ssl_temperature)
             return loss, scale, state
-        if objective == "filip":
-            return filip_loss(image_tokens, text_tokens, mask, scale), scale, state
-        if objective == "declip":
-            loss = declip_loss(emb_image, emb_text, scale, state["queue"], state["count"], nn_weight)
-        else:
+        if not objective.queue:
+            if objective.tokens:
+                return filip_loss(image_tokens, text_tokens, mask, scale), scale, state
+            if objective.loss_choice and contrastive_loss == "linear":
+                return linear_contrastive_loss(emb_image, emb_text), scale, state
+            return clip_loss(emb_image, emb_text, scale), scale, state
+        if objective.tokens:
             loss = defilip_loss(image_tokens, text_tokens, mask, emb_image, emb_text, scale, state["queue"],
                                 state["count"], nn_weight)
+        else:
+            loss = declip_loss(emb_image, emb_text, scale, state["queue"], state["count"], nn_weight)
         queue, count, nxt = enqueue(state["queue"], state["count"], state["next"], emb_text)
         return loss, scale, {"queue": queue, "count": count, "next": nxt}
 

@@ -156,9 +156,9 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, data:
                                     context_length=data.tokens.shape[-1], image_size=data.image_size,
                                     text_layers=cfg.model.text_layers or None)
     dtype = st.compute_dtype(cfg.model.dtype)
-    options = objectives.model_options(t.objective, len(data.classes["classnames"]) if data.classes else 0, t.ssl_dim)
+    options = objectives.model_options(t.objective_spec, len(data.classes["classnames"]) if data.classes else 0, t.ssl_dim)
     model = models.create_model(model_cfg, data.eot_id, dtype, **options)
-    objective_state = objectives.initial_objective_state(t.objective, t.queue_size, model_cfg.embed_dim)
+    objective_state = objectives.initial_objective_state(t.objective_spec, t.queue_size, model_cfg.embed_dim)
     header = run_header(portable_dict(cfg), command)
     run = dict(header, model_config=models.config_to_dict(model_cfg), eot_id=data.eot_id,
                compute_dtype=jnp.dtype(dtype).name, devices=[str(d) for d in jax.devices()],
@@ -188,7 +188,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True, data:
         cut_metrics(metrics_path, logged, start)
 
     objective = objectives.step_objective(
-        t.objective, contrastive_loss=t.loss, label_kind=data.classes["kind"] if data.classes else "softmax",
+        t.objective_spec, contrastive_loss=t.loss, label_kind=data.classes["kind"] if data.classes else "softmax",
         ssl_weight=t.ssl_weight, ssl_temperature=t.ssl_temperature, nn_weight=t.nn_weight)
     step_fn = jit_train_step(make_train_step(model, tx, objective, st.lr_schedule(t), t.seed), mesh)
     evaluator = None

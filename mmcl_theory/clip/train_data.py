@@ -160,7 +160,7 @@ def load_train_data(cfg: TrainConfig, workdir: Path, progress: bool = True) -> T
     if d.dataset == "synthetic":
         vocab = base.text.vocab_size if d.tokenizer == "clip_bpe" else d.vocab_size
         data = synthetic_data(d.num_examples, size, ctx, vocab, cfg.train.seed)
-        if cfg.train.objective == "supervised":
+        if cfg.train.objective_spec.labels:
             labels, classes = synthetic_labels(d.num_examples, cfg.train.seed)
             data = dataclasses.replace(data, labels=labels, classes=classes)
         return data
@@ -224,7 +224,7 @@ def real_train_data(cfg: TrainConfig, workdir: Path, image_size: int, context_le
     report = {"examples": len(groups), "unreadable": portable_skips(cache.skipped, d.root),
               "skipped_at_load": portable_skips(ds.skipped, d.root)}
     labels, classes = None, None
-    if cfg.train.objective == "supervised":
+    if cfg.train.objective_spec.labels:
         labels, classes = dataset_labels(ds, d.dataset, d.root)
         labels = labels[keep]
     return TrainData(cache.images, tokens[:, 0] if k == 1 else tokens, tok.eot_id, tok.vocab_size,
