@@ -162,6 +162,20 @@ def portable_argument(arg: str) -> str:
     return arg
 
 
+def load_module_from_path(path: str | os.PathLike, name: str):
+    """Import the Python file ``path`` as module ``name`` (for a checkout's experiment scripts, which are not
+    part of the installed package); its folder goes on sys.path first so that it can import its neighbours."""
+    import importlib.util
+
+    path = Path(path)
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_header(config: Any = None, command: Sequence[str] | None = None) -> dict:
     """Provenance of a result: package, version, UTC date, command line (absolute paths cut to their
     names, see portable_argument), resolved config."""

@@ -521,10 +521,11 @@ def check_C8(quick: bool) -> Record:
     if not path.is_file():
         return Record("C8", claim, PAPER, expected, "no results", NOT_RUN,
                       f"{path.name} not found: run real_data/mechanisms_experiment.py (real_data/README.md)")
-    from mmcl_theory.clip.mechanisms import c6_assessment
+    from mmcl_theory.io import load_module_from_path
 
+    analysis = load_module_from_path(ROOT / "real_data" / "mechanisms_analysis.py", "mechanisms_analysis")
     report = json.loads(path.read_text())
-    c = c6_assessment(report["mechanisms"])
+    c = analysis.c6_assessment(report["mechanisms"])
     verdict_ = {"pass": PASS, "fail": FAIL}.get(c["verdict"], NOT_RUN)
     measured = "; ".join(c["lines"]) or "no arm with >= 3 seeds"
     why = (f"arms without >= 3 seeds: {', '.join(c['missing'])}" if c["missing"] else
@@ -533,7 +534,7 @@ def check_C8(quick: bool) -> Record:
         why = "a treatment arm lacks 3 seeds (" + ", ".join(c["missing"]) + "); measured so far: " + measured
     return Record("C8", claim, PAPER, expected, measured, verdict_, why,
                   [f"Source: {path.relative_to(path.parents[3])} (written by real_data/mechanisms_experiment.py "
-                   "--analyse-only); the rule is mmcl_theory.clip.mechanisms.c6_assessment.",
+                   "--analyse-only); the rule is c6_assessment in real_data/mechanisms_analysis.py.",
                    *c["lines"]])
 
 

@@ -5,7 +5,7 @@ checkpoint, gather one CSV, compute effective robustness against each arm's base
         --setting cpu --seeds 0 1 2 [--arms coarse coarse_fine ...] [--set train.steps=...]
     python real_data/mechanisms_experiment.py --data-root ../shared/data --runs runs/mech --analyse-only
 
-Arms (mmcl_theory.clip.mechanisms.ARMS): coarse / coarse_fine (intra-class contrasting), mosaic_main /
+Arms (real_data/mechanisms_analysis.py, ARMS): coarse / coarse_fine (intra-class contrasting), mosaic_main /
 mosaic_all (feature sharing with 2-4 object mosaics), sl_coarse / sl_mosaic (the supervised baseline on
 the same images and backbone), label / rich (the nuisance control, detail type (c)). The training sets
 are written once by ``mmcl_theory.clip.data.mosaics.write_mechanism_sets`` under RUNS/<setting>/sets as
@@ -60,7 +60,7 @@ def _toml(value) -> str:
 def run_overrides(arm: str, seed: int, setting: dict, data_root: Path, sets: dict, cache: Path,
                   mosaic_names: str) -> tuple[Path, list[str]]:
     """(TOML config, --set overrides) of one run."""
-    from mmcl_theory.clip.mechanisms import ARMS, eval_datasets, id_dataset
+    from mechanisms_analysis import ARMS, eval_datasets, id_dataset
 
     spec = ARMS[arm]
     names = mosaic_names if spec["names"] == "mosaic" else spec["names"]
@@ -117,7 +117,7 @@ def train_run(config: Path, overrides: list[str], work: Path, nice: bool) -> tup
 
 def gather(workdirs: list[Path], out: Path, figures: Path, header: dict) -> dict:
     """CSV of every evaluation, points, ER report and figure; returns the report."""
-    from mmcl_theory.clip import mechanisms
+    import mechanisms_analysis as mechanisms
     from mmcl_theory.io import atomic_write_csv, atomic_write_json
 
     csv_path = out / "mechanisms_results.csv"
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
 
 def run(a: argparse.Namespace) -> int:
     from mmcl_theory.clip.data.mosaics import write_mechanism_sets
-    from mmcl_theory.clip.mechanisms import ARMS, eval_datasets
+    from mechanisms_analysis import ARMS, eval_datasets
     from mmcl_theory.io import atomic_write_json, run_header
 
     data_root = Path(a.data_root).resolve()

@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmcl_theory.clip import data, mechanisms
+from mmcl_theory.clip import data
 from mmcl_theory.clip.data import coarse_classes, mosaics
 from mmcl_theory.clip.data.eval_sets import texture_vs_shape_coarse_label
+from mmcl_theory.io import load_module_from_path
 
 REPO = Path(__file__).resolve().parent.parent
+mechanisms = load_module_from_path(REPO / "real_data" / "mechanisms_analysis.py", "mechanisms_analysis")
 SHARED = Path(os.environ.get("MMCL_SHARED_DATA", REPO.parent / "shared" / "data"))
 TINY = SHARED / "tiny_imagenet"
 needs_tiny = pytest.mark.skipif(not (TINY / "wnids.txt").is_file(), reason=f"no Tiny ImageNet at {TINY}")

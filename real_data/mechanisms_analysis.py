@@ -250,7 +250,8 @@ def draw_figure(points: Sequence[dict], path: str | os.PathLike, kind: str = "lo
 
 
 def figure_from_csv(csv_path: str | os.PathLike, png_path: str | os.PathLike) -> None:
-    """Redraw figures/real_data_mechanisms.png from its CSV (for ``python -m mmcl_theory.figures``)."""
+    """Redraw figures/real_data_mechanisms.png from its CSV (``python -m mmcl_theory.figures`` loads this file
+    from the checkout with mmcl_theory.io.load_module_from_path)."""
     draw_figure(read_point_rows(csv_path), png_path)
 
 
