@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ArgumentParser
-from .io import atomic_write_csv, atomic_write_text
+from .io import atomic_write_csv, atomic_write_text, load_module_from_path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES_DIR = ROOT / "figures"
@@ -91,7 +91,7 @@ SWEEP_FIGURES = {
         "sklearn digits, p 0.99, sigma 0.01 (and 0.1), n 1200, 3 seeds; one line style per variant"),
 }
 REAL_DATA_NAME = "real_data_ood_vs_id"
-MECHANISMS_NAME = "real_data_mechanisms"  # drawn by mmcl_theory.clip.mechanisms from its committed CSV
+MECHANISMS_NAME = "real_data_mechanisms"  # drawn by real_data/mechanisms_analysis.py from its committed CSV
 
 
 def available() -> list[str]:
@@ -204,7 +204,7 @@ def write_readme(out_dir: Path, entries: list[dict], command: str) -> None:
              "n, accuracy, route; theory rows have seed -1). Panels: aligned / independent / flipped test; lines are the "
              "population theory (and the core-only Bayes accuracy), points are the mean +- standard error over "
              "seeds. Sources: the curves are this package's derivations for its models M1/M2 (docs/theory.md), "
-             "standing in for the paper's unavailable constants, not numbers from the paper. The InfoNCE learners are "
+             "not numbers from the paper (the paper's own values appear only where a figure says 'paper'). The InfoNCE learners are "
              "shown as measured: in M1 with rich captions they weight the spurious feature negatively (aligned "
              "accuracy drops, flipped rises), which the linear-loss theory does not describe.", ""]
     for e in entries:
@@ -257,13 +257,12 @@ def main(argv=None) -> int:
                 entries.append({"name": name, "title": title, "png": None,
                                 "note": "no figures/real_data_mechanisms.csv: run real_data/mechanisms_experiment.py"})
                 continue
-            from .clip.mechanisms import figure_from_csv
-
-            figure_from_csv(src, out_dir / f"{name}.png")
+            analysis = load_module_from_path(ROOT / "real_data" / "mechanisms_analysis.py", "mechanisms_analysis")
+            analysis.figure_from_csv(src, out_dir / f"{name}.png")
             entries.append({"name": name, "title": title, "png": f"{name}.png", "csv": os.path.relpath(src, out_dir),
                             "caption": "OOD against ID accuracy per arm, with each baseline arm's trend "
                                        "(real_data/README.md); CPU setting, 2-3 seeds per arm.",
-                            "note": "drawn from the committed CSV by mmcl_theory.clip.mechanisms.figure_from_csv"})
+                            "note": "drawn from the committed CSV by real_data/mechanisms_analysis.py"})
             continue
         if name == REAL_DATA_NAME:
             png, note = draw_real_data(out_dir)
