@@ -1,7 +1,6 @@
 """CLIP trainer: config validation, schedule, decay mask, resume == uninterrupted, kill -9, NaN stop,
-same seed -> same bytes, and the layering of mmcl_theory.clip (no import cycle)."""
+same seed -> same bytes."""
 
-import ast
 import json
 import os
 import shutil
@@ -323,92 +322,3 @@ def test_two_fresh_real_data_runs_are_bit_identical(tmp_path, shared_data):
     _fresh_run(REAL_DATA / "tiny_imagenet_rich.toml", tmp_path / "b", 2, args)
     assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
     _assert_same_bytes(tmp_path / "a", tmp_path / "b")
-
-
-# ----------------------------------------------------------------------------------------------
-# Layering: no import cycle; the CLIP track one way down
-# ----------------------------------------------------------------------------------------------
-PACKAGE = Path(__file__).resolve().parents[1] / "mmcl_theory"
-
-
-def import_graph(package_dir: Path) -> dict[str, set[str]]:
-    """module -> the package modules it imports anywhere in its file (top level or inside functions),
-    read with ast. (A package's __init__ importing its own submodules is not a cycle and is not counted
-    as one: the submodule's implicit dependence on its parent package is left out.)"""
-    root = package_dir.name
-    files = {}
-    for path in package_dir.rglob("*.py"):
-        parts = path.relative_to(package_dir.parent).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        files[name] = path
-    graph = {}
-    for name, path in files.items():
-        is_pkg = path.name == "__init__.py"
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = name.split(".")[: len(name.split(".")) - node.level + (1 if is_pkg else 0)]
-                    module = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    module = node.module or ""
-                targets = [module] + [f"{module}.{a.name}" for a in node.names]
-            else:
-                continue
-            deps |= {t for t in targets if t in files and t != name}
-        graph[name] = deps
-    assert root in graph
-    return graph
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import cycle [a, b, ..., a], or None."""
-    colour, stack = {}, []
-
-    def visit(node):
-        colour[node] = "grey"
-        stack.append(node)
-        for dep in sorted(graph.get(node, ())):
-            if colour.get(dep) == "grey":
-                return stack[stack.index(dep):] + [dep]
-            if dep not in colour:
-                found = visit(dep)
-                if found:
-                    return found
-        stack.pop()
-        colour[node] = "black"
-        return None
-
-    for node in sorted(graph):
-        if node not in colour:
-            found = visit(node)
-            if found:
-                return found
-    return None
-
-
-def test_cycle_finder_finds_a_planted_cycle():
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
-    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
-
-
-def test_package_has_no_import_cycle():
-    cycle = find_cycle(import_graph(PACKAGE))
-    assert cycle is None, " -> ".join(cycle)
-
-
-def test_clip_track_is_layered_one_way():
-    """config -> state -> zero_shot -> (train, evaluate): nothing imports a layer above it, and
-    train and evaluate do not import each other."""
-    graph = import_graph(PACKAGE)
-    order = ["config", "train_data", "state", "zero_shot", "train", "evaluate"]
-    above = {"config": {"state", "train_data", "zero_shot", "train", "evaluate"},
-             "state": {"train_data", "zero_shot", "train", "evaluate"},
-             "train_data": {"zero_shot", "train", "evaluate"},
-             "zero_shot": {"train_data", "train", "evaluate"},
-             "train": {"evaluate"}, "evaluate": {"train", "train_data"}}
-    for low in order:
-        deps = {d.rsplit(".", 1)[-1] for d in graph[f"mmcl_theory.clip.{low}"] if d.startswith("mmcl_theory.clip.")}
-        assert not deps & above[low], f"clip.{low} imports {sorted(deps & above[low])}"
