@@ -45,10 +45,9 @@ def main() -> None:
     t0 = time.perf_counter()
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from mmcl_theory import evaluate as E
-    from mmcl_theory.datamodel import dictionaries, make_config, sample_dataset
+    from mmcl_theory.datamodel import dictionaries, sample_dataset
     from mmcl_theory.sweep import make_plan, setup_jax
 
     setup_jax(args.device, compile_cache=False)

@@ -13,7 +13,6 @@ import csv
 import glob
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np

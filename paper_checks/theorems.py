@@ -16,7 +16,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from .common import PASS, Record, TEST_INDEX, Z, evaluate, fmt, mean_se, verdict
+from .common import Record, TEST_INDEX, Z, evaluate, fmt, mean_se, verdict
 
 THM = "paper theorem: Xue et al. 2024, "
 

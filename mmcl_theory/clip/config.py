@@ -107,8 +107,8 @@ class DataSection:
         check_range("data", "num_examples", self.num_examples, 1, MAX_INT, integer=True)
         if self.dataset != "synthetic":
             if not self.root:
-                raise ConfigError(f"data.root = '' is not allowed: a folder or file (required unless "
-                                  f"data.dataset = 'synthetic')")
+                raise ConfigError("data.root = '' is not allowed: a folder or file (required unless "
+                                  "data.dataset = 'synthetic')")
             if self.tokenizer == "train" and self.vocab_size < MIN_TRAINED_VOCAB_SIZE:
                 raise ConfigError(f"data.vocab_size = {self.vocab_size} is not allowed with data.tokenizer = 'train': "
                                   f"an integer >= {MIN_TRAINED_VOCAB_SIZE} (the BPE trainer's byte alphabet + specials)")
