@@ -4,6 +4,7 @@
 Property tests of the theory's statements over parameter spaces are in test_properties.py.
 """
 
+import math
 import re
 from pathlib import Path
 
@@ -251,9 +252,51 @@ def test_population_matches_finite_sample_at_large_n(sigma_core, p, r):
         assert abs(acc - population_zero_shot_accuracy(cfg, test)) < 2 / np.sqrt(cfg.n)
 
 
-def test_sagawa_conditions():
-    met = sagawa_conditions(make_config("M1", p=0.9996, sigma_spu=0.05, sigma_core=1.0, sigma_xi=0.05,
-                                        n=2000, d=40_000))
-    assert all(ok for ok, _ in met.values()), met
-    defaults = sagawa_conditions(make_config("M1"))
-    assert not defaults["p"][0] and not defaults["sigma_xi"][0] and defaults["sigma_core"][0]
+def _sagawa_bounds(p: float, n: int) -> tuple[float, float]:
+    """Sagawa et al. (ICML 2020), Thm 1, in M1's terms (docs/theory.md#sagawa), written out here: with
+    n_maj = round(p n) majority points, sigma_spu^2 <= 1 / (16 log(100 n_maj)) and sigma_xi^2 <= n_maj / 600^2."""
+    n_maj = round(p * n)
+    return 1 / (16 * math.log(100 * n_maj)), n_maj / 600**2
+
+
+# Interior point: every condition met with room (n_maj = 1999: sigma_spu^2 0.0025 < 0.00512, sigma_xi^2 0.0025 <
+# 0.00555, sigma_core^2 2.25 > 1, p 0.9996 > 0.9995002, d 40000 > 20000).
+SAGAWA_INTERIOR = dict(p=0.9996, sigma_spu=0.05, sigma_core=1.5, sigma_xi=0.05, n=2000, d=40_000)
+_SPU, _XI = _sagawa_bounds(0.9996, 2000)
+_P = 1 - 1 / 2001
+# condition -> [(value, met?)]: just inside and just outside each bound (relative 1e-6), the bound itself where the
+# condition is inclusive, and a value far outside
+SAGAWA_EDGES = {
+    "p": [(_P + 1e-6, True), (_P - 1e-6, False), (0.9, False)],
+    "sigma_spu": [(math.sqrt(_SPU * (1 - 1e-6)), True), (math.sqrt(_SPU * (1 + 1e-6)), False), (0.5, False)],
+    "sigma_core": [(1.0, True), (1.0 + 1e-6, True), (1.0 - 1e-6, False), (0.25, False)],
+    "sigma_xi": [(math.sqrt(_XI * (1 - 1e-6)), True), (math.sqrt(_XI * (1 + 1e-6)), False), (1.0, False)],
+    "d": [(20_000, True), (19_999, False), (2_000, False)],
+}
+
+
+def test_sagawa_conditions_all_met_inside():
+    met = sagawa_conditions(make_config("M1", **SAGAWA_INTERIOR))
+    assert set(met) == set(SAGAWA_EDGES) and all(ok for ok, _ in met.values()), met
+    defaults = sagawa_conditions(make_config("M1"))  # p 0.95, sigma_xi 1 (n_maj = 190: bound 5.3e-4), d = 10 n
+    assert [k for k, (ok, _) in defaults.items() if not ok] == ["p", "sigma_xi"], defaults
+
+
+@pytest.mark.parametrize("condition", list(SAGAWA_EDGES))
+def test_sagawa_condition_on_both_sides_of_its_bound(condition):
+    """Each condition flips exactly at its bound and no other condition moves (p's moves keep n_maj = 1999)."""
+    for value, expected in SAGAWA_EDGES[condition]:
+        met = sagawa_conditions(make_config("M1", **{**SAGAWA_INTERIOR, condition: value}))
+        assert met[condition][0] is expected, (condition, value, met[condition])
+        assert all(ok for name, (ok, _) in met.items() if name != condition), (condition, value, met)
+
+
+def test_sagawa_variance_bounds_count_the_majority_points_not_n():
+    """At p = 0.5, n = 2000 the bound is 1/(16 log(100 * 1000)) = 0.00543, not 1/(16 log(200000)) = 0.00512:
+    sigma_spu^2 = 0.0053 lies between the two and is met; sigma_xi's bound is 1000/600^2, not 2000/600^2."""
+    spu, xi = _sagawa_bounds(0.5, 2000)
+    assert spu == pytest.approx(1 / (16 * math.log(1e5))) and xi == pytest.approx(1000 / 360_000)
+    met = sagawa_conditions(make_config("M1", **{**SAGAWA_INTERIOR, "p": 0.5, "sigma_spu": math.sqrt(0.0053),
+                                                 "sigma_xi": math.sqrt(1.5 * xi)}))
+    assert met["sigma_spu"][0] and not met["sigma_xi"][0] and not met["p"][0]
+    assert f"{xi:.3g}" in met["sigma_xi"][1] and f"{spu:.3g}" in met["sigma_spu"][1]
