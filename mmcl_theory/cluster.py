@@ -15,7 +15,9 @@ same part; the requeued part resumes from what it wrote to disk. submitit is the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import shutil
 import subprocess
@@ -25,6 +27,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .config import ConfigError, split_override
+
+
+class LaunchError(ValueError):
+    """The launcher could not start the parts (e.g. sbatch refused the job array): one line, exit code 2."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,11 +164,12 @@ def run_local(commands: Sequence[Sequence[str]], logs: Sequence[Path], paralleli
 
 def slurm_executor(folder: Path, name: str, options: LaunchOptions):
     """A submitit AutoExecutor for SLURM with the options' resources, logs under folder/<job id>
-    (one line if submitit or sbatch is missing)."""
+    (one line if submitit, sbatch or srun is missing)."""
     submitit = import_submitit()
-    if shutil.which("sbatch") is None:
-        raise ConfigError("--launcher slurm needs SLURM's sbatch on PATH (submit from a cluster login node), "
-                          "or use --launcher local")
+    for tool in ("sbatch", "srun"):  # submitit submits with sbatch and refuses to start without srun
+        if shutil.which(tool) is None:
+            raise ConfigError(f"--launcher slurm needs SLURM's {tool} on PATH (submit from a cluster login node), "
+                              "or use --launcher local")
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
     params = dict(name=name, timeout_min=options.time_min, nodes=1, tasks_per_node=1,
                   gpus_per_node=options.gpus_per_task, slurm_array_parallelism=options.parallelism or options.parts)
@@ -179,8 +186,18 @@ def slurm_executor(folder: Path, name: str, options: LaunchOptions):
 def run_array(executor, job: PartJob, n: int, wait: Callable[[Callable[[], bool]], None] | None) -> list[str] | None:
     """Submit parts 1..n of `job` as one array on a submitit executor (SLURM, or submitit's local
     executor in the tests). With wait (a poller, as in run_local), wait for them and return one message
-    per failed part; with wait None, return None once submitted."""
-    jobs = executor.map_array(job, list(range(1, n + 1)))
+    per failed part; with wait None, return None once submitted. A submission the scheduler refuses
+    (sbatch exits non-zero: a bad partition, account or limit) is a LaunchError naming sbatch's message."""
+    refused = (import_submitit().core.utils.FailedJobError, subprocess.CalledProcessError, OSError)
+    said = io.StringIO()  # submitit prints sbatch's stderr itself when sbatch fails: it goes into the one line
+    try:
+        with contextlib.redirect_stderr(said):
+            jobs = executor.map_array(job, list(range(1, n + 1)))
+    except refused as e:
+        lines = [line.strip() for line in (str(e) or said.getvalue()).splitlines() if line.strip()]
+        raise LaunchError(f"the job array of {n} parts was not submitted ({type(e).__name__}): "
+                          f"{lines[-1] if lines else 'no message'}") from None
+    sys.stderr.write(said.getvalue())
     print(f"submitted {len(jobs)} parts: job ids {', '.join(j.job_id for j in jobs)}", file=sys.stderr)
     if wait is None:
         return None

@@ -50,12 +50,51 @@ def available_sweeps() -> list[str]:
     return sorted(p.stem for p in SWEEP_DIR.glob("*.toml"))
 
 
+# Top-level keys of a sweep definition (module doc): name -> what a value must be.
+DEFINITION_KEYS = {
+    "name": "a string", "model": "a model name string (required)", "description": "a string",
+    "param": "a parameter name or a non-empty list of them (required)", "values": "a non-empty list (required)",
+    "seeds": "an integer >= 1", "learners": "a non-empty list of learner names", "series": "a parameter name",
+    "series_values": "a list", "base": "a table", "settings": "a table", "quick": "a table", "variants": "a table",
+}
+
+
+def _definition_problem(spec: dict) -> str | None:
+    """What is wrong with a parsed sweep definition, in a few words, or None."""
+    missing = [k for k in ("model", "param", "values") if k not in spec]
+    if missing:
+        return f"missing required key(s) {', '.join(missing)}" + (" (the file is empty)" if not spec else "")
+    unknown = sorted(set(spec) - set(DEFINITION_KEYS))
+    if unknown:
+        return f"unknown key(s) {', '.join(unknown)}: allowed {', '.join(DEFINITION_KEYS)}"
+    names = lambda v: isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)
+    ok = {"name": lambda v: isinstance(v, str), "model": lambda v: isinstance(v, str) and v,
+          "description": lambda v: isinstance(v, str), "param": lambda v: (isinstance(v, str) and v) or names(v),
+          "values": lambda v: isinstance(v, list) and v, "series": lambda v: isinstance(v, str) and v,
+          "seeds": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "learners": names,
+          "series_values": lambda v: isinstance(v, list)}
+    for key, value in spec.items():
+        good = ok.get(key, lambda v: isinstance(v, dict))(value)
+        if not good:
+            return f"{key} = {value!r} is not allowed: {DEFINITION_KEYS[key]}"
+    return None
+
+
 def load_definition(name: str) -> dict:
+    """The parsed definition SWEEP_DIR/NAME.toml; an unknown name, a file that is not TOML, or one without the
+    required keys (model, param, values) or with keys or values of the wrong kind is a SweepError (one line)."""
     path = SWEEP_DIR / f"{name}.toml"
     if not path.is_file():
         raise SweepError(f"unknown sweep {name!r}: known sweeps are {', '.join(available_sweeps())}")
-    with open(path, "rb") as f:
-        return tomllib.load(f)
+    try:
+        with open(path, "rb") as f:
+            spec = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SweepError(f"sweep definition {path} is not valid TOML: {e}") from None
+    problem = _definition_problem(spec)
+    if problem:
+        raise SweepError(f"sweep definition {path}: {problem}")
+    return spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +215,85 @@ def make_plan(name: str, quick: bool = False, seeds: int | None = None, learners
     return dataclasses.replace(plan, points=tuple(points))
 
 
+# ------------------------------------------------------------------ memory, before any work starts
+#
+# A point of a synthetic model (M1, M2) allocates, per seed (seeds run one after another, lax.map), the training
+# images and captions and their noise draws in n x d, working copies of the images (the centred images of the
+# closed form, the transposes and QR factors of min-norm SL), an n x n or d x d Gram or R factor, the d-dimensional
+# test sets of the sampled route, and for K > 2 classes on the exact route the score-space Monte Carlo of every
+# test group (K^2 groups x MC_DRAWS draws x K scores). A point whose estimate exceeds the memory available is
+# refused before anything is written, with the estimate and the limit, instead of failing out of memory mid-run.
+
+ND_ARRAYS = 6  # n x d float32 arrays alive at once: images, captions, their two noise draws, two working copies
+BYTES = 4  # float32
+
+
+def point_memory(cfg, settings, learners, route: str) -> tuple[int, str]:
+    """(bytes, how it was counted) of the largest arrays one point allocates per seed; 0 when it draws no data
+    (theory rows only) or its config has no n and d (the digits models, whose data are fixed images)."""
+    from .evaluate import LINEAR_LEARNERS, MC_DRAWS, THEORY_LEARNERS
+
+    n, d, n_test = getattr(cfg, "n", None), getattr(cfg, "d", None), getattr(cfg, "n_test", 0)
+    if not all(isinstance(x, int) for x in (n, d)) or all(l in THEORY_LEARNERS for l in learners):
+        return 0, "no sampled data"
+    terms = [(ND_ARRAYS * n * d, f"{ND_ARRAYS} arrays of n x d (n = {n}, d = {d})"),
+             (2 * min(n, d) ** 2, "2 of min(n, d)^2")]
+    if route == "sampled":
+        terms.append((6 * n_test * d, f"6 test arrays of n_test x d (n_test = {n_test})"))
+    K = getattr(cfg, "num_classes", 2)
+    if route == "exact" and K > 2 and any(l in LINEAR_LEARNERS for l in learners):
+        terms.append((K * K * (2 * MC_DRAWS * K + K * K), f"the score Monte Carlo of K^2 groups (K = {K})"))
+    width = getattr(settings, "width", 0)
+    if route == "exact" and any(l not in LINEAR_LEARNERS + THEORY_LEARNERS for l in learners):
+        terms.append((4 * n_test * max(width, cfg.latent_dim), "4 test draws of n_test x width (MLP learners)"))
+    return BYTES * sum(t for t, _ in terms), " + ".join(h for _, h in terms) + " float32"
+
+
+def available_memory(device: str = "cpu") -> tuple[int | None, str]:
+    """(bytes, where from) of memory a run may use: the accelerator's limit for device 'gpu' when JAX reports one,
+    else the host's available memory (MemAvailable of /proc/meminfo, or sysconf's available pages); None if unknown."""
+    if device == "gpu":
+        try:
+            import jax
+
+            limit = jax.devices()[0].memory_stats().get("bytes_limit")
+            if limit:
+                return int(limit), "the GPU's memory limit"
+        except Exception:  # no stats on this backend: fall back to the host's memory
+            pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "available pages (sysconf)"
+    except (ValueError, OSError, AttributeError):
+        return None, "unknown"
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2**30:.3g} GiB"
+
+
+def check_memory(points, route: str, device: str = "cpu", at_once: int = 1) -> None:
+    """SweepError (one line: the estimate, how it was counted, and the limit) when the largest point, times
+    `at_once` points running together, needs more memory than available_memory(device)."""
+    if not points:
+        return
+    (need, how), point = max(((point_memory(p.config, p.settings, p.learners, route), p) for p in points),
+                             key=lambda x: x[0][0])
+    limit, source = available_memory(device)
+    if limit is None or need * at_once <= limit:
+        return
+    where = f"{point.param} = {point.value}" + (f", {point.series}" if point.series else "")
+    times = f" x {at_once} parts at once" if at_once > 1 else ""
+    raise SweepError(f"point {where} needs about {_gib(need)} of memory{times} ({how}), more than the "
+                     f"{_gib(limit)} available here ({source}); lower n, d or n_test, or run it where there is more memory")
+
+
 # ------------------------------------------------------------------ storage and resume
 
 
@@ -235,8 +353,11 @@ def run_sweep(plan: Plan, out: Path, progress: bool = True, points_name: str = "
     """
     from tqdm import tqdm
 
+    import jax
+
     from .models import get_model, run_points
 
+    check_memory(plan.points, plan.route, "gpu" if jax.default_backend() == "gpu" else "cpu")
     _prepare_out(out, plan)
     points_file = out / points_name
     done = read_done(points_file, plan)
@@ -332,9 +453,12 @@ def run_part(plan_args: dict, k: int, n: int, out: Path, progress: bool = True) 
 
     Writes out/part-k-of-N.json before starting and again, with "finished" and "seconds", at the end.
     """
+    import jax
+
     start = time.perf_counter()
     plan = make_plan(**plan_args)
     points = part_points(plan, k, n)
+    check_memory(points, plan.route, "gpu" if jax.default_backend() == "gpu" else "cpu")
     _prepare_out(out, plan)
     record = {"plan": plan.hash, "part": [k, n], "make_plan": plan_args, "points": [p.id for p in points],
               "finished": False, "seconds": None}
@@ -345,15 +469,46 @@ def run_part(plan_args: dict, k: int, n: int, out: Path, progress: bool = True) 
     return plan, rows, seconds
 
 
+PART_RECORD_KEYS = ("plan", "part", "make_plan", "points", "finished", "seconds")  # what run_part writes
+PLAN_ARG_KEYS = ("name", "quick", "seeds", "learners", "overrides", "route")  # make_plan's arguments, as recorded
+
+
+def _part_record_problem(record) -> str | None:
+    """What is wrong with a parsed part record, in a few words, or None (the keys and kinds run_part writes)."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for what, keys, table in (("", PART_RECORD_KEYS, record), ("make_plan ", PLAN_ARG_KEYS, record.get("make_plan"))):
+        if not isinstance(table, dict):
+            return f"{what.strip() or 'record'} is not a JSON object"
+        missing, extra = [k for k in keys if k not in table], sorted(set(table) - set(keys))
+        if missing or extra:
+            return "; ".join(([f"{what}key(s) {', '.join(missing)} missing"] if missing else [])
+                             + ([f"unexpected {what}key(s) {', '.join(extra)}"] if extra else []))
+    part, args = record["part"], record["make_plan"]
+    if not (isinstance(part, list) and len(part) == 2 and all(type(x) is int for x in part) and 1 <= part[0] <= part[1]):
+        return f"part = {part!r} is not [K, N] with 1 <= K <= N"
+    checks = [(isinstance(record["plan"], str), "plan"),
+              (isinstance(record["points"], list) and all(isinstance(p, str) for p in record["points"]), "points"),
+              (isinstance(record["finished"], bool), "finished"),
+              (record["seconds"] is None or type(record["seconds"]) in (int, float), "seconds"),
+              (isinstance(args["name"], str), "make_plan.name"), (isinstance(args["quick"], bool), "make_plan.quick"),
+              (isinstance(args["overrides"], list) and all(isinstance(o, str) for o in args["overrides"]),
+               "make_plan.overrides")]
+    bad = [name for good, name in checks if not good]
+    return f"{', '.join(bad)} of the wrong kind" if bad else None
+
+
 def _read_part_record(path: Path) -> dict:
     try:
         record = json.loads(path.read_text())
-        k, n = record["part"]
-        if not (isinstance(record["plan"], str) and isinstance(record["make_plan"], dict) and 1 <= k <= n):
-            raise TypeError
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise SweepError(f"merge: {path} is not a sweep part record (written by --part K/N); delete it or rerun "
-                         "that part") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+        problem = "not JSON"
+    else:
+        problem = _part_record_problem(record)
+    if problem:
+        raise SweepError(f"merge: {path} is not a sweep part record (written by --part K/N): {problem}; delete it "
+                         "or rerun that part")
     return record
 
 
@@ -429,6 +584,15 @@ def part_command(plan_args: dict, k: int, n: int, out: Path, device: str = "cpu"
     return argv + ([] if compile_cache else ["--no-compile-cache"])
 
 
+def _remove_created(existed: dict[Path, bool]) -> None:
+    """Remove each path of `existed` (folder or file) that did not exist before; the deepest first."""
+    import shutil
+
+    for path in sorted(existed, key=lambda p: len(p.parts), reverse=True):
+        if not existed[path] and path.exists():
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+
+
 def launch_parts(plan: Plan, plan_args: dict, out: Path, options, executor=None) -> int:
     """Run all options.parts parts with cluster.py's launcher (or on `executor`, a submitit executor),
     wait, and merge them into out. options: cluster.LaunchOptions. Returns the exit code: 0 when merged
@@ -436,12 +600,15 @@ def launch_parts(plan: Plan, plan_args: dict, out: Path, options, executor=None)
     import functools
 
     from . import sweep as importable  # this module by its import name, not __main__: submitit pickles by reference
-    from .cluster import PartJob, run_array, run_local, slurm_executor, wait_with_progress
+    from .cluster import LaunchError, PartJob, run_array, run_local, slurm_executor, wait_with_progress
 
     n = options.parts
     part_points(plan, 1, n)  # n <= number of points, or one line
     if executor is None and options.launcher == "slurm":
         executor = slurm_executor(out / "submitit", f"mmcl-{plan.name}", options)  # or one line, before any write
+    if executor is None:  # local parts run here, up to run_local's parallelism at once (SLURM nodes check their own)
+        check_memory(plan.points, plan.route, options.device, min(options.parallelism or os.cpu_count() or 1, n))
+    before = {p: p.exists() for p in (out, out / "sweep.json", out / "submitit")}
     _prepare_out(out, plan)  # sweep.json once, before the parts start at the same time
     files = [out / f"points.{part_label(k, n)}.jsonl" for k in range(1, n + 1)]
     count = lambda: sum(f.read_bytes().count(b"\n") for f in files if f.is_file())
@@ -454,7 +621,11 @@ def launch_parts(plan: Plan, plan_args: dict, out: Path, options, executor=None)
     else:
         job = PartJob(functools.partial(importable.run_part_job, plan_args, n, str(out), options.device,
                                         options.compile_cache))
-        failed = run_array(executor, job, n, wait if options.wait else None)
+        try:
+            failed = run_array(executor, job, n, wait if options.wait else None)
+        except LaunchError:  # nothing was submitted: leave out as it was, so the corrected command starts afresh
+            _remove_created(before)
+            raise
         if failed is None:
             print(f"logs in {out / 'submitit'}; when every part is done: python -m mmcl_theory.sweep merge {out}")
             return 0
@@ -592,7 +763,11 @@ def main(argv=None) -> int:
     try:
         if args.list:
             for name in available_sweeps():
-                print(f"{name:20s} {load_definition(name).get('description', '')}")
+                try:
+                    about = load_definition(name).get("description", "")
+                except SweepError as e:
+                    about = f"(not usable: {e})"
+                print(f"{name:20s} {about}")
             return 0
         if not args.name:
             raise SweepError(f"give a sweep name: one of {', '.join(available_sweeps())}")

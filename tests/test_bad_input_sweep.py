@@ -38,6 +38,7 @@ CASES = [
     (["caption_richness", "--set", "sigma_core=nan"], "sigma_core = 'nan' is not allowed: a finite number"),
     (["caption_richness", "--set", "sigma_core=abc"], "sigma_core = 'abc' is not allowed: a finite number"),
     (["caption_richness", "--set", "n=1.5"], "n = '1.5' is not allowed: an integer"),
+    (["caption_richness", "--set", "n=1e8"], "n = '1e8' is not allowed: an integer"),
     (["caption_richness", "--set", "n=1"], "n = 1 is out of range"),
     (["caption_richness", "--set", "d=1"], "d = 1 is out of range"),
     (["caption_richness", "--set", "n_test=0"], "n_test = 0 is out of range"),
@@ -157,4 +158,69 @@ def test_same_seed_same_bytes(tmp_path, capsys):
                        "--set", "steps=20")) == 0
     assert (a / "results.csv").read_bytes() == (b / "results.csv").read_bytes()
     assert (a / "points.jsonl").read_bytes() == (b / "points.jsonl").read_bytes()
+    capsys.readouterr()
+
+
+# ------------------------------------------------------------------ broken sweep definitions
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("", "missing required key(s) model, param, values (the file is empty)"),
+    ('model = "M1"\nparam = "r"\n', "missing required key(s) values"),
+    ('model = "M1"\nparam = "r"\nvalues = []\n', "values = [] is not allowed: a non-empty list"),
+    ('model = "M1"\nparam = "r"\nvalue = [0.5]\nvalues = [0.5]\n', "unknown key(s) value: allowed name, model"),
+    ('model = "M1"\nparam = 3\nvalues = [0.5]\n', "param = 3 is not allowed"),
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\nseeds = 0\n', "seeds = 0 is not allowed: an integer >= 1"),
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\nbase = 1\n', "base = 1 is not allowed: a table"),
+    ("model = M1\n", "is not valid TOML"),
+])
+def test_broken_sweep_definition_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, text, needle):
+    import mmcl_theory.sweep as sweep
+
+    definitions = tmp_path / "sweeps"
+    definitions.mkdir()
+    (definitions / "broken.toml").write_text(text)
+    monkeypatch.setattr(sweep, "SWEEP_DIR", definitions)
+    out = tmp_path / "out"
+    line = _one_line_exit_2(capsys, ["broken", "--quick", "--out", str(out), *SMALL], needle)
+    assert "broken.toml" in line
+    assert not out.exists()
+    assert main(["--list"]) == 0  # --list still lists every sweep, the broken one with its reason
+    assert "broken" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ memory, refused before anything is written
+
+
+def test_n_that_cannot_fit_in_memory_is_refused_up_front(tmp_path, capsys):
+    """n = 10^8 is in M1's range, but its 6 n x d float32 arrays (d 40) alone are 89 GiB; refused with the estimate
+    and the machine's limit before --out is made, so the corrected command runs in the same folder."""
+    out = tmp_path / "cr"
+    base = ["caption_richness", "--quick", "--out", str(out), "--set", "d=40", "--set", "n_test=100",
+            "--learners", "theory_mmcl,mmcl_closed_form,sl_min_norm", "--no-progress"]
+    line = _one_line_exit_2(capsys, [*base, "--set", "n=100000000"], "needs about")
+    expected = 4 * (6 * 10**8 * 40 + 2 * 40**2)  # bytes: 6 n x d arrays + 2 d x d (min(n, d) = d), float32
+    assert f"point r = 0.0 needs about {expected / 2**30:.3g} GiB of memory" in line
+    assert "available here (MemAvailable in /proc/meminfo)" in line or "available here (available pages" in line
+    assert not out.exists()
+    assert main([*base, "--set", "n=30"]) == 0
+    capsys.readouterr()
+
+
+def test_memory_estimate_and_limit_in_the_line(tmp_path, monkeypatch, capsys):
+    """With the limit set below a small sweep's estimate, the line carries both numbers; --part and --launcher local
+    are refused the same way before their records; theory rows alone draw no data and always run."""
+    import mmcl_theory.sweep as sweep
+
+    monkeypatch.setattr(sweep, "available_memory", lambda device="cpu": (30_000, "a test limit"))
+    out = tmp_path / "cr"
+    need = 4 * (6 * 30 * 40 + 2 * 30**2)  # n 30, d 40: 36000 bytes
+    for extra in ([], ["--part", "1/2"], ["--launcher", "local", "--parts", "2", "--array-parallelism", "1"]):
+        line = _one_line_exit_2(capsys, ["caption_richness", "--quick", "--out", str(out), *SMALL, *extra],
+                                "needs about")
+        assert f"needs about {need / 2**30:.3g} GiB of memory" in line
+        assert f"more than the {30_000 / 2**30:.3g} GiB available here (a test limit)" in line
+        assert not out.exists()
+    assert main(["caption_richness", "--quick", "--out", str(out), "--learners", "theory_mmcl", "--no-progress",
+                 "--set", "n=100000000"]) == 0
     capsys.readouterr()

@@ -224,3 +224,68 @@ def test_slurm_options_reach_the_sbatch_script(monkeypatch, tmp_path):
                  "#SBATCH --cpus-per-task=8", "#SBATCH --ntasks-per-node=1", "#SBATCH --account=proj",
                  "#SBATCH --signal=USR2@90"):
         assert line in header
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda r: r.update(extra=1), "unexpected key(s) extra"),
+    (lambda r: r.pop("points"), "key(s) points missing"),
+    (lambda r: r["make_plan"].update(bogus=True), "unexpected make_plan key(s) bogus"),
+    (lambda r: r["make_plan"].pop("route"), "make_plan key(s) route missing"),
+    (lambda r: r.update(part=[2, 1]), "part = [2, 1] is not [K, N]"),
+    (lambda r: r.update(points="all"), "points of the wrong kind"),
+])
+def test_merge_of_a_part_record_with_wrong_keys_is_one_line(parts, tmp_path, capsys, edit, needle):
+    """A part record run_part did not write (keys added, lost or of the wrong kind) is refused with one line naming
+    the file and the keys, and the merge writes nothing (it used to be a TypeError or KeyError traceback)."""
+    where = _copy_part(parts, 1, 2, tmp_path / "p")
+    _copy_part(parts, 2, 2, where)
+    path = where / "part-1-of-2.json"
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
+    _one_line_exit_2(capsys, ["merge", str(where)], needle)
+    err_free = sorted(p.name for p in where.iterdir())
+    assert err_free == ["part-1-of-2.json", "part-2-of-2.json", "points.part-1-of-2.jsonl", "points.part-2-of-2.jsonl"]
+
+
+def _stand_in_slurm(tmp_path, monkeypatch, *tools) -> Path:
+    """A folder put first on PATH holding stand-ins for SLURM's `tools` (each exits 0 until overwritten)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in tools:
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+def test_slurm_launcher_without_srun_is_one_line(capsys, tmp_path, monkeypatch):
+    """submitit's SLURM executor refuses to start without srun (a RuntimeError traceback before): one line."""
+    if shutil.which("srun"):
+        pytest.skip("srun is on PATH here: this checks the message on machines without SLURM")
+    _submitit()
+    _stand_in_slurm(tmp_path, monkeypatch, "sbatch")
+    _one_line_exit_2(capsys, [*SWEEP, "--launcher", "slurm", "--parts", "2", "--out", str(tmp_path / "o")],
+                     "needs SLURM's srun on PATH")
+    assert not (tmp_path / "o").exists()
+
+
+def test_slurm_submission_refused_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """sbatch refuses the array (here a stand-in sbatch on PATH that exits 1 as SLURM does for a bad partition):
+    one line with sbatch's message and exit code 2, and --out is not left holding a sweep.json, so the corrected
+    command starts afresh. (It used to be submitit's FailedJobError traceback, after sbatch's own stderr.)"""
+    _submitit()
+    bin_dir = _stand_in_slurm(tmp_path, monkeypatch, "sbatch", "srun")
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid partition "
+                                    "name specified' >&2\nexit 1\n")
+    out = tmp_path / "o"
+    _one_line_exit_2(capsys, [*SWEEP, "--launcher", "slurm", "--parts", "2", "--slurm-partition", "nope",
+                              "--out", str(out)],
+                     "the job array of 2 parts was not submitted (FailedJobError): sbatch: error: Batch job "
+                     "submission failed: Invalid partition name specified")
+    assert not out.exists()
+    # an --out that existed keeps what it held, and the sweep.json and submitit folder made for the array go
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    _one_line_exit_2(capsys, [*SWEEP, "--launcher", "slurm", "--parts", "2", "--out", str(out)], "was not submitted")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
