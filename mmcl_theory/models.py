@@ -1,4 +1,5 @@
-"""The registry of models a sweep can run: M1, M2 (synthetic, datamodel.py) and digits (M3, digits.py).
+"""The registry of models a sweep can run: M1, M2 (synthetic, datamodel.py), digits (M3, digits.py) and
+paper_mnist (the paper's App. G.1 experiment, paper_mnist.py).
 
 Each entry says which config class describes one point, which settings class its learners take,
 which learners it knows, and how to run a list of points:
@@ -43,8 +44,15 @@ def _digits() -> Model:
                  tuple(digits_learners.LEARNERS), digits_learners.evaluate_grid, routes=("sampled",))
 
 
+def _paper_mnist() -> Model:
+    from . import paper_mnist
+
+    return Model("paper_mnist", paper_mnist.PaperMnistConfig, paper_mnist.PaperMnistSettings, paper_mnist.LEARNERS,
+                 paper_mnist.evaluate_grid, routes=("sampled",))
+
+
 _BUILDERS: dict[str, Callable[[], Model]] = {"M1": lambda: _synthetic("M1"), "M2": lambda: _synthetic("M2"),
-                                              "digits": _digits}
+                                              "digits": _digits, "paper_mnist": _paper_mnist}
 MODEL_NAMES = tuple(_BUILDERS)
 
 

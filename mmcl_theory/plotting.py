@@ -151,3 +151,59 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
                             top=1 - top_in / total, bottom=(bottom_in + xlabel_in) / total)
         atomic_save_figure(fig, path)
         plt.close(fig)
+
+
+def plot_paper_mnist(rows: list[dict], path, title: str, caption: str = "") -> None:
+    """The paper's App. G.1 experiment (sweep paper_mnist) beside its Fig. 2.
+
+    Left, OOD (the paper's P*, shades uniform): measured accuracy (%) against pi_core at pi_spu = 1 and
+    against pi_spu at pi_core = 1, mean +- s.e. over seeds; SL as a horizontal band (mean +- s.e.);
+    the paper's Fig. 2 values (paper_mnist.PAPER_FIG2) as hollow markers on dotted lines and a dotted
+    SL line, labelled 'paper, Fig. 2'. Right, ID (built like training): the measured curves alone.
+    """
+    import numpy as np
+
+    from .evaluate import mean_se
+    from .paper_mnist import PAPER_FIG2, fig2_curves
+
+    curve_style = {"pi_core": ("tab:blue", "o", r"MMCL, $\pi_{spu}$ = 1, varying $\pi_{core}$"),
+                   "pi_spu": ("tab:green", "s", r"MMCL, $\pi_{core}$ = 1, varying $\pi_{spu}$")}
+    panels = (("independent", "OOD test (P*: shades uniform)"), ("aligned", "ID test (built like training)"))
+    n_train, seeds = sorted({int(r["n"]) for r in rows}), len({int(r["seed"]) for r in rows})
+    ours = f"Ours: n_train {', '.join(map(str, n_train))}, {seeds} seed{'s' * (seeds > 1)}."
+    caption = f"{caption} {ours}".strip()
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.9))
+        for ax, (test, panel_title) in zip(axes, panels):
+            curves = fig2_curves(rows, test)
+            for name, (colour, marker, label) in curve_style.items():
+                pts = sorted(curves[name].items())
+                if pts:
+                    stats = [mean_se(100 * np.array(list(by_seed.values()))) for _, by_seed in pts]
+                    ax.errorbar([x for x, _ in pts], [m for m, _ in stats], yerr=[s for _, s in stats], color=colour,
+                                marker=marker, capsize=2, linewidth=1.2, label=f"{label} (ours)")
+                if test == "independent":
+                    paper = sorted(PAPER_FIG2[name].items())
+                    ax.plot([x for x, _ in paper], [y for _, y in paper], color=colour, marker=marker, linestyle=":",
+                            markerfacecolor="white", linewidth=1.0, label=f"{label} (paper, Fig. 2)")
+            if curves["supervised"]:
+                m, se = mean_se(100 * np.array(list(curves["supervised"].values())))
+                ax.axhspan(m - se, m + se, color="tab:red", alpha=0.2, linewidth=0)
+                ax.axhline(m, color="tab:red", linestyle="--", linewidth=1.2, label="SL (ours, mean +- s.e.)")
+            if test == "independent":
+                ax.axhline(PAPER_FIG2["supervised"], color="tab:red", linestyle=":", linewidth=1.0,
+                           label="SL (paper, Fig. 2)")
+            ax.set_title(panel_title)
+            ax.set_xlabel(r"$\pi_{core}$ or $\pi_{spu}$")
+            ax.set_xlim(-0.05, 1.05)
+        axes[0].set_ylabel("accuracy (%)")
+        handles, labels = axes[0].get_legend_handles_labels()
+        order = sorted(range(len(labels)), key=lambda i: ("paper" in labels[i], "SL" in labels[i]))  # ours first
+        handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+        fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 0.07))
+        if title:
+            fig.suptitle(title, fontsize=10, fontweight="bold")
+        fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=7.5, style="italic", wrap=True)
+        fig.subplots_adjust(left=0.08, right=0.99, wspace=0.2, top=0.88, bottom=0.42)
+        atomic_save_figure(fig, path)
+        plt.close(fig)
