@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # paper_checks/ si
 
 from paper_checks import CHECKS, FAIL, NOT_RUN, PASS, render, run_all
 
-DATA_DEPENDENT = {"C6", "C8", "G1"}  # read stored results (real-data track; G1: figures/paper_mnist.csv, not yet
-# in CHECKS); 'not run' without them, and their verdict is a finding, not a code property
+DATA_DEPENDENT = {"C6", "C8", "G1"}  # read stored results (the real-data track; G1: figures/paper_mnist.csv);
+# 'not run' without them, and their verdict is a finding, not a code property
 FINDINGS = {"T5.4"}  # a verdict about the paper's statement, asserted on its own below
 
 
