@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .config import ConfigError, field_types, option_type, parse_value, split_override
 from .io import CorruptFileError, append_jsonl, atomic_write_csv, atomic_write_json, read_jsonl, run_header
+from .runtime import default_cache_dir, error_exit, quiet_jax_logs, setup_jax
 
 SWEEP_DIR = Path(__file__).resolve().parent / "sweeps"
 CONTRACT = ("sweep", "model", "param", "value", "series", "learner", "prompt", "test", "seed", "n", "accuracy",
@@ -640,32 +641,6 @@ def launch_parts(plan: Plan, plan_args: dict, out: Path, options, executor=None)
     return 0
 
 
-# ------------------------------------------------------------------ JAX setup
-
-
-def default_cache_dir() -> Path:
-    """The user cache folder for jax's persistent compilation cache."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mmcl_theory" / "jax"
-
-
-def setup_jax(device: str = "cpu", compile_cache: bool = True) -> None:
-    """Choose the backend (one line if a GPU is asked for and missing) and turn on the compile cache."""
-    import jax
-
-    jax.config.update("jax_platforms", "cuda" if device == "gpu" else "cpu")
-    if device == "gpu":
-        try:
-            jax.devices("gpu")
-        except Exception:  # jax raises RuntimeError or backend-specific errors when CUDA is absent
-            raise SweepError("--device gpu was asked for, but JAX finds no GPU (install jax[cuda12] on a GPU "
-                             "machine, or use --device cpu)") from None
-    if compile_cache and not os.environ.get("MMCL_NO_COMPILE_CACHE"):
-        jax.config.update("jax_compilation_cache_dir", str(default_cache_dir()))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 # ------------------------------------------------------------------ CLI
 
 
@@ -747,15 +722,11 @@ def merge_main(argv) -> int:
         finish(rows, plan, out, seconds)
         return 0
     except (ConfigError, SweepError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error_exit(e)
 
 
 def main(argv=None) -> int:
-    # jaxlib 0.9 logs a false "machine features do not match" error (C++, level ERROR) for every
-    # entry it loads from its own persistent compilation cache on this same machine; keep C++ logs
-    # at FATAL unless the user chose a level. Must be set before jax is first imported.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    quiet_jax_logs()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
@@ -793,8 +764,7 @@ def main(argv=None) -> int:
         finish(rows, plan, out, time.perf_counter() - start, (out / "points.jsonl", out / "sweep.json"))
         return 0
     except (ConfigError, SweepError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error_exit(e)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mmcl_theory.config import ArgumentParser
 from mmcl_theory.io import atomic_write_text
+from mmcl_theory.runtime import error_exit
 
 from .checks import CHECKS
 from .common import CRASHED, FAIL
@@ -40,17 +41,14 @@ def main(argv=None) -> int:
     only = [c.strip() for c in args.only.split(",")] if args.only else None
     bad = [c for c in only or [] if c not in CHECKS]
     if bad:
-        print(f"error: unknown check id(s) {', '.join(bad)}: known {', '.join(CHECKS)}", file=sys.stderr)
-        return 2
+        return error_exit(f"unknown check id(s) {', '.join(bad)}: known {', '.join(CHECKS)}")
     out = args.out or default_out(args.quick)
     for path, what in ((args.resume, "--resume"), (out.parent, "--out's folder")):
         if path is not None and path.exists() and not path.is_dir():
-            print(f"error: {what} {path} is a file: give a folder", file=sys.stderr)
-            return 2
+            return error_exit(f"{what} {path} is a file: give a folder")
     if out.is_dir():
-        print(f"error: --out {out} is a folder: give the report's file path", file=sys.stderr)
-        return 2
-    from mmcl_theory.sweep import setup_jax
+        return error_exit(f"--out {out} is a folder: give the report's file path")
+    from mmcl_theory.runtime import setup_jax
 
     setup_jax("cpu")
     start = time.perf_counter()
@@ -59,8 +57,7 @@ def main(argv=None) -> int:
     try:
         atomic_write_text(out, text)
     except OSError as e:
-        print(f"error: cannot write the report to {out}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        return error_exit(f"cannot write the report to {out}: {e.strerror or e}")
     print(f"wrote {out}")
     for r in records:
         print(f"{r.id:3s} {r.verdict:8s} {r.seconds:6.1f} s  {r.measured[:110]}")

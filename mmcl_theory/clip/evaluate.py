@@ -29,6 +29,7 @@ from mmcl_theory.clip import state as st, zero_shot as zs
 from mmcl_theory.clip.config import CLASS_SPACES, portable_name
 from mmcl_theory.config import ArgumentParser, ConfigError, check_range, option_type
 from mmcl_theory.io import CorruptFileError, atomic_write_csv, run_header
+from mmcl_theory.runtime import error_exit
 
 PROG = "python -m mmcl_theory.clip.evaluate"
 
@@ -167,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluate_workdir(a.workdir, a.dataset, a.dataset_root, _parse_roots(a.root), a.step, a.templates,
                          a.class_space, a.batch_size, a.max_examples, command=[PROG, *argv])
     except (ValueError, OSError) as e:  # ConfigError, CorruptFileError, DataLayoutError are ValueErrors
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)
-        return 2
+        return error_exit(e)
     return 0
 
 

@@ -36,6 +36,7 @@ from mmcl_theory.clip.train_data import Prefetcher, TrainData, host_batch, load_
 from mmcl_theory.clip.zero_shot import PeriodicEvaluator, check_datasets
 from mmcl_theory.config import ArgumentParser, ConfigError
 from mmcl_theory.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, run_header, to_json
+from mmcl_theory.runtime import error_exit
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.set)
         result = train(cfg, args.workdir, progress=not args.no_progress, command=[PROG, *argv])
     except (ValueError, OSError) as e:  # ConfigError, CorruptFileError, DataLayoutError are ValueErrors
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)
-        return 2
+        return error_exit(e)
     except NonFiniteLossError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mmcl_theory.config import ArgumentParser, ConfigError, check_choice, check_range, parse_value
+from mmcl_theory.runtime import error_exit
 
 from .errors import DataLayoutError
 from .eval_sets import EVAL_SETS, load_eval_set
@@ -142,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         report = check(args.name, args.root, kind, parse_options(args.name, kind, args.option), args.verify,
                        args.workers)
     except (DataLayoutError, ValueError, OSError) as e:  # ConfigError and ImageDecodeError are ValueErrors
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message holds
-        return 2
+        return error_exit(e)
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mmcl_theory.config import ArgumentParser, option_type
 from mmcl_theory.io import atomic_write_json, run_header
+from mmcl_theory.runtime import error_exit
 
 from .series import plot_ood_vs_id, read_series_csv, series_effective_robustness, series_from_results, write_series_csv
 from .tables import read_table
@@ -163,6 +164,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (_testbed_command if args.command == "testbed" else _series_command)(args, command)
     except (ValueError, OSError) as e:  # ConfigError and CorruptFileError are ValueErrors
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message holds
-        return 2
+        return error_exit(e)
     return 0
