@@ -377,3 +377,186 @@ def sagawa_conditions(cfg: M1Config) -> dict[str, tuple[bool, str]]:
         "sigma_xi": (cfg.sigma_xi**2 <= xi_bound, f"sigma_xi^2 = {cfg.sigma_xi**2:.3g} <= n_maj/600^2 = {xi_bound:.3g}"),
         "d": (cfg.d >= 10 * cfg.n, f"d = {cfg.d} >= 10 n = {10 * cfg.n} (stand-in for d -> infinity)"),
     }
+
+
+# ------------------------------------------------------------------ InfoNCE at finite temperature
+#
+# docs/temperature.md#population-optimum. In the population (n -> infinity; the batch size of the softmax
+# denominator held fixed) a linear encoder gains nothing from the noise directions orthogonal to D (they are
+# independent of everything), so it reads the latent through B (p x l) = W D: the image embedding is
+# normalise(B_I (z_I + D_I^T xi_I)) and the caption's normalise(B_T (z_T + D_T^T xi_T)), the projected noise
+# N(0, sigma_xi^2/d I_l). Without biases the embeddings lie in span(B), so p = l = 2 loses nothing in M1, and
+# the symmetric InfoNCE loss depends only on the 8 entries of B_I, B_T (up to a common rotation and a
+# positive scale of each). The population loss is an expectation over latent batches; it is computed on a
+# fixed sample of `samples` latent pairs split into batches (sample-average approximation, common random
+# numbers, so the objective is smooth and deterministic) and minimised by L-BFGS with the analytic gradient.
+# Zero-shot: class k scores <normalise(B_I x), normalise(B_T t_k)>; the image norm is one positive factor
+# for all k, so the scores are linear in the test latent with weights W[:, k] = B_I^T normalise(B_T t_k),
+# and the accuracy is exact, as in population_zero_shot_accuracy.
+
+INFONCE_SAMPLES = 20_000  # latent pairs of the sample-average approximation (default)
+INFONCE_GTOL = 1e-9  # L-BFGS projected-gradient tolerance of the population optimum
+INFONCE_COLLAPSED = 1e-4  # rank_ratio below which the optimum counts as collapsed to rank one
+
+
+def m1_latent_pairs(cfg: M1Config, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n training pairs of M1 as a linear encoder restricted to D's columns sees them, float64 numpy.
+
+    Returns (z_I + D_I^T xi_I, z_T + D_T^T xi_T), each (n, 2): the latents of docs/models.md#m1 (caption:
+    core copied with probability r, else y; spurious a + psi (z_spu - a) with psi ~ Bern(spurious_detail),
+    mentioned with probability spurious_annotation, else 0) plus the projected noise N(0, sigma_xi^2/d I_2).
+    """
+    if not isinstance(cfg, M1Config):
+        raise ValueError(f"m1_latent_pairs needs an M1 config, got {type(cfg).__name__}")
+    rng = np.random.default_rng(seed)
+    y = rng.choice([-1.0, 1.0], n)
+    a = np.where(rng.random(n) < cfg.p, y, -y)
+    core = y + cfg.sigma_core * rng.standard_normal(n)
+    spu = a + cfg.sigma_spu * rng.standard_normal(n)
+    text_core = np.where(rng.random(n) < cfg.r, core, y)
+    psi = rng.random(n) < cfg.spurious_detail
+    text_spu = np.where(rng.random(n) < cfg.spurious_annotation, a + psi * (spu - a), 0.0)
+    sd = cfg.sigma_xi / math.sqrt(cfg.d)
+    z_image = np.stack([core, spu], 1) + sd * rng.standard_normal((n, 2))
+    z_text = np.stack([text_core, text_spu], 1) + sd * rng.standard_normal((n, 2))
+    return z_image, z_text
+
+
+def infonce_batch_loss(b_image: np.ndarray, b_text: np.ndarray, z_image: np.ndarray, z_text: np.ndarray,
+                       tau: float, with_grad: bool = True):
+    """Mean symmetric InfoNCE (losses.infonce_loss) of normalised linear embeddings over a stack of batches.
+
+    b_image, b_text (p, l); z_image, z_text (batches, N, l): batch b embeds u_i = normalise(B_I z_I,i) and
+    v_j = normalise(B_T z_T,j) and its loss is (1/2)[CE of rows + CE of columns] of the logits u_i.v_j / tau.
+    Returns the mean over batches, and with with_grad its gradient (dL/dB_I, dL/dB_T), float64.
+    """
+    a_i, a_t = z_image @ b_image.T, z_text @ b_text.T  # (batches, N, p)
+    n_i, n_t = np.linalg.norm(a_i, axis=-1, keepdims=True), np.linalg.norm(a_t, axis=-1, keepdims=True)
+    u, v = a_i / n_i, a_t / n_t
+    s = (u @ np.swapaxes(v, 1, 2)) / tau  # (batches, N, N), entries in [-1/tau, 1/tau]
+    if 2.0 / tau < 600.0:  # one exponential per entry: no row or column can underflow entirely
+        e = np.exp(s - s.max(axis=(1, 2), keepdims=True))
+        e_row = e_col = e
+    else:
+        e_row, e_col = np.exp(s - s.max(2, keepdims=True)), np.exp(s - s.max(1, keepdims=True))
+    p_row = e_row / e_row.sum(2, keepdims=True)  # softmax over captions j for image i
+    p_col = e_col / e_col.sum(1, keepdims=True)  # softmax over images i for caption j
+    batches, N = s.shape[0], s.shape[1]
+    loss = -0.5 * (np.log(np.diagonal(p_row, axis1=1, axis2=2)).mean()
+                   + np.log(np.diagonal(p_col, axis1=1, axis2=2)).mean())
+    if not with_grad:
+        return float(loss)
+    g = p_row + p_col
+    idx = np.arange(N)
+    g[:, idx, idx] -= 2.0
+    g /= 2 * N * batches * tau  # dL/d(u_i . v_j)
+    du, dv = g @ v, np.swapaxes(g, 1, 2) @ u
+    da_i = (du - np.sum(du * u, -1, keepdims=True) * u) / n_i
+    da_t = (dv - np.sum(dv * v, -1, keepdims=True) * v) / n_t
+    l = z_image.shape[-1]
+    return float(loss), (da_i.reshape(-1, da_i.shape[-1]).T @ z_image.reshape(-1, l),
+                         da_t.reshape(-1, da_t.shape[-1]).T @ z_text.reshape(-1, l))
+
+
+def _batched(z: np.ndarray, batch: int) -> np.ndarray:
+    usable = (z.shape[0] // batch) * batch
+    return z[:usable].reshape(-1, batch, z.shape[1])
+
+
+def _infonce_starts(l: int) -> list[np.ndarray]:
+    """Starting points of the L-BFGS search (flattened B_I, B_T): the identity, a shear of it, and a nearly
+    rank-one start along the last (spurious) coordinate, where the optimum goes at large tau."""
+    shear = np.eye(l)
+    shear[0, 1:] = -0.9
+    spurious = np.diag([0.1] * (l - 1) + [1.0])
+    return [np.concatenate([m.ravel(), m.ravel()]) for m in (np.eye(l), shear, spurious)]
+
+
+def infonce_population_optimum(cfg: M1Config, tau: float, batch: int | None = None,
+                               samples: int = INFONCE_SAMPLES, seed: int = 0) -> dict:
+    """Population optimum of symmetric InfoNCE for linear encoders in M1 at temperature tau (docs/temperature.md#population-optimum).
+
+    batch: the number of pairs in each softmax denominator (default cfg.n: the package's full-batch learner);
+    samples latent pairs (m1_latent_pairs, seed) are split into samples // batch batches. Minimises
+    infonce_batch_loss over B_I, B_T (2 x 2) from the starts of _infonce_starts by L-BFGS and keeps the best.
+    Returns {"b_image", "b_text" (2, 2), "M" = B_I^T B_T / ||B_I^T B_T||_F, "loss", "grad_norm" (of the
+    scale-free loss at the optimum, with B_I, B_T scaled to unit Frobenius norm), "batches", "rank_ratio"
+    (the smaller of sigma_min / sigma_max of B_I and B_T: near 0 when the optimum collapses to rank one,
+    which it does at large tau, docs/temperature.md#large-tau-population)}.
+    """
+    key = (cfg, float(tau), batch, samples, seed)
+    if key not in _INFONCE_OPTIMA:
+        _INFONCE_OPTIMA[key] = _infonce_population_optimum(cfg, float(tau), batch, samples, seed)
+    return dict(_INFONCE_OPTIMA[key])
+
+
+_INFONCE_OPTIMA: dict = {}  # infonce_population_optimum's cache: (cfg, tau, batch, samples, seed) -> result
+
+
+def _infonce_population_optimum(cfg, tau, batch, samples, seed) -> dict:
+    from scipy import optimize
+
+    if not isinstance(cfg, M1Config):
+        raise ValueError(f"infonce_population_optimum is derived for M1 only, got {type(cfg).__name__}")
+    if not tau > 0:
+        raise ValueError(f"tau = {tau!r} is out of range: allowed (0, inf)")
+    batch = cfg.n if batch is None else int(batch)
+    if not 2 <= batch <= samples:
+        raise ValueError(f"batch = {batch} is out of range: allowed 2 <= batch <= samples = {samples}")
+    z_image, z_text = m1_latent_pairs(cfg, samples, seed)
+    zb_i, zb_t = _batched(z_image, batch), _batched(z_text, batch)
+    l = z_image.shape[1]
+
+    def objective(theta):  # tau (L - log N): the same minimiser, O(1) at every tau (L - log N = O(1/tau) for large tau)
+        loss, (g_i, g_t) = infonce_batch_loss(theta[: l * l].reshape(l, l), theta[l * l:].reshape(l, l), zb_i, zb_t, tau)
+        return tau * (loss - math.log(batch)), tau * np.concatenate([g_i.ravel(), g_t.ravel()])
+
+    best = None
+    for start in _infonce_starts(l):
+        res = optimize.minimize(objective, start, jac=True, method="L-BFGS-B",
+                                options={"maxiter": 3000, "gtol": INFONCE_GTOL, "ftol": 1e-15})
+        if best is None or res.fun < best.fun:
+            best = res
+    b_i, b_t = best.x[: l * l].reshape(l, l), best.x[l * l:].reshape(l, l)
+    b_i, b_t = b_i / np.linalg.norm(b_i), b_t / np.linalg.norm(b_t)
+    grad = objective(np.concatenate([b_i.ravel(), b_t.ravel()]))[1] / tau
+    m = b_i.T @ b_t
+    sv = [np.linalg.svd(b, compute_uv=False) for b in (b_i, b_t)]
+    return {"b_image": b_i, "b_text": b_t, "M": m / np.linalg.norm(m), "loss": float(best.fun / tau + math.log(batch)),
+            "grad_norm": float(np.linalg.norm(grad)), "batches": zb_i.shape[0],
+            "rank_ratio": float(min(s[-1] / s[0] for s in sv))}
+
+
+def infonce_score_weights(b_image: np.ndarray, b_text: np.ndarray, prompts: np.ndarray) -> np.ndarray:
+    """Latent-space class-score weights of normalised linear encoders, (l, K): W[:, k] = B_I^T normalise(B_T t_k).
+
+    Class k scores <normalise(B_I x), normalise(B_T t_k)> = (B_I x).W-column / ||B_I x||; the image norm is
+    a common positive factor, so argmax_k is that of x^T W. prompts (K, l).
+    """
+    e = np.asarray(prompts, np.float64) @ np.asarray(b_text, np.float64).T  # (K, p)
+    e = e / np.linalg.norm(e, axis=1, keepdims=True)
+    return np.asarray(b_image, np.float64).T @ e.T
+
+
+def infonce_population_accuracy(cfg: M1Config, test: str | float, tau: float, *, prompt: str = "core",
+                                batch: int | None = None, samples: int = INFONCE_SAMPLES, seed: int = 0,
+                                test_noise: bool = True) -> float:
+    """Zero-shot accuracy of the population InfoNCE optimum (infonce_population_optimum), exact Gaussian.
+
+    The test latent gets the projected noise sigma_xi^2/d on each coordinate (the optimum's encoder has
+    no component off D's columns); ties as in population_zero_shot_accuracy. When the optimum collapses to
+    rank one (rank_ratio < INFONCE_COLLAPSED; M1 defaults: tau >~ 300) the embedding of a prompt off the
+    surviving direction is 0/0 in the limit, so the prediction is undefined: ValueError.
+    """
+    opt = infonce_population_optimum(cfg, float(tau), batch, samples, seed)
+    if opt["rank_ratio"] < INFONCE_COLLAPSED:
+        raise ValueError(f"tau = {tau}: the population InfoNCE optimum collapses to rank one (sigma_min/sigma_max = "
+                         f"{opt['rank_ratio']:.1e}), so its zero-shot prediction is undefined; allowed: a smaller tau")
+    P = np.asarray(prompt_latents(cfg, prompt), np.float64)
+    W = infonce_score_weights(opt["b_image"], opt["b_text"], P)
+    sd = math.sqrt(max(cfg.sigma_core, cfg.sigma_spu) ** 2 + cfg.sigma_xi**2 / cfg.d)
+    tie_tol = TIE_RTOL * float(np.abs(W).max() * math.sqrt(W.shape[0]) * (1 + sd) * np.linalg.norm(P, axis=1).max())
+    e = cfg.sigma_xi**2 / cfg.d if test_noise else 0.0
+    cache: dict = {}
+    return float(sum(w * _correct_probability(W, label, mean, np.diag(var + e), tie_tol, cache)
+                     for w, label, mean, var in test_groups(cfg, test)))
