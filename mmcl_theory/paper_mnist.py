@@ -7,7 +7,7 @@ shades, SHADES = dark / medium / light blue (family 0) and light / medium / dark
         red for 5-9) with probability `agreement` = 0.995, else the other; the shade is uniform
         over the family's three;
     the paper's P* ('independent', the OOD test of Fig. 2): the shade is uniform over all six;
-    'flipped': the shade is uniform over the other family's three (not in the paper; a bound).
+    'flipped': the shade is uniform over the other family's three (not in the paper; the worst case).
 
 The digit stays MNIST ink over the coloured background: x = g + (1 - g) c per pixel and channel,
 g in [0, 1] the grey MNIST pixel and c the shade's RGB (SHADE_RGB; the paper gives no RGB values),

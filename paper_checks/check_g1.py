@@ -41,6 +41,7 @@ def paired(a: dict[int, float], b: dict[int, float]) -> np.ndarray:
 
 def assess(rows: list[dict]) -> tuple[str, str, str, list[str]]:
     """(verdict, measured, why, details) of the three claims from the sweep's rows (see the module doc)."""
+    from mmcl_theory.figures import SWEEP_FIGURES
     from mmcl_theory.paper_mnist import PAPER_FIG2, fig2_curves
 
     ood, iid = fig2_curves(rows, "independent"), fig2_curves(rows, "aligned")
@@ -59,10 +60,12 @@ def assess(rows: list[dict]) -> tuple[str, str, str, list[str]]:
     measured = (f"OOD %: pi_core 0 -> 1: {pct(core[0.0])[0]:.2f} -> {pct(core[1.0])[0]:.2f} (paper "
                 f"{PAPER_FIG2['pi_core'][0.0]} -> {PAPER_FIG2['pi_core'][1.0]}); pi_spu 0 -> 1: {pct(spu[0.0])[0]:.2f} -> "
                 f"{pct(spu[1.0])[0]:.2f} (paper {PAPER_FIG2['pi_spu'][0.0]} -> {PAPER_FIG2['pi_spu'][1.0]}); SL "
-                f"{pct(sl)[0]:.2f} (paper {PAPER_FIG2['supervised']}); {seeds} seeds")
+                f"{pct(sl)[0]:.2f} (paper {PAPER_FIG2['supervised']}); {seeds} seed{'s' * (seeds != 1)}")
     why = "; ".join(f"{name}: {'holds' if ok else 'FAILS'}" for name, ok in checks.items())
+    id_means = [pct(by_seed)[0] for curve in ("pi_core", "pi_spu") for by_seed in iid[curve].values()]
     why += (f" (MMCL - SL {beat:+.2f} +- {beat_se:.2f} points; D_core {d_core:+.2f} +- {d_core_se:.2f}; "
-            f"D_spu {d_spu:+.2f} +- {d_spu_se:.2f}; paired by seed, tolerance {Z:g} s.e.)")
+            f"D_spu {d_spu:+.2f} +- {d_spu_se:.2f}; paired by seed, tolerance {Z:g} s.e.; ID accuracy MMCL "
+            f"{min(id_means):.1f}-{max(id_means):.1f}%, SL {pct(iid['supervised'])[0]:.1f}%)")
     table = ["| point | paper OOD % | ours OOD % (mean +- s.e.) | ours ID % |", "| --- | --- | --- | --- |"]
     for name, label in (("pi_core", "pi_spu = 1, pi_core = {x:g}"), ("pi_spu", "pi_core = 1, pi_spu = {x:g}")):
         for x in sorted(set(PAPER_FIG2[name]) | set(ood[name])):
@@ -73,6 +76,7 @@ def assess(rows: list[dict]) -> tuple[str, str, str, list[str]]:
     details = ["Ours: the sweep paper_mnist (figures/paper_mnist.csv), 8,000 training and 2,000 test images of the 10k "
                "MNIST test set (the paper: the 60k training set), shade RGB values and temperature 1 chosen here "
                "(docs/models.md, last section). Paper: Fig. 2, read from the PDF's vector paths, axis-calibrated.",
+               f"Run settings of the committed figure (mmcl_theory/figures.py): {SWEEP_FIGURES['paper_mnist'][2]}.",
                *table]
     return (PASS if all(checks.values()) else FAIL), measured, why, details
 
