@@ -30,7 +30,6 @@ bench/sweep_throughput.py all call it.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from typing import Callable, Sequence

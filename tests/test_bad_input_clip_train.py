@@ -171,7 +171,7 @@ def test_vocab_size_too_small_for_a_trained_tokenizer_is_refused_before_data_loa
     cfg = write(tmp_path, csv_config(image_csv).replace("vocab_size = 600", "vocab_size = 100"))
     rc, _, err = run_main(train.main, ["--config", cfg, "--workdir", tmp_path / "w"], capsys)
     line = one_error_line(rc, err)
-    assert f"data.vocab_size = 100 is not allowed with data.tokenizer = 'train'" in line
+    assert "data.vocab_size = 100 is not allowed with data.tokenizer = 'train'" in line
     assert f">= {config.MIN_TRAINED_VOCAB_SIZE}" in line
     assert not (tmp_path / "w").exists()  # no cache, no tokenizer: refused up front
 
