@@ -23,6 +23,7 @@ from pathlib import Path
 from . import __version__
 from .config import ArgumentParser
 from .io import atomic_write_csv, atomic_write_text, load_module_from_path
+from .runtime import error_exit
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES_DIR = ROOT / "figures"
@@ -335,20 +336,17 @@ def main(argv=None) -> int:
     chosen = [n.strip() for n in args.only.split(",")] if args.only else names
     unknown = [n for n in chosen if n not in SWEEP_FIGURES and n not in (REAL_DATA_NAME, MECHANISMS_NAME)]
     if unknown:
-        print(f"error: unknown figure(s) {', '.join(unknown)}: known {', '.join(names)}", file=sys.stderr)
-        return 2
+        return error_exit(f"unknown figure(s) {', '.join(unknown)}: known {', '.join(names)}")
     if args.from_dir and not args.from_dir.is_dir():
-        print(f"error: --from {args.from_dir} is not a folder of sweep results", file=sys.stderr)
-        return 2
-    from .sweep import setup_jax
+        return error_exit(f"--from {args.from_dir} is not a folder of sweep results")
+    from .runtime import setup_jax
 
     setup_jax("cpu")
     out_dir = args.out
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        print(f"error: cannot write to --out {out_dir}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        return error_exit(f"cannot write to --out {out_dir}: {e.strerror or e}")
     runs = args.runs or Path("runs") / ("figures-quick" if args.quick else "figures")
     entries, failed = [], []
     quick_for = {n.strip() for n in args.quick_for.split(",") if n.strip()}
