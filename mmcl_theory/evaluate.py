@@ -31,7 +31,6 @@ bench/sweep_throughput.py all call it.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Callable, Sequence
 
 import jax
@@ -381,14 +380,6 @@ def seed_accuracies(rows: list[dict], learner: str, prompt: str | None = None) -
 
 
 # ------------------------------------------------------------------ statistics
-
-
-def mean_se(values) -> tuple[float, float]:
-    """Mean and standard error of the mean over the first axis (s.e. 0 for one value)."""
-    v = np.asarray(values, np.float64)
-    if v.shape[0] < 2:
-        return float(v.mean()), 0.0
-    return float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.shape[0]))
 
 
 def projection_spread(x: jax.Array, label: jax.Array, direction: jax.Array, num_classes: int) -> jax.Array:

@@ -153,7 +153,8 @@ def plot_temperature(rows: list[dict], path, title: str, caption: str = "") -> N
 
     from .datamodel import TESTS
     from .io import atomic_save_figure
-    from .plotting import PROMPT_LABEL, STYLE, TEST_LABEL, summarise
+    from .plotting import PROMPT_LABEL, STYLE, TEST_LABEL
+    from .results import summarise
 
     stats = summarise(rows)
     theory = {"theory_mmcl": ("linear-loss theory (population)", "black", "-"),
@@ -236,7 +237,7 @@ def stored_rows(name: str, directory: Path) -> tuple[list[dict], dict]:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    from .sweep import CONTRACT
+    from .results import CONTRACT
 
     atomic_write_csv(path, [{k: (f"{float(r[k]):.6g}" if k == "accuracy" else r.get(k, "")) for k in CONTRACT}
                             for r in rows], CONTRACT)

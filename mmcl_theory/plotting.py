@@ -8,15 +8,14 @@ panels and the one-line caption under the legend.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .datamodel import TESTS  # noqa: E402
 from .io import atomic_save_figure  # noqa: E402
+from .results import TESTS, mean_se, summarise  # noqa: E402
 
 STYLE = {
     "figure.dpi": 120, "savefig.dpi": 200, "font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 9,
@@ -59,17 +58,6 @@ def curve_label(learner: str, prompt: str = "", short: bool = False) -> str:
     if short:
         return learner + (f"[{prompt}]" if prompt else "")
     return LEARNER_LABEL.get(learner, learner) + (f", {PROMPT_LABEL.get(prompt, prompt)}" if prompt else "")
-
-
-def summarise(rows: list[dict]) -> dict[tuple, tuple[float, float, int]]:
-    """(param, series, value, learner, prompt, test) -> (mean, standard error, number of seeds)."""
-    from .evaluate import mean_se
-
-    groups = defaultdict(list)
-    for r in rows:
-        key = (r["param"], r.get("series", ""), float(r["value"]), r["learner"], r.get("prompt", ""), r["test"])
-        groups[key].append(float(r["accuracy"]))
-    return {k: (*mean_se(v), len(v)) for k, v in groups.items()}
 
 
 def _curve_order(stats) -> list[tuple[str, str]]:
@@ -163,7 +151,6 @@ def plot_paper_mnist(rows: list[dict], path, title: str, caption: str = "") -> N
     """
     import numpy as np
 
-    from .evaluate import mean_se
     from .paper_mnist import PAPER_FIG2, fig2_curves
 
     curve_style = {"pi_core": ("tab:blue", "o", r"MMCL, $\pi_{spu}$ = 1, varying $\pi_{core}$"),

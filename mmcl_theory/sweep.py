@@ -11,11 +11,7 @@ they complete, each line tagged with the plan's hash, so a killed sweep rerun wi
 skips them and lines of another plan are refused. At the end it writes results.csv / results.json
 (the results contract) and a figure, and prints a table.
 
-Results contract, one row per accuracy: CONTRACT below. `series` is "name=value" for two-axis
-sweeps and "" otherwise; theory rows have seed -1; `prompt` is the zero-shot prompt ("core",
-"class_mean"; "" for SL); `route` says how the accuracy was computed (evaluate.py); `final_loss`,
-`loss_floor`, `converged` are a trained learner's final training loss, the floor of that loss and
-whether it stopped moving (docs/learners.md#convergence), "" for theory rows and closed forms.
+Results contract, one row per accuracy: results.CONTRACT (described in results.py).
 """
 
 from __future__ import annotations
@@ -32,12 +28,10 @@ from pathlib import Path
 
 from .config import ConfigError, field_types, option_type, parse_value, split_override
 from .io import CorruptFileError, append_jsonl, atomic_write_csv, atomic_write_json, read_jsonl, run_header
+from .results import CONTRACT, ROW_KEYS, format_table
 from .runtime import default_cache_dir, error_exit, quiet_jax_logs, setup_jax
 
 SWEEP_DIR = Path(__file__).resolve().parent / "sweeps"
-CONTRACT = ("sweep", "model", "param", "value", "series", "learner", "prompt", "test", "seed", "n", "accuracy",
-            "route", "final_loss", "loss_floor", "converged")
-ROW_KEYS = ("learner", "prompt", "test", "seed", "n", "accuracy", "route", "final_loss", "loss_floor", "converged")
 
 
 class SweepError(ValueError):
@@ -393,28 +387,6 @@ def write_results(rows: list[dict], plan: Plan, out: Path, seconds: float) -> li
                                              "description": plan.description, "plan_hash": plan.hash,
                                              "seconds": round(seconds, 2), "rows": rows})
     return [out / "results.csv", out / "results.json"]
-
-
-def format_table(rows: list[dict]) -> str:
-    """Per test distribution: value (and series) against theory and each learner, mean +- s.e. over seeds."""
-    from .plotting import TESTS, curve_label, summarise
-
-    stats = summarise(rows)
-    curves = list(dict.fromkeys((r["learner"], r["prompt"]) for r in rows))
-    width = max(20, *(len(curve_label(*c, short=True)) + 1 for c in curves))
-    lines = []
-    for test in TESTS:
-        lines.append(f"\n== {test} test: accuracy, mean +- s.e. over seeds ==")
-        lines.append(f"{'param':>10} {'value':>8} {'series':>12} "
-                     + " ".join(f"{curve_label(*c, short=True):>{width}}" for c in curves))
-        for key in sorted({k[:3] for k in stats}, key=lambda k: (k[0], k[1], k[2])):
-            cells = []
-            for learner, prompt in curves:
-                m = stats.get((*key, learner, prompt, test))
-                cells.append(f"{'-':>{width}}" if m is None else
-                             f"{m[0]:>{width - 8}.3f}" + (f" +-{m[1]:.3f}" if m[2] > 1 else " " * 7) + " ")
-            lines.append(f"{key[0]:>10} {key[2]:>8.4g} {key[1]:>12} " + " ".join(cells))
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ parts and merge

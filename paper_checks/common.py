@@ -13,8 +13,7 @@ import functools
 
 import numpy as np
 
-from mmcl_theory.datamodel import TESTS  # noqa: F401  (re-exported for the checks)
-from mmcl_theory.evaluate import mean_se  # noqa: F401  (re-exported for the checks)
+from mmcl_theory.results import TESTS, mean_se  # noqa: F401  (re-exported for the checks)
 
 PAPER = "paper claim"
 DERIVED = "package derivation (this package's own models and formulas)"

@@ -4,6 +4,8 @@ config -> state -> zero_shot -> (train, evaluate); the library never imports pap
 track never imports the synthetic sweep machinery."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,15 +96,28 @@ def test_synthetic_track_is_layered_one_way():
     """Each layer reaches only layers below it (the shared config and io layers are below everything)."""
     m = "mmcl_theory."
     allowed = {
-        "datamodel": {"config"},
-        "theory": {"datamodel", "config"},
+        "datamodel": {"config", "results"},
+        "theory": {"datamodel", "config", "results"},
         "losses": set(),
         "learners": {"losses", "config"},
-        "evaluate": {"datamodel", "theory", "learners", "losses", "config"},
+        "evaluate": {"datamodel", "theory", "learners", "losses", "config", "results"},
     }
     for module, below in allowed.items():
         deps = {d[len(m):] for d in reachable(m + module) if d.startswith(m)}
         assert deps <= below, f"{module} reaches {sorted(deps - below)}"
+
+
+def test_jax_free_base_layer():
+    """config, io, runtime and results reach no module that imports jax at its top (datamodel, theory,
+    learners, losses, evaluate, models, sweep, ...); importing them, or plotting, does not load jax."""
+    jax_modules = {"mmcl_theory." + m for m in ("datamodel", "theory", "learners", "losses", "evaluate", "models",
+                                                "sweep", "digits", "digits_learners", "paper_mnist")}
+    for module in ("config", "io", "runtime", "results"):
+        bad = reachable("mmcl_theory." + module) & jax_modules
+        assert not bad, f"{module} reaches {sorted(bad)}"
+    code = ("import sys; import mmcl_theory.results, mmcl_theory.plotting, mmcl_theory.runtime; "
+            "sys.exit('jax' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0, "importing them loaded jax"
 
 
 def test_library_never_imports_paper_checks_and_clip_never_the_sweeps():

@@ -1,0 +1,59 @@
+"""Results of a sweep, without jax: the test names, the row contract, statistics over seeds and the printed table.
+
+Results contract, one row per accuracy (``CONTRACT``): the sweep, model, swept parameter and value,
+the series ("name=value" for two-axis sweeps, "variant=NAME" for variants, "" otherwise), the learner,
+the zero-shot prompt ("" for SL), the test distribution (``TESTS``), the seed (-1 for theory rows),
+n, the accuracy, the route that computed it (evaluate.py), and a trained learner's final loss, loss
+floor and whether it converged ("" otherwise; docs/learners.md#convergence). A model's runner
+returns rows with the ``ROW_KEYS``; the sweep adds the point's columns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+TESTS = ("aligned", "independent", "flipped")
+CONTRACT = ("sweep", "model", "param", "value", "series", "learner", "prompt", "test", "seed", "n", "accuracy",
+            "route", "final_loss", "loss_floor", "converged")
+ROW_KEYS = ("learner", "prompt", "test", "seed", "n", "accuracy", "route", "final_loss", "loss_floor", "converged")
+
+
+def mean_se(values) -> tuple[float, float]:
+    """Mean and standard error of the mean over the first axis (s.e. 0 for one value):
+    s.e. = s / sqrt(m), s the sample standard deviation (ddof 1) of the m values."""
+    v = np.asarray(values, np.float64)
+    if v.shape[0] < 2:
+        return float(v.mean()), 0.0
+    return float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.shape[0]))
+
+
+def summarise(rows: list[dict]) -> dict[tuple, tuple[float, float, int]]:
+    """(param, series, value, learner, prompt, test) -> (mean, standard error, number of seeds)."""
+    groups = defaultdict(list)
+    for r in rows:
+        key = (r["param"], r.get("series", ""), float(r["value"]), r["learner"], r.get("prompt", ""), r["test"])
+        groups[key].append(float(r["accuracy"]))
+    return {k: (*mean_se(v), len(v)) for k, v in groups.items()}
+
+
+def format_table(rows: list[dict]) -> str:
+    """Per test distribution: value (and series) against theory and each learner[prompt], mean +- s.e. over seeds."""
+    stats = summarise(rows)
+    curves = list(dict.fromkeys((r["learner"], r["prompt"]) for r in rows))
+    label = lambda learner, prompt: learner + (f"[{prompt}]" if prompt else "")
+    width = max(20, *(len(label(*c)) + 1 for c in curves))
+    lines = []
+    for test in TESTS:
+        lines.append(f"\n== {test} test: accuracy, mean +- s.e. over seeds ==")
+        lines.append(f"{'param':>10} {'value':>8} {'series':>12} " + " ".join(f"{label(*c):>{width}}" for c in curves))
+        for key in sorted({k[:3] for k in stats}, key=lambda k: (k[0], k[1], k[2])):
+            cells = []
+            for learner, prompt in curves:
+                m = stats.get((*key, learner, prompt, test))
+                cells.append(f"{'-':>{width}}" if m is None else
+                             f"{m[0]:>{width - 8}.3f}" + (f" +-{m[1]:.3f}" if m[2] > 1 else " " * 7) + " ")
+            lines.append(f"{key[0]:>10} {key[2]:>8.4g} {key[1]:>12} " + " ".join(cells))
+    return "\n".join(lines)
