@@ -180,7 +180,7 @@ def test_broken_sweep_definition_is_one_line_and_writes_nothing(tmp_path, monkey
     definitions = tmp_path / "sweeps"
     definitions.mkdir()
     (definitions / "broken.toml").write_text(text)
-    monkeypatch.setattr(sweep, "SWEEP_DIR", definitions)
+    monkeypatch.setattr(sweep.plan, "SWEEP_DIR", definitions)
     out = tmp_path / "out"
     line = _one_line_exit_2(capsys, ["broken", "--quick", "--out", str(out), *SMALL], needle)
     assert "broken.toml" in line
@@ -212,7 +212,7 @@ def test_memory_estimate_and_limit_in_the_line(tmp_path, monkeypatch, capsys):
     are refused the same way before their records; theory rows alone draw no data and always run."""
     import mmcl_theory.sweep as sweep
 
-    monkeypatch.setattr(sweep, "available_memory", lambda device="cpu": (30_000, "a test limit"))
+    monkeypatch.setattr(sweep.memory, "available_memory", lambda device="cpu": (30_000, "a test limit"))
     out = tmp_path / "cr"
     need = 4 * (6 * 30 * 40 + 2 * 30**2)  # n 30, d 40: 36000 bytes
     for extra in ([], ["--part", "1/2"], ["--launcher", "local", "--parts", "2", "--array-parallelism", "1"]):
