@@ -110,13 +110,10 @@ def infonce_population_rows(name: str, quick: bool) -> list[dict]:
     """Rows (seed -1, learner "theory_infonce") of the population InfoNCE optimum at each temperature of sweep
     `name` (theory.infonce_population_accuracy, docs/temperature.md#population-optimum), for the points that
     carry theory_mmcl; none where the optimum collapses to rank one (large tau: the core prompt is undefined)."""
-    from . import plotting
     from .datamodel import TESTS
     from .sweep import make_plan
     from .theory import infonce_population_accuracy
 
-    plotting.LEARNER_STYLE.setdefault("theory_infonce", ("tab:red", None))  # a line, like the other theory rows
-    plotting.LEARNER_LABEL.setdefault("theory_infonce", "InfoNCE population optimum")
     plan = make_plan(name, quick)
     out = []
     for point in plan.points:

@@ -28,14 +28,14 @@ LEARNER_STYLE = {  # colour, marker; theory learners are drawn as lines without 
     "mmcl_closed_form": ("tab:blue", "o"), "mmcl_linear_gd": ("tab:cyan", "x"),
     "mmcl_infonce_linear": ("tab:green", "s"), "mmcl_infonce_mlp": ("tab:olive", "^"),
     "sl_min_norm": ("tab:red", "o"), "sl_logistic": ("tab:orange", "s"), "sl_logistic_gd": ("tab:brown", "v"),
-    "sl_mlp": ("tab:purple", "^"),
+    "sl_mlp": ("tab:purple", "^"), "theory_infonce": ("tab:red", None),
 }
 LEARNER_LABEL = {
     "theory_mmcl": "MMCL theory (population)", "bayes_core": "Bayes, core only",
     "mmcl_closed_form": "MMCL closed form", "mmcl_linear_gd": "MMCL linear loss, GD",
     "mmcl_infonce_linear": "MMCL InfoNCE, linear", "mmcl_infonce_mlp": "MMCL InfoNCE, MLP",
     "sl_min_norm": "SL min-norm", "sl_logistic": "SL logistic (Adam)", "sl_logistic_gd": "SL logistic (GD)",
-    "sl_mlp": "SL MLP",
+    "sl_mlp": "SL MLP", "theory_infonce": "InfoNCE population optimum",
 }
 PARAM_LABEL = {
     "r": "caption richness r", "sigma_core": r"core within-class s.d. $\sigma_{core}$",

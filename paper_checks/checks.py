@@ -22,6 +22,7 @@ from .common import (DERIVED, FAIL, NOT_RUN, PAPER, PASS, SAGAWA, TEST_INDEX, TE
                      verdict)
 
 from .check_g1 import check_G1
+from .temperature import check_T1
 from .theorems import CHECKS as THEOREM_CHECKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -750,6 +751,7 @@ def check_Q5(quick: bool) -> Record:
 CHECKS = {  # the paper's theorems first, then the package's claims on its own models
     **THEOREM_CHECKS,
     "G1": check_G1,
+    "TAU": check_T1,
     "C1": check_C1, "C2": check_C2, "C3": check_C3, "C4": check_C4, "C5": check_C5, "C6": check_C6, "C7": check_C7,
     "C8": check_C8,
     "Q1": check_Q1, "Q2": check_Q2, "Q3": check_Q3, "Q4": check_Q4, "Q5": check_Q5,
