@@ -136,7 +136,7 @@ def infonce_population_rows(name: str, quick: bool) -> list[dict]:
 
 
 EXTRA_ROWS = {"temperature": infonce_population_rows}  # name -> function(name, quick) adding computed rows
-TEMPERATURE_SERIES = {  # series of synthetic/temperature.toml -> (legend label, colour, marker)
+TEMPERATURE_SERIES = {  # series of mmcl_theory/sweeps/temperature.toml -> (legend label, colour, marker)
     "variant=steps200": ("InfoNCE, 200 steps, d 2000", "tab:olive", "^"),
     "variant=steps5000": ("InfoNCE, 5000 steps, d 2000", "tab:green", "s"),
     "variant=d10": ("InfoNCE, 5000 steps, d 10", "tab:blue", "o"),
@@ -196,7 +196,7 @@ CUSTOM_PLOTS["temperature"] = plot_temperature
 
 
 def available() -> list[str]:
-    """The sweep figures whose definitions exist (digits only once synthetic/digits.toml does)."""
+    """The sweep figures whose definitions exist (digits only once mmcl_theory/sweeps/digits.toml does)."""
     from .sweep import available_sweeps
 
     have = set(available_sweeps())
@@ -375,7 +375,7 @@ def main(argv=None) -> int:
             continue
         if name not in available():
             entries.append({"name": name, "title": SWEEP_FIGURES[name][0], "png": None,
-                            "note": f"no sweep definition synthetic/{name}.toml"})
+                            "note": f"no sweep definition mmcl_theory/sweeps/{name}.toml"})
             continue
         print(f"[figures] {name} ...", file=sys.stderr, flush=True)
         try:

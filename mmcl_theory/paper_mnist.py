@@ -476,7 +476,7 @@ def evaluate_grid(configs, seeds, learners, settings, route="sampled", on_point=
 
 
 def fig2_curves(rows, test: str = "independent") -> dict:
-    """Rows of the sweep paper_mnist (synthetic/paper_mnist.toml) as Fig. 2's curves on one test, per seed.
+    """Rows of the sweep paper_mnist (mmcl_theory/sweeps/paper_mnist.toml) as Fig. 2's curves on one test, per seed.
 
     rows: result-contract rows (dicts; values may be strings, as read from a CSV). Returns
     {'pi_core': {pi_core: {seed: accuracy}} at pi_spu = 1 (variant pi_spu_1),
