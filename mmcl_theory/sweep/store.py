@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ def prepare_out(out: Path, plan: Plan) -> None:
         raise SweepError(f"--out {out} is a file: give a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
+        probe = out / f".write_test.{os.getpid()}"  # one per process: parts probe the same folder at once
         probe.write_text("")
         probe.unlink()
     except OSError as e:
