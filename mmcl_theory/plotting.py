@@ -76,7 +76,7 @@ def _series_label(s: str) -> str:
 def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
     """Accuracy against the swept parameter, one panel per test distribution.
 
-    Theory learners (seed -1) are lines; trained/closed-form learners are mean +- standard error
+    Theory learners (route 'theory') are lines; trained/closed-form learners are mean +- standard error
     over seeds. A second axis (series) is drawn with line styles; the class-mean prompt of a zero-shot
     learner with the next line style and hollow markers; several swept params get one row each.
     """

@@ -2,8 +2,9 @@
 
 Results contract, one row per accuracy (``CONTRACT``): the sweep, model, swept parameter and value,
 the series ("name=value" for two-axis sweeps, "variant=NAME" for variants, "" otherwise), the learner,
-the zero-shot prompt ("" for SL), the test distribution (``TESTS``), the seed (-1 for theory rows),
-n, the accuracy, the route that computed it (evaluate.py), and a trained learner's final loss, loss
+the zero-shot prompt ("" for SL), the test distribution (``TESTS``), the seed, n, the accuracy, the
+route that computed it (evaluate.py; "theory" marks a theory row, whose seed is -1 when it does not
+depend on the seed, as in M1/M2, and the seed's own when it does, as in M3's exact E[S]), and a trained learner's final loss, loss
 floor and whether it converged ("" otherwise; docs/learners.md#convergence). A model's runner
 returns rows with the ``ROW_KEYS``; the sweep adds the point's columns.
 """
