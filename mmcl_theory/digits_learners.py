@@ -37,6 +37,7 @@ from mmcl_theory.config import ConfigError, as_floats, check_range
 from mmcl_theory.digits import NUM_CLASSES, PROMPTS, TESTS, DigitsConfig, build_split
 from mmcl_theory.learners import apply_mlp, fit, init_mlp, sl_min_norm
 from mmcl_theory.losses import infonce_loss, l2_normalise
+from mmcl_theory.theory import truncate_rank
 
 LEARNERS = ("theory_mmcl", "mmcl_closed_form", "mmcl_infonce_linear", "mmcl_infonce_mlp",
             "sl_logistic", "sl_mlp", "sl_min_norm")
@@ -76,14 +77,6 @@ class DigitsLearnerSettings:
 # --------------------------------------------------------------------------------------------
 # Closed forms (numpy, float64)
 # --------------------------------------------------------------------------------------------
-
-
-def truncate_rank(matrix: np.ndarray, rank: int) -> np.ndarray:
-    """Top-`rank` SVD part of a (D, V) matrix, sum_{j <= rank} sigma_j u_j v_j^T (the whole matrix if rank >= V)."""
-    if rank >= min(matrix.shape):
-        return matrix
-    u, sigma, vt = np.linalg.svd(matrix, full_matrices=False)
-    return (u[:, :rank] * sigma[:rank]) @ vt[:rank]
 
 
 def closed_form_scores(cross_covariance: np.ndarray, image_mean: np.ndarray, rank: int, x: np.ndarray,

@@ -126,7 +126,7 @@ def population_cross_covariance(cfg: Config) -> np.ndarray:
 
 
 def truncate_rank(C: np.ndarray, rank: int | None) -> np.ndarray:
-    """Best rank-p approximation of C (top-p SVD), (l, l) -> (l, l); rank=None keeps C.
+    """Best rank-p approximation of C (top-p SVD), (a, b) -> (a, b); rank=None keeps C.
 
     The truncation is unique only when sigma_p > sigma_{p+1} (docs/theory.md#closed-form). When the
     two coincide (within TIE_RTOL sigma_1; e.g. M2 with beta = annotate = 1, where every core
@@ -138,7 +138,7 @@ def truncate_rank(C: np.ndarray, rank: int | None) -> np.ndarray:
         return C
     if rank < 1:
         raise ValueError(f"rank = {rank!r} is out of range: allowed an integer >= 1, or None for full rank")
-    u, sigma, vt = np.linalg.svd(C)
+    u, sigma, vt = np.linalg.svd(C, full_matrices=False)
     if sigma[rank - 1] > TIE_RTOL * sigma[0] and sigma[rank - 1] - sigma[rank] <= TIE_RTOL * sigma[0]:
         raise ValueError(f"rank = {rank}: the rank-{rank} truncation of Cov(z_I, z_T) is not unique (singular values "
                          f"{rank} and {rank + 1} are both {sigma[rank]:.6g}), so the population prediction is "
