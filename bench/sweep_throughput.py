@@ -48,7 +48,8 @@ def main() -> None:
 
     from mmcl_theory import evaluate as E
     from mmcl_theory.datamodel import dictionaries, sample_dataset
-    from mmcl_theory.sweep import make_plan, setup_jax
+    from mmcl_theory.runtime import setup_jax
+    from mmcl_theory.sweep import make_plan
 
     setup_jax(args.device, compile_cache=False)
     imports = time.perf_counter() - t0

@@ -40,15 +40,16 @@ def is_number(value: Any) -> bool:
 
 
 def check_range(owner: str, field: str, value: Any, low: float, high: float, *, integer: bool = False,
-                open_low: bool = False) -> None:
-    """Raise ConfigError unless low <= value <= high (low < value with open_low), finite, and an int if asked.
+                open_low: bool = False, open_high: bool = False) -> None:
+    """Raise ConfigError unless low <= value <= high (low < value with open_low, value < high with open_high),
+    finite, and an int if asked.
 
     Traced or stacked values (jax arrays inside jit/vmap) are not checked: they were checked when
     the concrete config was built.
     """
     name = f"{owner}.{field}" if owner else field
-    left = "(" if open_low else "["
-    allowed = f"{'an integer' if integer else 'a finite number'} in {left}{low}, {high}]"
+    left, right = "(" if open_low else "[", ")" if open_high else "]"
+    allowed = f"{'an integer' if integer else 'a finite number'} in {left}{low}, {high}{right}"
     if integer and not is_int(value):
         raise ConfigError(f"{name} = {value!r} is not allowed: {allowed}")
     if not is_number(value):
@@ -56,7 +57,7 @@ def check_range(owner: str, field: str, value: Any, low: float, high: float, *, 
             raise ConfigError(f"{name} = {value!r} is not allowed: {allowed}")
         return  # a jax tracer or array
     v = float(value)
-    if not math.isfinite(v) or v < low or v > high or (open_low and v == low):
+    if not math.isfinite(v) or v < low or v > high or (open_low and v == low) or (open_high and v == high):
         raise ConfigError(f"{name} = {value!r} is out of range: allowed {allowed}")
 
 

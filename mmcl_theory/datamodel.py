@@ -35,7 +35,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .config import ConfigError, as_floats, check_range, is_number
+from .config import as_floats, check_range
 from .results import TESTS  # noqa: F401  (the test distributions, re-exported with the models)
 
 
@@ -167,9 +167,7 @@ class DM2Config:
         check_range(name, "m", self.m, 2, 10**4, integer=True)
         as_floats(self, ("alpha", "beta", "pi", "sigma_xi"))
         check_range(name, "alpha", self.alpha, 0.0, math.inf)
-        check_range(name, "beta", self.beta, 0.0, 1.0)
-        if is_number(self.beta) and self.beta == 1.0:  # traced values were checked when built
-            raise ConfigError(f"{name}.beta = 1.0 is not allowed: a finite number in [0, 1) (Def. 4.6: beta < 1)")
+        check_range(name, "beta", self.beta, 0.0, 1.0, open_high=True)  # Def. 4.6: beta < 1
         check_range(name, "pi", self.pi, 0.0, 1.0)
         check_range(name, "sigma_xi", self.sigma_xi, 0.0, math.inf)
         check_range(name, "n", self.n, 2, 10**8, integer=True)

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .io import atomic_save_figure  # noqa: E402
-from .results import TESTS, mean_se, summarise  # noqa: E402
+from .results import TESTS, curve_key, mean_se, summarise  # noqa: E402
 
 STYLE = {
     "figure.dpi": 120, "savefig.dpi": 200, "font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 9,
@@ -56,7 +56,7 @@ PROMPT_LABEL = {"core": "core prompt", "class_mean": "class-mean prompt", "digit
 def curve_label(learner: str, prompt: str = "", short: bool = False) -> str:
     """Legend / table label of one curve: the learner and, for zero-shot learners, its prompt."""
     if short:
-        return learner + (f"[{prompt}]" if prompt else "")
+        return curve_key(learner, prompt)
     return LEARNER_LABEL.get(learner, learner) + (f", {PROMPT_LABEL.get(prompt, prompt)}" if prompt else "")
 
 

@@ -40,16 +40,20 @@ def summarise(rows: list[dict]) -> dict[tuple, tuple[float, float, int]]:
     return {k: (*mean_se(v), len(v)) for k, v in groups.items()}
 
 
+def curve_key(learner: str, prompt: str = "") -> str:
+    """The short name of one curve: learner[prompt] for a zero-shot learner, the learner alone for SL."""
+    return learner + (f"[{prompt}]" if prompt else "")
+
+
 def format_table(rows: list[dict]) -> str:
     """Per test distribution: value (and series) against theory and each learner[prompt], mean +- s.e. over seeds."""
     stats = summarise(rows)
     curves = list(dict.fromkeys((r["learner"], r["prompt"]) for r in rows))
-    label = lambda learner, prompt: learner + (f"[{prompt}]" if prompt else "")
-    width = max(20, *(len(label(*c)) + 1 for c in curves))
+    width = max(20, *(len(curve_key(*c)) + 1 for c in curves))
     lines = []
     for test in TESTS:
         lines.append(f"\n== {test} test: accuracy, mean +- s.e. over seeds ==")
-        lines.append(f"{'param':>10} {'value':>8} {'series':>12} " + " ".join(f"{label(*c):>{width}}" for c in curves))
+        lines.append(f"{'param':>10} {'value':>8} {'series':>12} " + " ".join(f"{curve_key(*c):>{width}}" for c in curves))
         for key in sorted({k[:3] for k in stats}, key=lambda k: (k[0], k[1], k[2])):
             cells = []
             for learner, prompt in curves:

@@ -433,7 +433,8 @@ def test_digits_sweep_bad_input_exits_2_with_one_line(capsys):
 def test_digits_quick_sweep_writes_the_contract_with_every_variant(tmp_path, capsys):
     import csv
 
-    from mmcl_theory.sweep import CONTRACT, main
+    from mmcl_theory.results import CONTRACT
+    from mmcl_theory.sweep import main
 
     assert main(["digits", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     with open(tmp_path / "results.csv") as f:

@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from mmcl_theory.sweep import CONTRACT, available_sweeps, main, make_plan
+from mmcl_theory.results import CONTRACT
+from mmcl_theory.sweep import available_sweeps, main, make_plan
 
 SMALL = ["--set", "n=40", "--set", "d=60", "--set", "n_test=300"]
 

@@ -18,8 +18,6 @@ Modules, one way down: ``plan`` (definitions, the plan) -> ``memory`` (the up-fr
 ``cli``. The names below are the package's public API.
 """
 
-from ..results import CONTRACT, ROW_KEYS
-from ..runtime import setup_jax
 from .cli import finish, main, merge_main
 from .launch import launch_parts, part_command, run_part_job
 from .memory import available_memory, check_memory, point_memory
@@ -38,7 +36,7 @@ from .store import (
                     write_results,
 )
 
-__all__ = ["CONTRACT", "ROW_KEYS", "setup_jax", "finish", "main", "merge_main", "launch_parts", "part_command",
+__all__ = ["finish", "main", "merge_main", "launch_parts", "part_command",
            "run_part_job", "available_memory", "check_memory", "point_memory", "DEFINITION_KEYS", "SWEEP_DIR", "Plan",
            "Point", "SweepError", "available_sweeps", "load_definition", "make_plan", "PART_RECORD_KEYS",
            "PLAN_ARG_KEYS", "contract_rows", "merge_parts", "parse_part", "part_label", "part_points", "read_done",
