@@ -1,8 +1,8 @@
 """Check G1: the paper's semi-synthetic MNIST experiment (App. G.1, Fig. 2), from the sweep paper_mnist.
 
 The experiment (mmcl_theory/paper_mnist.py, docs/models.md, last section) trains a LeNet for 100
-epochs per point and seed, about two hours for the whole sweep on the project's 2-core VM, so the
-check does not rerun it: it reads the rows of the full run that `python -m mmcl_theory.figures --only
+epochs per point and seed (the first of its 8 points, 3 seeds, took 18 min on the project's 2-core VM
+at load 7-8, 2026-12-04), so the check does not rerun it: it reads the rows of the full run that `python -m mmcl_theory.figures --only
 paper_mnist` wrote to figures/paper_mnist.csv, and is 'not run' when they are absent or come from
 the quick variant. The paper's values are its Fig. 2 (paper_mnist.PAPER_FIG2); the verdict is on its
 three qualitative claims, with tolerances of Z standard errors of the seed mean of paired differences
@@ -96,7 +96,7 @@ def check_G1(quick: bool) -> Record:
                 "|pi_spu effect| < pi_core effect")
     if not RESULTS.is_file():
         return Record("G1", CLAIM, SOURCE, expected, "no results", NOT_RUN,
-                      f"{RESULTS.name} not found: run `{COMMAND}` (about two hours on 2 cores)")
+                      f"{RESULTS.name} not found: run `{COMMAND}` (its first of 8 points took 18 min on the 2-core VM)")
     rows = read_rows(RESULTS)
     seeds = {int(r["seed"]) for r in rows}
     n_train = {int(r["n"]) for r in rows}
