@@ -1,6 +1,6 @@
 """Sweep throughput: what `python -m mmcl_theory.sweep caption_richness` spends its time on.
 
-Times exactly what the sweep runs (evaluate.evaluate_grid, through the CLI for end-to-end numbers)
+Times exactly what the sweep runs (models.evaluate_grid, through the CLI for end-to-end numbers)
 and prints Markdown tables:
 1. end to end, cold (empty compilation cache) and warm (cache filled), default sweep, exact route;
    and the sampled route (d-dimensional test sets) in the same run, for the ratio;
@@ -48,6 +48,7 @@ def main() -> None:
 
     from mmcl_theory import evaluate as E
     from mmcl_theory.datamodel import dictionaries, sample_dataset
+    from mmcl_theory.models import evaluate_grid, get_model
     from mmcl_theory.runtime import setup_jax
     from mmcl_theory.sweep import make_plan
 
@@ -56,7 +57,8 @@ def main() -> None:
     plan = make_plan("caption_richness")
     settings = plan.points[0].settings
     configs = [p.config for p in plan.points]
-    learners = tuple(l for l in plan.learners if l in E.LEARNERS)
+    records = get_model(plan.model).records(plan.learners)
+    learners = tuple(l.name for l in records if l.fit is not None)  # trained and closed-form, no theory rows
     load = os.getloadavg()
     dev = jax.devices()[0]
     print(f"# {platform.node()} | {platform.processor() or platform.machine()} x{os.cpu_count()} | "
@@ -81,9 +83,9 @@ def main() -> None:
     for route in ("exact", "sampled"):
         for n_seeds, values in ((5, configs), (args.seeds_large, configs[:args.values_large])):
             seeds = list(range(n_seeds))
-            E.evaluate_grid(configs[:1], seeds, learners, settings, route)  # compile
+            evaluate_grid(configs[:1], seeds, learners, settings, route)  # compile
             start = time.perf_counter()
-            E.evaluate_grid(values, seeds, learners, settings, route)
+            evaluate_grid(values, seeds, learners, settings, route)
             sec = time.perf_counter() - start
             print(f"| {route} | {n_seeds} | {len(values)} | {sec:.1f} | {len(values) * n_seeds / sec:.2f} |", flush=True)
 
@@ -107,12 +109,12 @@ def main() -> None:
     stages = [("imports (jax, package)", imports), ("training-set sampling", timed(sample_jit, keys, cfg))]
     train_s = {}
     print("\n| learner | tracing s | compile s | training s | scoring s |\n| --- | --- | --- | --- | --- |")
-    for learner in learners:
+    for learner in (l for l in records if l.fit is not None):
         def train_only(keys, cfg, learner=learner):
             def one(k):
                 k_dict, k_train, _, k_fit = jax.random.split(k, 4)
                 train = sample_dataset(k_train, cfg, dictionaries(k_dict, cfg), cfg.n)
-                return E.train_learner(learner, E._fit_keys(k_fit).get(learner), train, cfg, settings)
+                return learner.fit(k_fit, train, cfg, settings)
             return jax.lax.map(one, keys)  # seeds one after another, as the sweep's compiled_point runs them
 
         full = E.compiled_point((learner,), settings, "exact")
@@ -127,10 +129,10 @@ def main() -> None:
         t_train = max(timed(train_c, keys, cfg) - stages[1][1], 0.0)
         t_full = timed(compiled, keys, cfg)
         t_score = max(t_full - t_train - stages[1][1], 0.0)
-        train_s[learner] = t_train
-        stages += [(f"{learner}: tracing", tracing), (f"{learner}: compile", compile_s),
-                   (f"{learner}: training", t_train), (f"{learner}: scoring", t_score)]
-        print(f"| {learner} | {tracing:.2f} | {compile_s:.2f} | {t_train:.2f} | {t_score:.2f} |", flush=True)
+        train_s[learner.name] = t_train
+        stages += [(f"{learner.name}: tracing", tracing), (f"{learner.name}: compile", compile_s),
+                   (f"{learner.name}: training", t_train), (f"{learner.name}: scoring", t_score)]
+        print(f"| {learner.name} | {tracing:.2f} | {compile_s:.2f} | {t_train:.2f} | {t_score:.2f} |", flush=True)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         from pathlib import Path
@@ -139,7 +141,7 @@ def main() -> None:
         from mmcl_theory.sweep import write_results
 
         rows = [{"sweep": plan.name, "model": "M1", "param": "r", "value": p.value, "series": "", **r}
-                for p, rs in zip(plan.points[:1], E.evaluate_grid(configs[:1], seeds, ("theory_mmcl",), settings))
+                for p, rs in zip(plan.points[:1], evaluate_grid(configs[:1], seeds, ("theory_mmcl",), settings))
                 for r in rs]
         write_results(rows, plan, Path(tmp), 0.0)
         plot_sweep(rows, Path(tmp) / "x.png", "bench")
@@ -180,8 +182,9 @@ def product_pair_seconds(n: int, d: int, w: int, reps: int = 300) -> float:
 def print_training_floor(cfg, settings, learners, train_s: dict, n_seeds: int, n_values: int) -> None:
     """Per learner: FLOPs and timed floor of its data products against its measured training; then the
     sweep's (zero-shot learners at every point, SL once per seed)."""
-    from mmcl_theory.evaluate import SL_LEARNERS
+    from mmcl_theory.models import get_model
 
+    kinds = {l.name: l.kind for l in get_model("M1").learners}
     work = training_work(cfg, settings)
     print("\n| learner | steps x towers x width | GFLOP / seed (4 n d w a step) | floor s / seed | "
           "measured s / seed | measured / floor |\n| --- | --- | --- | --- | --- | --- |")
@@ -192,7 +195,7 @@ def print_training_floor(cfg, settings, learners, train_s: dict, n_seeds: int, n
         steps, towers, w = work[learner]
         floor = steps * towers * product_pair_seconds(cfg.n, cfg.d, w)
         measured = train_s[learner] / n_seeds
-        runs = n_seeds * (1 if learner in SL_LEARNERS else n_values)
+        runs = n_seeds * (1 if kinds[learner] == "supervised" else n_values)
         sweep_floor += floor * runs
         sweep_measured += measured * runs
         print(f"| {learner} | {steps} x {towers} x {w} | {4 * cfg.n * cfg.d * w * steps * towers / 1e9:.1f} | "

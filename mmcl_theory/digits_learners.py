@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -35,14 +36,9 @@ import optax
 
 from mmcl_theory.config import ConfigError, as_floats, check_range
 from mmcl_theory.digits import NUM_CLASSES, PROMPTS, TESTS, DigitsConfig, build_split
-from mmcl_theory.learners import apply_mlp, fit, init_mlp, sl_min_norm
+from mmcl_theory.learners import SUPERVISED, ZERO_SHOT, Learner, apply_mlp, fit, init_mlp, sl_min_norm
 from mmcl_theory.losses import infonce_loss, l2_normalise
 from mmcl_theory.theory import truncate_rank
-
-LEARNERS = ("theory_mmcl", "mmcl_closed_form", "mmcl_infonce_linear", "mmcl_infonce_mlp",
-            "sl_logistic", "sl_mlp", "sl_min_norm")
-ZERO_SHOT = ("theory_mmcl", "mmcl_closed_form", "mmcl_infonce_linear", "mmcl_infonce_mlp")
-TRAINED = ("mmcl_infonce_linear", "mmcl_infonce_mlp", "sl_logistic", "sl_mlp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,18 +91,43 @@ def sample_cross_covariance(x_image: np.ndarray, x_text: np.ndarray) -> tuple[np
     return (x_image - mean).T @ np.asarray(x_text, np.float64) / (x_image.shape[0] - 1), mean
 
 
+def _fit_expected_closed_form(split, settings: DigitsLearnerSettings):
+    """theory_mmcl: the exact expectations E[S], E[xbar] and the expected caption-mean prompts."""
+    prompts = {"word": split.prompts["word"], "caption_mean": split.theory["caption_mean_prompts"]}
+    return split.theory["cross_covariance"], split.theory["image_mean"], prompts, settings.embed_dim
+
+
+def _fit_sampled_closed_form(split, settings: DigitsLearnerSettings):
+    """mmcl_closed_form: the sample S, xbar and the split's prompts."""
+    return (*sample_cross_covariance(split.train.x_image, split.train.x_text), split.prompts, settings.embed_dim)
+
+
+def _score_closed_form(params, x: np.ndarray) -> dict:
+    cross, mean, prompts, rank = params
+    return {p: closed_form_scores(cross, mean, rank, x, np.asarray(prompts[p], np.float64)) for p in PROMPTS}
+
+
+def _fit_sl_min_norm(split, settings: DigitsLearnerSettings) -> np.ndarray:
+    return np.asarray(sl_min_norm(jnp.asarray(split.train.x_image), jnp.asarray(split.train.label), NUM_CLASSES))
+
+
+def _score_sl_min_norm(w: np.ndarray, x: np.ndarray) -> dict:
+    return {"": x @ w}
+
+
 # --------------------------------------------------------------------------------------------
 # Trained learners (jax)
 # --------------------------------------------------------------------------------------------
 
 
-def init_params(key: jax.Array, learner: str, in_dim: int, text_dim: int, settings: DigitsLearnerSettings) -> dict:
-    """Image encoder in_dim -> embed_dim (linear, or ReLU MLP with one hidden layer of `width` for *_mlp),
-    plus a text encoder text_dim -> embed_dim of the same kind (MMCL) or a linear head embed_dim -> 10 (SL)."""
+def init_params(key: jax.Array, kind: str, hidden: bool, in_dim: int, text_dim: int,
+                settings: DigitsLearnerSettings) -> dict:
+    """Image encoder in_dim -> embed_dim (linear, or with `hidden` a ReLU MLP with one hidden layer of `width`),
+    plus a text encoder text_dim -> embed_dim of the same kind (zero-shot) or a linear head embed_dim -> 10 (SL)."""
     k_image, k_other = jax.random.split(key)
-    middle = (settings.width,) if learner.endswith("_mlp") else ()
+    middle = (settings.width,) if hidden else ()
     params = {"image": init_mlp(k_image, (in_dim, *middle, settings.embed_dim))}
-    if learner.startswith("mmcl"):
+    if kind == ZERO_SHOT:
         params["text"] = init_mlp(k_other, (text_dim, *middle, settings.embed_dim))
     else:
         params["head"] = init_mlp(k_other, (settings.embed_dim, NUM_CLASSES))
@@ -131,30 +152,52 @@ def loss(params: dict, x: jax.Array, x_text: jax.Array, label: jax.Array, temper
     return optax.softmax_cross_entropy_with_integer_labels(scores(params, x, None)[0], label).mean()
 
 
+def _fit_trained(kind: str, hidden: bool, key: jax.Array, x: jax.Array, x_text: jax.Array, label: jax.Array,
+                 settings: DigitsLearnerSettings) -> dict:
+    """Init from key, then `steps` minibatch AdamW steps of learners.fit: x (n, D), x_text (n, V), label (n,)."""
+    k_init, k_steps = jax.random.split(key)
+    params = init_params(k_init, kind, hidden, x.shape[1], x_text.shape[1], settings)
+    optimiser = optax.adamw(settings.lr, weight_decay=settings.weight_decay)
+    params, _ = fit(lambda p, b: loss(p, *b, settings.temperature), params, optimiser, settings.steps,
+                    data=(x, x_text, label), batch_size=settings.batch_size, key=k_steps)
+    return params
+
+
 @functools.lru_cache(maxsize=16)
-def compiled_train_eval(learner: str, in_dim: int, text_dim: int, settings: DigitsLearnerSettings):
-    """jit(vmap over seeds) of: init, `steps` minibatch AdamW steps of learners.fit, test accuracy.
+def compiled_train_eval(learner: Learner, settings: DigitsLearnerSettings):
+    """jit(vmap over seeds) of: the learner's fit, then its test accuracy.
 
     Arguments with a leading seed axis S: keys (S,), x (S, n, D), x_text (S, n, V), label (S, n),
     test_x (S, 3, m, D), test_label (S, 3, m), prompts (S, P, 10, V). Returns accuracies (S, P, 3)
     (P = 1 for SL).
     """
-    optimiser = optax.adamw(settings.lr, weight_decay=settings.weight_decay)
-
     def one_seed(key, x, x_text, label, test_x, test_label, prompts):
-        k_init, k_steps = jax.random.split(key)
-        params = init_params(k_init, learner, in_dim, text_dim, settings)
-        params, _ = fit(lambda p, b: loss(p, *b, settings.temperature), params, optimiser, settings.steps,
-                        data=(x, x_text, label), batch_size=settings.batch_size, key=k_steps)
-        predicted = jnp.argmax(jax.vmap(lambda t: scores(params, t, prompts))(test_x), axis=-1)  # (3, P, m)
+        params = learner.fit(key, x, x_text, label, settings)
+        predicted = jnp.argmax(jax.vmap(lambda t: learner.scorers(params, t, prompts))(test_x), axis=-1)  # (3, P, m)
         return jnp.mean(predicted == test_label[:, None, :], axis=-1).T  # (P, 3)
 
     return jax.jit(jax.vmap(one_seed))
 
 
 # --------------------------------------------------------------------------------------------
-# One point
+# The learners, and one point
 # --------------------------------------------------------------------------------------------
+#
+# learners.Learner records. Closed forms (trained False, numpy float64, one seed at a time):
+#   fit(split: digits.DigitsSplit, settings) -> params;  scorers(params, x (3, m, D)) -> {prompt: (3, m, 10)}.
+# Trained (jax, fitted and scored inside one compiled call mapped over seeds, compiled_train_eval):
+#   fit(key, x (n, D), x_text (n, V), label (n,), settings) -> params;
+#   scorers(params, x (m, D), prompts (P, 10, V)) -> (P, m, 10) (P = 1 for SL).
+
+LEARNERS = (
+    Learner("theory_mmcl", ZERO_SHOT, _fit_expected_closed_form, _score_closed_form, theory=True, linear=True),
+    Learner("mmcl_closed_form", ZERO_SHOT, _fit_sampled_closed_form, _score_closed_form, linear=True),
+    Learner("mmcl_infonce_linear", ZERO_SHOT, partial(_fit_trained, ZERO_SHOT, False), scores, trained=True),
+    Learner("mmcl_infonce_mlp", ZERO_SHOT, partial(_fit_trained, ZERO_SHOT, True), scores, trained=True),
+    Learner("sl_logistic", SUPERVISED, partial(_fit_trained, SUPERVISED, False), scores, trained=True),
+    Learner("sl_mlp", SUPERVISED, partial(_fit_trained, SUPERVISED, True), scores, trained=True),
+    Learner("sl_min_norm", SUPERVISED, _fit_sl_min_norm, _score_sl_min_norm, linear=True),
+)
 
 
 def _accuracy(point_scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -162,67 +205,38 @@ def _accuracy(point_scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (np.argmax(point_scores, axis=-1) == labels).mean(-1)
 
 
-def run_point(config: DigitsConfig, seeds: list[int], learners: tuple[str, ...] = LEARNERS,
-              settings: DigitsLearnerSettings | None = None) -> list[dict]:
-    """Fits every learner on every seed of one config; the trained ones all seeds in one jit call.
+def run_point(config: DigitsConfig, seeds: list[int], learners: tuple[Learner, ...],
+              settings: DigitsLearnerSettings, route: str = "sampled") -> list[dict]:
+    """Fits every learner on every seed of one config; the trained ones all seeds in one jit call. The model
+    registry's runner for digits (models.evaluate_grid).
 
-    Returns one row per (learner, prompt, test, seed): {'learner', 'test', 'seed', 'n', 'accuracy',
-    'prompt'}, n = n_train, accuracy on n_test held-out images coloured per TESTS; 'prompt' is
-    'word' or 'caption_mean' for the zero-shot learners and '' for SL.
+    Returns one row per (learner, prompt, test, seed) in the results contract: accuracy on n_test held-out
+    images coloured per TESTS, n = n_train, 'prompt' 'word' or 'caption_mean' for the zero-shot learners and
+    '' for SL, route 'theory' (theory_mmcl) or 'sampled'; the convergence columns are empty (module doc).
     """
-    settings = settings or DigitsLearnerSettings()
-    unknown = [name for name in learners if name not in LEARNERS]
-    if unknown:
-        raise ConfigError(f"learners = {unknown} is not allowed: names from {', '.join(LEARNERS)}")
-    if settings.batch_size > config.n_train and any(name in TRAINED for name in learners):
+    if settings.batch_size > config.n_train and any(learner.trained for learner in learners):
         raise ConfigError(f"DigitsLearnerSettings.batch_size = {settings.batch_size} is out of range: allowed "
                           f"at most DigitsConfig.n_train = {config.n_train}")
     seeds = [int(s) for s in seeds]
     splits = [build_split(config, s) for s in seeds]
     accuracy = {}  # (learner, prompt) -> (S, 3)
     for learner in learners:
-        if learner in ("theory_mmcl", "mmcl_closed_form"):
-            for prompt in PROMPTS:
-                per_seed = []
-                for sp in splits:
-                    if learner == "theory_mmcl":
-                        cross, mean = sp.theory["cross_covariance"], sp.theory["image_mean"]
-                        t = sp.theory["caption_mean_prompts"] if prompt == "caption_mean" else sp.prompts["word"]
-                    else:
-                        cross, mean = sample_cross_covariance(sp.train.x_image, sp.train.x_text)
-                        t = sp.prompts[prompt]
-                    s = closed_form_scores(cross, mean, settings.embed_dim, sp.tests.x_image, np.asarray(t, np.float64))
-                    per_seed.append(_accuracy(s, sp.tests.label))
-                accuracy[learner, prompt] = np.stack(per_seed)
-        elif learner == "sl_min_norm":
-            per_seed = []
-            for sp in splits:
-                w = np.asarray(sl_min_norm(jnp.asarray(sp.train.x_image), jnp.asarray(sp.train.label), NUM_CLASSES))
-                per_seed.append(_accuracy(sp.tests.x_image @ w, sp.tests.label))
-            accuracy[learner, ""] = np.stack(per_seed)
-        else:
+        if learner.trained:
             stack = lambda get: jnp.asarray(np.stack([get(sp) for sp in splits]))
             prompts = stack(lambda sp: np.stack([sp.prompts[p] for p in PROMPTS]))
-            fn = compiled_train_eval(learner, splits[0].train.x_image.shape[1], splits[0].train.x_text.shape[1], settings)
-            acc = fn(jnp.stack([jax.random.key(s) for s in seeds]), stack(lambda sp: sp.train.x_image),
-                        stack(lambda sp: sp.train.x_text), stack(lambda sp: sp.train.label),
-                        stack(lambda sp: sp.tests.x_image), stack(lambda sp: sp.tests.label), prompts)
-            acc = np.asarray(acc)
-            for j, prompt in enumerate(PROMPTS if learner.startswith("mmcl") else ("",)):
+            acc = np.asarray(compiled_train_eval(learner, settings)(
+                jnp.stack([jax.random.key(s) for s in seeds]), stack(lambda sp: sp.train.x_image),
+                stack(lambda sp: sp.train.x_text), stack(lambda sp: sp.train.label),
+                stack(lambda sp: sp.tests.x_image), stack(lambda sp: sp.tests.label), prompts))
+            for j, prompt in enumerate(PROMPTS if learner.kind == ZERO_SHOT else ("",)):
                 accuracy[learner, prompt] = acc[:, j]
-    return [{"learner": learner, "test": test, "seed": seed, "n": config.n_train,
-             "accuracy": float(acc[i, j]), "prompt": prompt}
+            continue
+        per_seed: dict = {}
+        for sp in splits:
+            for prompt, s in learner.scorers(learner.fit(sp, settings), sp.tests.x_image).items():
+                per_seed.setdefault(prompt, []).append(_accuracy(s, sp.tests.label))
+        accuracy.update({(learner, prompt): np.stack(values) for prompt, values in per_seed.items()})
+    return [{"learner": learner.name, "test": test, "seed": seed, "n": config.n_train, "accuracy": float(acc[i, j]),
+             "prompt": prompt, "route": "theory" if learner.theory else "sampled",
+             "final_loss": "", "loss_floor": "", "converged": ""}
             for (learner, prompt), acc in accuracy.items() for i, seed in enumerate(seeds) for j, test in enumerate(TESTS)]
-
-
-def evaluate_grid(configs, seeds, learners, settings, route="sampled", on_point=None) -> list[list[dict]]:
-    """The model registry's runner (models.py): run_point per config, rows in the sweep's row shape."""
-    out = []
-    for i, config in enumerate(configs):
-        rows = [{**r, "route": "theory" if r["learner"] == "theory_mmcl" else "sampled",
-                 "final_loss": "", "loss_floor": "", "converged": ""}
-                for r in run_point(config, seeds, learners, settings)]
-        out.append(rows)
-        if on_point:
-            on_point(i, rows)
-    return out

@@ -23,13 +23,15 @@ loss, the floor of that loss (``loss_floor``: the rank-constrained minimum of th
 perfect-matching floor of InfoNCE at the learner's temperature, 0 for cross-entropy) and
 ``converged`` (the loss stopped moving, learners.fit_summary); "" for theory rows and closed forms.
 
-Theory rows (``THEORY_LEARNERS``) come from theory.py in float64 and have the same row shape.
-``evaluate_grid`` is the one place that jit-compiles and vmaps a point; the sweep, paper_checks and
-bench/sweep_throughput.py all call it.
+The learners of M1, M2 and DM2 are the ``LEARNERS`` records (learners.Learner: kind, fit, scorers);
+theory rows come from the records with a ``population`` (theory.py, float64) and have the same row
+shape. ``run_point`` is these models' runner in the registry (models.py), whose ``evaluate_grid`` is
+the one grid for every model; ``compiled_point`` is the one place that jit-compiles a point.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable, Sequence
 
@@ -39,32 +41,13 @@ import numpy as np
 
 from . import learners as L
 from .losses import l2_normalise
-from .datamodel import (TESTS, Config, M1Config, agreement, caption_free, dictionaries, prompt_latents,
+from .datamodel import (TESTS, Config, M1Config, agreement, dictionaries, prompt_latents,
                         sample_dataset, sample_latents)
 
-ZERO_SHOT_LEARNERS = ("mmcl_closed_form", "mmcl_linear_gd", "mmcl_infonce_linear", "mmcl_infonce_mlp")
-SL_LEARNERS = ("sl_min_norm", "sl_logistic", "sl_logistic_gd", "sl_mlp")
-LEARNERS = ZERO_SHOT_LEARNERS + SL_LEARNERS
-LINEAR_LEARNERS = ("mmcl_closed_form", "mmcl_linear_gd", "mmcl_infonce_linear", "sl_min_norm", "sl_logistic",
-                   "sl_logistic_gd")
-TRAINED_LEARNERS = ("mmcl_linear_gd", "mmcl_infonce_linear", "mmcl_infonce_mlp", "sl_logistic", "sl_mlp",
-                    "sl_logistic_gd")
 FIT_KEYS = ("final_loss", "loss_floor", "converged")  # row columns of a trained learner's convergence
-THEORY_LEARNERS = ("theory_mmcl", "bayes_core")
 PROMPTS = ("core", "class_mean")
 ROUTES = ("exact", "sampled")
 MC_DRAWS = 1 << 14  # score-space Monte Carlo draws per test group (K > 2): s.e. <= 0.004 per group
-
-
-def check_route(route: str) -> None:
-    if route not in ROUTES:
-        raise ValueError(f"unknown evaluation route {route!r}: allowed {', '.join(ROUTES)}")
-
-
-def check_learners(learners: Sequence[str]) -> None:
-    unknown = [l for l in learners if l not in LEARNERS + THEORY_LEARNERS]
-    if unknown:
-        raise ValueError(f"unknown learner(s) {', '.join(unknown)}: allowed {', '.join(THEORY_LEARNERS + LEARNERS)}")
 
 
 # ------------------------------------------------------------------ scoring
@@ -148,133 +131,196 @@ def hidden_test_draws(key: jax.Array, cfg: Config, d_image: jax.Array, w1: jax.A
     return lat.z_image @ (d_image.T @ w1) + eps @ factor.T + b1, lat.label
 
 
+# ------------------------------------------------------------------ the learners of M1, M2 and DM2
+#
+# Each is a learners.Learner record (LEARNERS below, and M1_LEARNERS for M1 alone); the model registry
+# (models.py) hands the chosen records to run_point. For these models the record's functions are
+#   fit(key, train, cfg, settings) -> (params, (final loss, loss floor, converged) or None for a closed form):
+#       key is the point's training key; a trained learner draws its own from it by a fixed slot
+#       (_learner_key), so adding a learner never changes another's draws; train is a datamodel.Dataset.
+#   scorers(params, prompts) -> {prompt: Scorer}: prompts {prompt set: (K, d) observed prompts} for a
+#       zero-shot learner, {} for a supervised one, which returns {"": Scorer}.
+#   population(cfg, test, prompt, settings) -> accuracy, for the theory rows.
+
+
+@dataclasses.dataclass(frozen=True)
+class Scorer:
+    """The class scores of one fitted learner with one prompt set, in the forms the routes need.
+
+    logits: x (n, d) -> scores (n, K) (route ``sampled``).
+    affine: (W (d, K), b (K,)) with scores x W + b, for a linear learner (route ``exact``). Zero-shot:
+        <W_I x + b_I, e_k> with e_k the (normalised) text embedding of prompt k; normalising the image
+        embedding scales all K scores by one positive number, so argmax is unchanged.
+    hidden: ((W1 (d, h), b1 (h,)), head) for an MLP learner, scores head(x W1 + b1) with head: (n, h) ->
+        (n, K) (route ``exact``, test points drawn in the hidden width, hidden_test_draws).
+    """
+
+    logits: Callable
+    affine: tuple | None = None
+    hidden: tuple | None = None
+
+
+def _learner_key(key: jax.Array, slot: int) -> jax.Array:
+    """A trained learner's PRNG key: slot 0-4 from one split of five (the package's earlier keys), later
+    slots by fold_in(key, slot)."""
+    return jax.random.split(key, 5)[slot] if slot < 5 else jax.random.fold_in(key, slot)
+
+
+def _fit_mmcl_closed_form(key, train, cfg, settings):
+    return L.mmcl_closed_form(train.x_image, train.x_text, settings.rank, settings.rho), None
+
+
+def _fit_sl_min_norm(key, train, cfg, settings):
+    return L.sl_min_norm(train.x_image, train.label, cfg.num_classes), None
+
+
+def _fit_mmcl_linear_gd(slot, key, train, cfg, settings):
+    params, losses = L.mmcl_linear_gd(_learner_key(key, slot), train.x_image, train.x_text, settings.embed_dim,
+                                      settings.rho, settings.gd_steps, settings.gd_lr, with_trace=True)
+    return params, L.fit_summary(losses, L.loss_floor_linear(train.x_image, train.x_text, settings.embed_dim,
+                                                             settings.rho))
+
+
+def _fit_mmcl_infonce(slot, hidden, key, train, cfg, settings):
+    params, losses = L.mmcl_infonce(_learner_key(key, slot), train.x_image, train.x_text, settings, hidden=hidden,
+                                    with_trace=True)
+    tau = L.MIN_TEMPERATURE if settings.learn_temperature else settings.temperature
+    return params, L.fit_summary(losses, L.loss_floor_infonce(train.x_image.shape[0], tau))
+
+
+def _fit_sl_cross_entropy(slot, hidden, plain_gd, key, train, cfg, settings):
+    params, losses = L.sl_cross_entropy(_learner_key(key, slot), train.x_image, train.label, cfg.num_classes,
+                                        settings, hidden=hidden, plain_gd=plain_gd, with_trace=True)
+    return params, L.fit_summary(losses, 0.0)
+
+
+def _score_bilinear(params, prompts):
+    """Linear-loss MMCL (W_I, W_T): scores <W_I x, W_T t_k> = x W_I^T W_T t_k."""
+    w_i, w_t = params
+    out = {}
+    for k, t in prompts.items():
+        w = w_i.T @ (w_t @ t.T)
+        out[k] = Scorer(lambda x, w=w: x @ w, affine=(w, jnp.zeros(t.shape[0])))
+    return out
+
+
+def _score_infonce(params, prompts):
+    """InfoNCE encoders: scores <f_I(x)/|f_I(x)|, f_T(t_k)/|f_T(t_k)|> (linear: affine; MLP: through the hidden width)."""
+    (w1, b1) = params["image"][0]
+    linear = len(params["image"]) == 1
+    out = {}
+    for k, t in prompts.items():
+        e = l2_normalise(L.apply_mlp(params["text"], t))  # (K, p)
+        logits = lambda x, t=t: L.infonce_zero_shot_logits(params, x, t)
+        if linear:
+            out[k] = Scorer(logits, affine=(w1 @ e.T, b1 @ e.T))
+        else:
+            head = lambda h, e=e: l2_normalise(L.apply_mlp(params["image"][1:], jax.nn.relu(h))) @ e.T
+            out[k] = Scorer(logits, hidden=((w1, b1), head))
+    return out
+
+
+def _score_sl_min_norm(params, prompts):
+    return {"": Scorer(lambda x: x @ params, affine=(params, jnp.zeros(params.shape[1])))}
+
+
+def _score_sl_network(params, prompts):
+    """A softmax classifier's logits: affine for a linear model, through the hidden width for an MLP."""
+    logits = lambda x: L.apply_mlp(params, x)
+    if len(params) == 1:
+        return {"": Scorer(logits, affine=params[0])}
+    return {"": Scorer(logits, hidden=(params[0], lambda h: L.apply_mlp(params[1:], jax.nn.relu(h))))}
+
+
+def _population_mmcl(cfg, test, prompt, settings):
+    from .theory import population_zero_shot_accuracy
+
+    return population_zero_shot_accuracy(cfg, test, rank=settings.rank or None, prompt=prompt)
+
+
+def _population_infonce(cfg, test, prompt, settings):
+    """The population InfoNCE optimum at the settings' temperature (docs/temperature.md#population-optimum); None
+    (no row) where it collapses to rank one and its zero-shot prediction is undefined."""
+    from .theory import infonce_population_accuracy
+
+    try:
+        return infonce_population_accuracy(cfg, test, settings.temperature, prompt=prompt)
+    except ValueError:
+        return None
+
+
+def _population_bayes_core(cfg, test, prompt, settings):
+    from .theory import bayes_core_accuracy
+
+    return bayes_core_accuracy(cfg)
+
+
+P = functools.partial
+ZS, SL = L.ZERO_SHOT, L.SUPERVISED
+LEARNERS = (  # the slots fix each trained learner's PRNG key (_learner_key)
+    L.Learner("theory_mmcl", ZS, population=_population_mmcl, theory=True),
+    L.Learner("bayes_core", SL, population=_population_bayes_core, theory=True),
+    L.Learner("mmcl_closed_form", ZS, _fit_mmcl_closed_form, _score_bilinear, linear=True),
+    L.Learner("mmcl_linear_gd", ZS, P(_fit_mmcl_linear_gd, 0), _score_bilinear, trained=True, linear=True),
+    L.Learner("mmcl_infonce_linear", ZS, P(_fit_mmcl_infonce, 1, False), _score_infonce, trained=True, linear=True),
+    L.Learner("mmcl_infonce_mlp", ZS, P(_fit_mmcl_infonce, 2, True), _score_infonce, trained=True),
+    L.Learner("sl_min_norm", SL, _fit_sl_min_norm, _score_sl_min_norm, linear=True),
+    L.Learner("sl_logistic", SL, P(_fit_sl_cross_entropy, 3, False, False), _score_sl_network, trained=True,
+              linear=True),
+    L.Learner("sl_logistic_gd", SL, P(_fit_sl_cross_entropy, 5, False, True), _score_sl_network, trained=True,
+              linear=True),
+    L.Learner("sl_mlp", SL, P(_fit_sl_cross_entropy, 4, True, False), _score_sl_network, trained=True),
+)
+M1_LEARNERS = (L.Learner("theory_infonce", ZS, population=_population_infonce, theory=True),)  # derived for M1 only
+
+
 # ------------------------------------------------------------------ one point
 
 
-def _fit_keys(key: jax.Array) -> dict[str, jax.Array]:
-    """One PRNG key per trained learner, fixed by its position in TRAINED_LEARNERS: the first five
-    from one split of five (the package's earlier keys), later ones by fold_in(key, position)."""
-    first = dict(zip(TRAINED_LEARNERS[:5], jax.random.split(key, 5)))
-    return {**first, **{l: jax.random.fold_in(key, i) for i, l in enumerate(TRAINED_LEARNERS) if i >= 5}}
-
-
-def _affine_scorers(name: str, params, prompts: dict[str, jax.Array]) -> dict[str, tuple[jax.Array, jax.Array]]:
-    """{prompt: (W (d, K), b (K,))} with class scores x W + b, for a linear learner's parameters.
-
-    Zero-shot: <W_I x + b_I, e_k> with e_k the (normalised) text embedding of prompt k; normalising
-    the image embedding scales all K scores by one positive number, so argmax is unchanged.
-    """
-    if name in ("mmcl_closed_form", "mmcl_linear_gd"):
-        w_i, w_t = params
-        return {k: (w_i.T @ (w_t @ t.T), jnp.zeros(t.shape[0])) for k, t in prompts.items()}
-    if name == "mmcl_infonce_linear":
-        (w_i, b_i), = params["image"]
-        out = {}
-        for k, t in prompts.items():
-            e = l2_normalise(L.apply_mlp(params["text"], t))  # (K, p)
-            out[k] = (w_i @ e.T, b_i @ e.T)
-        return out
-    if name == "sl_min_norm":
-        return {"": (params, jnp.zeros(params.shape[1]))}
-    (w, b), = params  # sl_logistic, sl_logistic_gd
-    return {"": (w, b)}
-
-
-def _mlp_logits(name: str, params, prompts: dict[str, jax.Array]) -> dict[str, Callable]:
-    """{prompt: logits(first-layer pre-activation h (n, width)) -> (n, K)} for the MLP learners."""
-    rest = lambda p, h: L.apply_mlp(p[1:], jax.nn.relu(h))
-    if name == "sl_mlp":
-        return {"": lambda h: rest(params, h)}
-    return {k: (lambda h, e=l2_normalise(L.apply_mlp(params["text"], t)): l2_normalise(rest(params["image"], h)) @ e.T)
-            for k, t in prompts.items()}
-
-
-def _full_logits(name: str, params, prompts: dict[str, jax.Array]) -> dict[str, Callable]:
-    """{prompt: logits(x (n, d)) -> (n, K)} for any learner (route ``sampled``)."""
-    if name in ("mmcl_infonce_linear", "mmcl_infonce_mlp"):
-        return {k: (lambda x, t=t: L.infonce_zero_shot_logits(params, x, t)) for k, t in prompts.items()}
-    if name in ("sl_logistic", "sl_logistic_gd", "sl_mlp"):
-        return {"": lambda x: L.apply_mlp(params, x)}
-    if name == "sl_min_norm":
-        return {"": lambda x: x @ params}
-    w_i, w_t = params
-    return {k: (lambda x, t=t: x @ (w_i.T @ (w_t @ t.T))) for k, t in prompts.items()}
-
-
-def train_learner(name: str, key: jax.Array, train, cfg: Config, settings: L.LearnerSettings):
-    """Fit one learner on a training Dataset; returns (params, fit) with params as in learners.py and
-    fit = (final loss, loss floor, converged) scalars for trained learners, None for closed forms."""
-    K = cfg.num_classes
-    if name == "mmcl_closed_form":
-        return L.mmcl_closed_form(train.x_image, train.x_text, settings.rank, settings.rho), None
-    if name == "sl_min_norm":
-        return L.sl_min_norm(train.x_image, train.label, K), None
-    if name == "mmcl_linear_gd":
-        params, losses = L.mmcl_linear_gd(key, train.x_image, train.x_text, settings.embed_dim, settings.rho,
-                                          settings.gd_steps, settings.gd_lr, with_trace=True)
-        floor = L.loss_floor_linear(train.x_image, train.x_text, settings.embed_dim, settings.rho)
-    elif name in ("mmcl_infonce_linear", "mmcl_infonce_mlp"):
-        params, losses = L.mmcl_infonce(key, train.x_image, train.x_text, settings, hidden=name.endswith("mlp"),
-                                        with_trace=True)
-        tau = L.MIN_TEMPERATURE if settings.learn_temperature else settings.temperature
-        floor = L.loss_floor_infonce(train.x_image.shape[0], tau)
-    else:
-        params, losses = L.sl_cross_entropy(key, train.x_image, train.label, K, settings, hidden=name == "sl_mlp",
-                                            plain_gd=name == "sl_logistic_gd", with_trace=True)
-        floor = 0.0
-    return params, L.fit_summary(losses, floor)
-
-
-def fit_and_score(key: jax.Array, cfg: Config, settings: L.LearnerSettings, learners: tuple[str, ...],
+def fit_and_score(key: jax.Array, cfg: Config, settings: L.LearnerSettings, learners: tuple[L.Learner, ...],
                   route: str = "exact"):
     """Train each learner on one sample of cfg; score it per prompt on aligned/independent/flipped.
 
-    Returns (accuracies, fits): accuracies {learner: {prompt: (3,) in TESTS order}}, prompt "" for
-    SL learners; fits {learner: (final loss, floor, converged)} for the trained learners. A pure
-    function of (key, cfg): the sweep jits it with cfg's float fields traced and maps it over seeds.
+    learners: records of LEARNERS with a fit. Returns (accuracies, fits): accuracies {learner: {prompt: (3,)
+    in TESTS order}}, prompt "" for SL learners; fits {learner: (final loss, floor, converged)} for the
+    trained learners. A pure function of (key, cfg): the sweep jits it with cfg's float fields traced and
+    maps it over seeds.
     """
-    check_route(route)
     k_dict, k_train, k_test, k_fit = jax.random.split(key, 4)
     dicts = dictionaries(k_dict, cfg)
     train = sample_dataset(k_train, cfg, dicts, cfg.n)
     prompts = {kind: prompt_latents(cfg, kind) @ dicts[1].T for kind in PROMPTS}  # (K, d), noise-free
-    fit_keys = _fit_keys(k_fit)
     test_keys = jax.random.split(k_test, 3)
     if route == "sampled":
         tests = [sample_dataset(k, cfg, dicts, cfg.n_test, t) for k, t in zip(test_keys, TESTS)]
     out, fits = {}, {}
-    for name in learners:
-        params, fit = train_learner(name, fit_keys.get(name), train, cfg, settings)
+    for learner in learners:
+        params, fit = learner.fit(k_fit, train, cfg, settings)
         if fit is not None:
-            fits[name] = fit
+            fits[learner.name] = fit
+        scorers = learner.scorers(params, prompts if learner.kind == L.ZERO_SHOT else {})
         if route == "sampled":
-            out[name] = {k: jnp.stack([accuracy(f(t.x_image), t.label) for t in tests])
-                         for k, f in _full_logits(name, params, prompts).items()}
-        elif name in LINEAR_LEARNERS:
-            out[name] = {k: jnp.stack([linear_test_accuracy(tk, cfg, dicts[0], w, b, t)
-                                       for tk, t in zip(test_keys, TESTS)])
-                         for k, (w, b) in _affine_scorers(name, params, prompts).items()}
+            out[learner.name] = {k: jnp.stack([accuracy(s.logits(t.x_image), t.label) for t in tests])
+                                 for k, s in scorers.items()}
+        elif learner.linear:
+            out[learner.name] = {k: jnp.stack([linear_test_accuracy(tk, cfg, dicts[0], *s.affine, t)
+                                               for tk, t in zip(test_keys, TESTS)])
+                                 for k, s in scorers.items()}
         else:
-            first = params if name == "sl_mlp" else params["image"]
-            draws = [hidden_test_draws(tk, cfg, dicts[0], *first[0], t) for tk, t in zip(test_keys, TESTS)]
-            out[name] = {k: jnp.stack([accuracy(f(h), y) for h, y in draws])
-                         for k, f in _mlp_logits(name, params, prompts).items()}
+            first = next(iter(scorers.values())).hidden[0]  # one first layer for every prompt set
+            draws = [hidden_test_draws(tk, cfg, dicts[0], *first, t) for tk, t in zip(test_keys, TESTS)]
+            out[learner.name] = {k: jnp.stack([accuracy(s.hidden[1](h), y) for h, y in draws])
+                                 for k, s in scorers.items()}
     return out, fits
 
 
-def evaluate_point(key: jax.Array, cfg: Config, settings: L.LearnerSettings, learners: tuple[str, ...],
-                   route: str = "exact") -> dict[str, dict[str, jax.Array]]:
-    """The accuracies of fit_and_score: {learner: {prompt: accuracies (3,) in TESTS order}}."""
-    return fit_and_score(key, cfg, settings, learners, route)[0]
-
-
-def route_label(learner: str, cfg: Config, route: str) -> str:
+def route_label(learner: L.Learner, cfg: Config, route: str) -> str:
     """Which computation produced a learner's accuracy (module doc)."""
-    if learner in THEORY_LEARNERS:
+    if learner.theory:
         return "theory"
     if route == "sampled":
         return "sampled"
-    if learner in LINEAR_LEARNERS:
+    if learner.linear:
         return "exact" if cfg.num_classes == 2 else "score_mc"
     return "hidden_mc"
 
@@ -282,27 +328,24 @@ def route_label(learner: str, cfg: Config, route: str) -> str:
 # ------------------------------------------------------------------ theory rows
 
 
-def theory_rows(cfg: Config, learners: Sequence[str], settings: L.LearnerSettings) -> list[dict]:
-    """Population predictions (theory.py, float64) as rows shaped like the learners' rows (seed -1)."""
-    from .theory import bayes_core_accuracy, population_zero_shot_accuracy
-
+def theory_rows(cfg: Config, learners: Sequence[L.Learner], settings: L.LearnerSettings) -> list[dict]:
+    """Population predictions (theory.py, float64) of the records with a `population`, as rows shaped like
+    the learners' rows (seed -1, route 'theory'); a prediction that is undefined (None) gives no row."""
     rows = []
-    for test in TESTS:
-        if "theory_mmcl" in learners:
-            for prompt in PROMPTS:
-                acc = population_zero_shot_accuracy(cfg, test, rank=settings.rank or None, prompt=prompt)
-                rows.append({"learner": "theory_mmcl", "prompt": prompt, "test": test, "seed": -1, "accuracy": acc})
-        if "bayes_core" in learners:
-            rows.append({"learner": "bayes_core", "prompt": "", "test": test, "seed": -1,
-                         "accuracy": bayes_core_accuracy(cfg)})
+    for learner in learners:
+        for prompt in (PROMPTS if learner.kind == L.ZERO_SHOT else ("",)):
+            for test in TESTS:
+                acc = learner.population(cfg, test, prompt, settings)
+                if acc is not None:
+                    rows.append({"learner": learner.name, "prompt": prompt, "test": test, "seed": -1, "accuracy": acc})
     return [{**r, "n": cfg.n, "route": "theory", **dict.fromkeys(FIT_KEYS, "")} for r in rows]
 
 
-# ------------------------------------------------------------------ the compiled grid
+# ------------------------------------------------------------------ the compiled point
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_point(learners: tuple[str, ...], settings: L.LearnerSettings, route: str):
+def compiled_point(learners: tuple[L.Learner, ...], settings: L.LearnerSettings, route: str):
     """jit(lax.map over seeds (fit_and_score)) for one learner set; compiled once per static shape.
 
     Seeds run one after another inside the compiled program rather than vmapped: every seed has its
@@ -314,12 +357,13 @@ def compiled_point(learners: tuple[str, ...], settings: L.LearnerSettings, route
     return jax.jit(per_seed)
 
 
-def _rows(result, cfg: Config, seeds: Sequence[int], route: str) -> list[dict]:
+def _rows(result, learners: Sequence[L.Learner], cfg: Config, seeds: Sequence[int], route: str) -> list[dict]:
     """Rows from one compiled call's (accuracies, fits), each array with a leading seeds axis."""
     acc, fits = result
+    by_name = {learner.name: learner for learner in learners}
     rows = []
-    for learner, by_prompt in acc.items():
-        fit = fits.get(learner)
+    for name, by_prompt in acc.items():
+        fit = fits.get(name)
         for prompt, values in by_prompt.items():
             values = np.asarray(values, np.float64)  # (seeds, 3)
             for s_idx, seed in enumerate(seeds):
@@ -327,56 +371,25 @@ def _rows(result, cfg: Config, seeds: Sequence[int], route: str) -> list[dict]:
                         {"final_loss": float(fit[0][s_idx]), "loss_floor": float(fit[1][s_idx]),
                          "converged": bool(fit[2][s_idx])})
                 for t_idx, test in enumerate(TESTS):
-                    rows.append({"learner": learner, "prompt": prompt, "test": test, "seed": int(seed),
+                    rows.append({"learner": name, "prompt": prompt, "test": test, "seed": int(seed),
                                  "n": cfg.n, "accuracy": float(values[s_idx, t_idx]),
-                                 "route": route_label(learner, cfg, route), **conv})
+                                 "route": route_label(by_name[name], cfg, route), **conv})
     return rows
 
 
-def evaluate_grid(configs: Sequence[Config], seeds: Sequence[int], learners: Sequence[str],
-                  settings: L.LearnerSettings | None = None, route: str = "exact",
-                  on_point: Callable[[int, list[dict]], None] | None = None) -> list[list[dict]]:
-    """Rows for every config: theory rows, then each learner x prompt x seed x test.
-
-    Zero-shot learners run at every config; SL learners see no captions, so they run once per
-    distinct caption-free config (datamodel.caption_free) and their rows are shared. Each config is
-    one call of compiled_point (seeds mapped inside it); on_point(i, rows) is called as each config
-    finishes.
-    """
-    check_route(route)
-    check_learners(learners)
-    settings = settings or L.LearnerSettings()
-    zero_shot = tuple(l for l in learners if l in ZERO_SHOT_LEARNERS)
-    sl = tuple(l for l in learners if l in SL_LEARNERS)
-    keys = jax.vmap(jax.random.key)(jnp.asarray(list(seeds)))
-    sl_done: dict = {}
-    out = []
-    for i, cfg in enumerate(configs):
-        rows = theory_rows(cfg, learners, settings)
-        if zero_shot:
-            rows += _rows(jax.device_get(compiled_point(zero_shot, settings, route)(keys, cfg)), cfg, seeds, route)
-        if sl:
-            image_cfg = caption_free(cfg)
-            if image_cfg not in sl_done:
-                acc = jax.device_get(compiled_point(sl, settings, route)(keys, image_cfg))
-                sl_done[image_cfg] = _rows(acc, cfg, seeds, route)
-            rows += sl_done[image_cfg]
-        order = {l: j for j, l in enumerate(learners)}
-        rows.sort(key=lambda r: (order[r["learner"]], r["prompt"] == "class_mean"))
-        out.append(rows)
-        if on_point:
-            on_point(i, rows)
-    return out
-
-
-def seed_accuracies(rows: list[dict], learner: str, prompt: str | None = None) -> np.ndarray:
-    """Accuracies (seeds, 3) in TESTS order of one learner (and prompt) from evaluate_grid rows."""
-    if prompt is None:
-        prompt = "core" if learner in ZERO_SHOT_LEARNERS else ""
-    picked = [r for r in rows if r["learner"] == learner and r["prompt"] == prompt]
-    seeds = sorted({r["seed"] for r in picked})
-    table = {(r["seed"], r["test"]): r["accuracy"] for r in picked}
-    return np.array([[table[(s, t)] for t in TESTS] for s in seeds], np.float64)
+def run_point(cfg: Config, seeds: Sequence[int], learners: Sequence[L.Learner], settings: L.LearnerSettings,
+              route: str = "exact") -> list[dict]:
+    """The rows of one config: theory rows of the population records, then every fitted learner x prompt x
+    seed x test from one call of compiled_point (seeds mapped inside it). The model registry's runner for
+    M1, M2 and DM2 (models.evaluate_grid orders the rows and shares SL runs across caption-only changes)."""
+    if route not in ROUTES:
+        raise ValueError(f"unknown evaluation route {route!r}: allowed {', '.join(ROUTES)}")
+    rows = theory_rows(cfg, [l for l in learners if l.population is not None], settings)
+    fitted = tuple(l for l in learners if l.fit is not None)
+    if fitted:
+        keys = jax.vmap(jax.random.key)(jnp.asarray(list(seeds)))
+        rows += _rows(jax.device_get(compiled_point(fitted, settings, route)(keys, cfg)), fitted, cfg, seeds, route)
+    return rows
 
 
 # ------------------------------------------------------------------ statistics

@@ -106,36 +106,6 @@ REAL_DATA_NAME = "real_data_ood_vs_id"
 MECHANISMS_NAME = "real_data_mechanisms"  # drawn by real_data/mechanisms_analysis.py from its committed CSV
 
 
-def infonce_population_rows(name: str, quick: bool) -> list[dict]:
-    """Rows (seed -1, learner "theory_infonce") of the population InfoNCE optimum at each temperature of sweep
-    `name` (theory.infonce_population_accuracy, docs/temperature.md#population-optimum), for the points that
-    carry theory_mmcl; none where the optimum collapses to rank one (large tau: the core prompt is undefined)."""
-    from .datamodel import TESTS
-    from .sweep import make_plan
-    from .theory import infonce_population_accuracy
-
-    plan = make_plan(name, quick)
-    out = []
-    for point in plan.points:
-        if "theory_mmcl" not in point.learners:
-            continue
-        start = time.perf_counter()
-        for prompt in ("core", "class_mean"):
-            for test in TESTS:
-                try:
-                    acc = infonce_population_accuracy(point.config, test, float(point.value), prompt=prompt)
-                except ValueError:  # collapsed optimum
-                    continue
-                out.append({"sweep": plan.name, "model": plan.model, "param": point.param, "value": point.value,
-                            "series": "", "learner": "theory_infonce", "prompt": prompt, "test": test, "seed": -1,
-                            "n": point.config.n, "accuracy": acc, "route": "theory", "final_loss": "",
-                            "loss_floor": "", "converged": ""})
-        print(f"[figures] {name}: InfoNCE population optimum at {point.param} = {point.value} "
-              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-    return out
-
-
-EXTRA_ROWS = {"temperature": infonce_population_rows}  # name -> function(name, quick) adding computed rows
 TEMPERATURE_SERIES = {  # series of mmcl_theory/sweeps/temperature.toml -> (legend label, colour, marker)
     "variant=steps200": ("InfoNCE, 200 steps, d 2000", "tab:olive", "^"),
     "variant=steps5000": ("InfoNCE, 5000 steps, d 2000", "tab:green", "s"),
@@ -388,8 +358,6 @@ def main(argv=None) -> int:
             failed.append(name)
             entries.append({"name": name, "title": SWEEP_FIGURES[name][0], "png": None, "note": str(e)})
             continue
-        if name in EXTRA_ROWS:
-            rows = rows + EXTRA_ROWS[name](name, quick)
         png = draw_sweep(name, rows, out_dir, meta["seeds"], quick and not args.from_dir)
         note = (("QUICK variant of the sweep (fewer values and seeds, shorter training); " if quick and not args.from_dir
                  else "") + f"{meta['seeds']} seeds, learners {', '.join(meta['learners'])}; "

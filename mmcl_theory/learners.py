@@ -4,8 +4,8 @@ docs/learners.md. Every learner is a pure function of arrays (and a PRNG key for
 jit-able and vmap-able over seeds and sweep points. A learner returns its trained parameters; the
 encoders below turn parameters into embeddings or logits, and evaluate.py scores them.
 
-Learner names (the results contract): mmcl_closed_form, mmcl_linear_gd, mmcl_infonce_linear,
-mmcl_infonce_mlp, sl_min_norm, sl_logistic (Adam), sl_logistic_gd (plain gradient descent), sl_mlp.
+`Learner` is the record every model registers its learners with (models.py): its name, kind, fit and
+scorers. The synthetic models' records (evaluate.LEARNERS) are built from the functions below.
 
 Every trained learner runs the one training loop `fit` and can return its loss trace
 (`with_trace=True`); `loss_floor_*` give the floor each loss is compared with (docs/learners.md#convergence)
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,54 @@ from .losses import infonce_loss, l2_normalise, linear_contrastive_loss
 
 
 MIN_TEMPERATURE = 0.01  # InfoNCE's logit scale 1/tau is clamped at 100 (as CLIP's)
+
+
+# ------------------------------------------------------------------ the learner record
+
+ZERO_SHOT, SUPERVISED = "zero_shot", "supervised"
+KINDS = (ZERO_SHOT, SUPERVISED)
+
+
+@dataclasses.dataclass(frozen=True)
+class Learner:
+    """One learner of a model (models.py): what it is, how it is fitted and how it scores.
+
+    name:       the `learner` column of its result rows.
+    kind:       'zero_shot': an image and a text encoder trained on image-caption pairs, scored against
+                class prompts, one set of rows per prompt set of its model; 'supervised': images and
+                labels only, scored by its own head (prompt '').
+    fit:        the sample -> fitted parameters (None for a population prediction).
+    scorers:    fitted parameters -> class scores per prompt set.
+    population: (config, test, prompt, settings) -> accuracy, a float64 prediction of this package's
+                theory that draws no sample (theory.py), or None where it is undefined (no row); set
+                instead of fit and scorers.
+    theory:     its rows are this package's theory (route 'theory'): every population prediction, and a
+                fit of expected rather than sampled statistics (digits' theory_mmcl).
+    trained:    fitted by optimisation steps from a PRNG key (a jax program compiled and mapped over
+                seeds, with a final loss); False for closed forms.
+    linear:     its class scores are affine in the input (x W + b), so a Gaussian test distribution's
+                accuracy has a closed form (evaluate.py, route 'exact').
+
+    The signatures of fit and scorers belong to the model, which documents them: the synthetic
+    models in evaluate.py, digits in digits_learners.py, paper_mnist in paper_mnist.py.
+    """
+
+    name: str
+    kind: str
+    fit: Callable | None = None
+    scorers: Callable | None = None
+    population: Callable | None = None
+    theory: bool = False
+    trained: bool = False
+    linear: bool = False
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"Learner {self.name}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if (self.population is None) == (self.fit is None):
+            raise ValueError(f"Learner {self.name}: give either fit (with scorers) or population, not both or neither")
+        if self.population is not None and not self.theory:
+            raise ValueError(f"Learner {self.name}: a population prediction is theory (theory=True)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,61 +1,91 @@
-"""The registry of models a sweep can run: M1, M2 (synthetic, datamodel.py), digits (M3, digits.py) and
-paper_mnist (the paper's App. G.1 experiment, paper_mnist.py).
+"""The registry of models and the one evaluation grid every model runs through.
 
-Each entry says which config class describes one point, which settings class its learners take,
-which learners it knows, and how to run a list of points:
+Models (docs/models.md): M1, M2 and DM2 (synthetic, datamodel.py, learners in evaluate.py), digits (M3,
+digits.py, learners in digits_learners.py) and paper_mnist (the paper's App. G.1 experiment,
+paper_mnist.py). Each registers a `Model`: the config class of one point, the settings class its
+learners take, its learners as learners.Learner records (name, kind, fit, scorers), its prompt sets,
+its evaluation routes, and its runner
 
-    run(configs, seeds, learners, settings, route, on_point) -> per config a list of rows
-    row: {learner, prompt, test, seed, n, accuracy, route}
+    run_point(config, seeds, learners: tuple of Learner, settings, route) -> rows
+    row: {learner, prompt, test, seed, n, accuracy, route, final_loss, loss_floor, converged}
 
-The sweep reads only this table, so it has no per-model branches (docs/models.md describes the models).
+`evaluate_grid` runs any model's configs: it checks the route and the learner names against the
+model, runs each config, shares a supervised learner's rows between configs that differ only in their
+captions (where the model says which those are), and orders the rows by learner and prompt set. The
+sweep, paper_checks and bench reach every model through it, so none of them branches on a model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """One registered model: its config and settings classes, learners, and its runner."""
+    """One registered model.
+
+    learners: its learners.Learner records, in the order a sweep lists them by default.
+    prompts: the prompt sets a zero-shot learner is scored with (rows in this order).
+    caption_free: config -> the config with every caption-only field at one fixed value (None: no such
+        fields); supervised learners see no captions, so their rows are computed once per caption-free config.
+    """
 
     name: str
     config_cls: type
     settings_cls: type
-    learners: tuple[str, ...]
-    run: Callable[..., list[list[dict]]]
+    learners: tuple
+    run_point: Callable[..., list[dict]]
+    prompts: tuple[str, ...]
     routes: tuple[str, ...] = ("exact", "sampled")
+    caption_free: Callable | None = None
+
+    @property
+    def learner_names(self) -> tuple[str, ...]:
+        return tuple(learner.name for learner in self.learners)
+
+    def records(self, names: Sequence[str]) -> tuple:
+        """The Learner records of `names`, in that order; an unknown name is a ValueError listing the known ones."""
+        table = {learner.name: learner for learner in self.learners}
+        unknown = [name for name in names if name not in table]
+        if unknown:
+            raise ValueError(f"unknown learner(s) {', '.join(unknown)} for model {self.name}: allowed "
+                             f"{', '.join(self.learner_names)}")
+        return tuple(table[name] for name in names)
 
 
 def _synthetic(name: str) -> Model:
     from . import evaluate
-    from .datamodel import PRESETS
+    from .datamodel import PRESETS, caption_free
     from .learners import LearnerSettings
 
-    return Model(name, PRESETS[name], LearnerSettings, evaluate.THEORY_LEARNERS + evaluate.LEARNERS,
-                 evaluate.evaluate_grid)
+    learners = evaluate.LEARNERS + (evaluate.M1_LEARNERS if name == "M1" else ())
+    return Model(name, PRESETS[name], LearnerSettings, learners, evaluate.run_point, evaluate.PROMPTS,
+                 caption_free=caption_free)
 
 
 def _digits() -> Model:
     from . import digits, digits_learners
 
-    return Model("digits", digits.DigitsConfig, digits_learners.DigitsLearnerSettings,
-                 tuple(digits_learners.LEARNERS), digits_learners.evaluate_grid, routes=("sampled",))
+    return Model("digits", digits.DigitsConfig, digits_learners.DigitsLearnerSettings, digits_learners.LEARNERS,
+                 digits_learners.run_point, digits.PROMPTS, routes=("sampled",))
 
 
 def _paper_mnist() -> Model:
     from . import paper_mnist
 
     return Model("paper_mnist", paper_mnist.PaperMnistConfig, paper_mnist.PaperMnistSettings, paper_mnist.LEARNERS,
-                 paper_mnist.evaluate_grid, routes=("sampled",))
+                 paper_mnist.run_point, (paper_mnist.PROMPT,), routes=("sampled",))
 
 
 _BUILDERS: dict[str, Callable[[], Model]] = {"M1": lambda: _synthetic("M1"), "M2": lambda: _synthetic("M2"),
-                                              "digits": _digits, "paper_mnist": _paper_mnist}
+                                              "DM2": lambda: _synthetic("DM2"), "digits": _digits,
+                                              "paper_mnist": _paper_mnist}
 MODEL_NAMES = tuple(_BUILDERS)
 
 
+@functools.lru_cache(maxsize=None)
 def get_model(name: str) -> Model:
     """The registry entry of `name`; an unknown name is a ValueError listing the known ones."""
     if name not in _BUILDERS:
@@ -63,10 +93,54 @@ def get_model(name: str) -> Model:
     return _BUILDERS[name]()
 
 
-def run_points(model: Model, configs: Sequence, seeds: Sequence[int], learners: Sequence[str], settings,
-               route: str, on_point: Callable[[int, list[dict]], None] | None = None) -> list[list[dict]]:
-    """model.run with the route checked against the model's routes."""
+def model_of(config) -> Model:
+    """The registered model whose config class `config` is an instance of (exactly)."""
+    for name in MODEL_NAMES:
+        model = get_model(name)
+        if type(config) is model.config_cls:
+            return model
+    raise ValueError(f"{type(config).__name__} is not the config of a registered model ({', '.join(MODEL_NAMES)})")
+
+
+def evaluate_grid(configs: Sequence, seeds: Sequence[int], learners: Sequence[str], settings=None,
+                  route: str | None = None, on_point: Callable[[int, list[dict]], None] | None = None) -> list[list[dict]]:
+    """Rows for every config of one model (found from the configs' class): per config, every learner x prompt
+    x seed x test, theory rows included, ordered by `learners` and then by the model's prompt sets.
+
+    settings: the model's settings (default: its defaults); route: one of the model's routes (default its
+    first). Supervised learners run once per distinct model.caption_free(config) and share their rows;
+    on_point(i, rows) is called as each config finishes. A bad route, learner name or mixed configs is a
+    ValueError.
+    """
+    configs = list(configs)
+    if not configs:
+        return []
+    model = model_of(configs[0])
+    mixed = {type(c).__name__ for c in configs if type(c) is not model.config_cls}
+    if mixed:
+        raise ValueError(f"configs of one grid must all be {model.config_cls.__name__}: got {', '.join(sorted(mixed))}")
+    route = route or model.routes[0]
     if route not in model.routes:
         raise ValueError(f"evaluation route {route!r} is not available for model {model.name}: "
                          f"allowed {', '.join(model.routes)}")
-    return model.run(configs, list(seeds), tuple(learners), settings, route, on_point)
+    records = model.records(learners)
+    settings = settings or model.settings_cls()
+    seeds = [int(s) for s in seeds]
+    shared = tuple(l for l in records if l.kind == "supervised") if model.caption_free else ()
+    own = tuple(l for l in records if l not in shared)
+    order = {l.name: i for i, l in enumerate(records)}
+    prompt_order = {p: i for i, p in enumerate(model.prompts)}
+    shared_rows: dict = {}
+    out = []
+    for i, cfg in enumerate(configs):
+        rows = model.run_point(cfg, seeds, own, settings, route) if own else []
+        if shared:
+            image_cfg = model.caption_free(cfg)
+            if image_cfg not in shared_rows:
+                shared_rows[image_cfg] = model.run_point(image_cfg, seeds, shared, settings, route)
+            rows = rows + shared_rows[image_cfg]
+        rows.sort(key=lambda r: (order[r["learner"]], prompt_order.get(r["prompt"], -1)))
+        out.append(rows)
+        if on_point:
+            on_point(i, rows)
+    return out

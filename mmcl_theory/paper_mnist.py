@@ -52,6 +52,7 @@ import optax
 from mmcl_theory.config import ConfigError, as_floats, check_range
 from mmcl_theory.datamodel import TESTS
 from mmcl_theory.digits import load_digit_images, paint
+from mmcl_theory.learners import SUPERVISED, ZERO_SHOT, Learner
 from mmcl_theory.losses import infonce_loss
 
 # --------------------------------------------------------------------------------------------
@@ -69,7 +70,6 @@ CLASS_MEAN_VALUE = np.array([DIGIT_VALUE[:5].mean(), DIGIT_VALUE[5:].mean()])  #
 FAMILY_MEAN_VALUE = np.array([SHADE_VALUE[:3].mean(), SHADE_VALUE[3:].mean()])  # -1.5, 1.5
 NUM_CLASSES = 2
 SPLIT_SEED = 0  # the fixed permutation splitting the 10k images into train and test
-LEARNERS = ("mmcl_lenet", "sl_lenet")
 PROMPT = "class_centre"  # the zero-shot prompt's name in result rows
 
 PAPER_FIG2_SOURCE = ("Xue et al. 2024, Fig. 2 (OOD accuracy %, semi-synthetic MNIST), read from the PDF's vector "
@@ -315,11 +315,11 @@ def text_encoder(params: dict, captions: jax.Array) -> jax.Array:
     return captions @ params["w"] + params["b"]
 
 
-def init_params(key: jax.Array, learner: str, caption_dim: int, settings: PaperMnistSettings) -> dict:
-    """'mmcl_lenet': {'image': LeNet -> embed_dim, 'text': linear caption_dim -> embed_dim};
-    'sl_lenet': {'image': LeNet -> 2}."""
+def init_params(key: jax.Array, kind: str, caption_dim: int, settings: PaperMnistSettings) -> dict:
+    """Zero-shot ('mmcl_lenet'): {'image': LeNet -> embed_dim, 'text': linear caption_dim -> embed_dim};
+    supervised ('sl_lenet'): {'image': LeNet -> 2}."""
     k_image, k_text = jax.random.split(key)
-    if learner == "sl_lenet":
+    if kind == SUPERVISED:
         return {"image": init_lenet(k_image, NUM_CLASSES)}
     return {"image": init_lenet(k_image, settings.embed_dim),
             "text": _uniform_layer(k_text, (caption_dim,), settings.embed_dim)}
@@ -348,26 +348,26 @@ def optimiser(settings: PaperMnistSettings) -> optax.GradientTransformation:
                        optax.sgd(settings.lr, momentum=settings.momentum))
 
 
-def _loss_fn(learner: str, settings: PaperMnistSettings):
-    """The training loss of a learner as f(params, images, targets)."""
-    if learner == "mmcl_lenet":
+def _loss_fn(kind: str, settings: PaperMnistSettings):
+    """The training loss of a learner of this kind as f(params, images, targets)."""
+    if kind == ZERO_SHOT:
         return lambda p, x, t: clip_loss(p, x, t, settings.temperature)
     return sl_loss
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_step(learner: str, temperature: float, lr: float, momentum: float, weight_decay: float):
+def compiled_step(kind: str, temperature: float, lr: float, momentum: float, weight_decay: float):
     """jit of one optimiser step, step(params, opt_state, images, targets, rows) -> (params, opt_state, loss),
     on the minibatch images[rows], targets[rows]; params and opt_state are donated.
 
-    images (n, 28, 28, 3); targets: captions (n, caption_dim) for 'mmcl_lenet', labels (n,) for 'sl_lenet';
+    images (n, 28, 28, 3); targets: captions (n, caption_dim) for zero-shot, labels (n,) for supervised;
     rows (batch_size,) int. Keyed by what the step uses (not the epochs), so every run with the same
     optimiser shares it. The step, not the epoch, is the compiled unit: XLA on CPU runs LeNet's
     convolutions about 6 times slower inside a lax.scan body than at the top level of a program
     (measured here: 245 against 40 ms a step).
     """
     settings = PaperMnistSettings(lr=lr, momentum=momentum, weight_decay=weight_decay, temperature=temperature)
-    loss_fn = _loss_fn(learner, settings)
+    loss_fn = _loss_fn(kind, settings)
     update = optimiser(settings).update
 
     def step(params, opt_state, images, targets, rows):
@@ -385,8 +385,9 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int) -> jax.Array:
     return jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
 
 
-def train(learner: str, data: PaperMnistData, settings: PaperMnistSettings, key: jax.Array) -> tuple[dict, float]:
-    """Initialise from key and train for mmcl_epochs or sl_epochs; returns (params, last epoch's mean loss).
+def train(kind: str, key: jax.Array, data: PaperMnistData, settings: PaperMnistSettings) -> tuple[dict, float]:
+    """Initialise from key and train a zero-shot (mmcl_epochs, on the captions) or supervised (sl_epochs, on the
+    labels) learner; returns (params, last epoch's mean loss). A Learner record's fit (LEARNERS).
 
     Epoch e visits the minibatches epoch_batches(fold_in(key_shuffle, e), ...) in order; one compiled
     step (compiled_step) serves every step, epoch and seed.
@@ -398,14 +399,14 @@ def train(learner: str, data: PaperMnistData, settings: PaperMnistSettings, key:
         raise ConfigError(f"PaperMnistSettings.batch_size = {settings.batch_size} is out of range: allowed at most "
                           f"PaperMnistConfig.n_train = {n}")
     k_init, k_shuffle = jax.random.split(key)
-    params = init_params(k_init, learner, data.captions.shape[1], settings)
+    params = init_params(k_init, kind, data.captions.shape[1], settings)
     opt_state = optimiser(settings).init(params)
     images = jnp.asarray(data.images)
-    targets = jnp.asarray(data.captions if learner == "mmcl_lenet" else data.labels)
-    epochs = settings.mmcl_epochs if learner == "mmcl_lenet" else settings.sl_epochs
-    step = compiled_step(learner, settings.temperature, settings.lr, settings.momentum, settings.weight_decay)
+    targets = jnp.asarray(data.captions if kind == ZERO_SHOT else data.labels)
+    epochs = settings.mmcl_epochs if kind == ZERO_SHOT else settings.sl_epochs
+    step = compiled_step(kind, settings.temperature, settings.lr, settings.momentum, settings.weight_decay)
     losses = []
-    for epoch in tqdm(range(epochs), desc=learner, unit="epoch", leave=False, disable=None):
+    for epoch in tqdm(range(epochs), desc=kind, unit="epoch", leave=False, disable=None):
         losses = []
         for rows in epoch_batches(jax.random.fold_in(k_shuffle, epoch), n, settings.batch_size):
             params, opt_state, loss = step(params, opt_state, images, targets, rows)
@@ -413,14 +414,15 @@ def train(learner: str, data: PaperMnistData, settings: PaperMnistSettings, key:
     return params, float(jnp.mean(jnp.stack(losses)))
 
 
-@functools.partial(jax.jit, static_argnames=("learner",))
-def predict(params: dict, images: jax.Array, prompts: jax.Array, learner: str) -> jax.Array:
-    """Predicted classes: (..., m, 28, 28, 3) -> (..., m) int32 (leading axes mapped with lax.map).
+@functools.partial(jax.jit, static_argnames=("kind",))
+def predict(kind: str, params: dict, images: jax.Array, prompts: jax.Array) -> jax.Array:
+    """Predicted classes: (..., m, 28, 28, 3) -> (..., m) int32 (leading axes mapped with lax.map). A Learner
+    record's scorers (LEARNERS), as the argmax of the class scores.
 
-    'mmcl_lenet': argmax_y <f_I(x), f_T(p_y)> over the prompts (2, caption_dim); 'sl_lenet': argmax of the logits.
+    Zero-shot: argmax_y <f_I(x), f_T(p_y)> over the prompts (2, caption_dim); supervised: argmax of the logits.
     """
     def one(x):
-        if learner == "mmcl_lenet":
+        if kind == ZERO_SHOT:
             return jnp.argmax(lenet(params["image"], x) @ text_encoder(params["text"], prompts).T, axis=-1)
         return jnp.argmax(lenet(params["image"], x), axis=-1)
 
@@ -429,45 +431,38 @@ def predict(params: dict, images: jax.Array, prompts: jax.Array, learner: str) -
     return jax.lax.map(one, flat).reshape(*lead, images.shape[-4]).astype(jnp.int32)
 
 
-def accuracies(learner: str, params: dict, data: PaperMnistData, config: PaperMnistConfig) -> np.ndarray:
+LEARNERS = (Learner("mmcl_lenet", ZERO_SHOT, functools.partial(train, ZERO_SHOT), functools.partial(predict, ZERO_SHOT),
+                    trained=True),
+            Learner("sl_lenet", SUPERVISED, functools.partial(train, SUPERVISED), functools.partial(predict, SUPERVISED),
+                    trained=True))
+
+
+def accuracies(learner: Learner, params: dict, data: PaperMnistData, config: PaperMnistConfig) -> np.ndarray:
     """Accuracy on each test of TESTS, an exact count over the m test images: (3,) float64."""
-    predicted = np.asarray(predict(params, jnp.asarray(data.test_images), jnp.asarray(class_centre_prompts(config)),
-                                   learner))
+    predicted = np.asarray(learner.scorers(params, jnp.asarray(data.test_images),
+                                           jnp.asarray(class_centre_prompts(config))))
     return (predicted == data.test_labels).sum(-1) / data.test_labels.shape[0]
 
 
-def run_point(config: PaperMnistConfig, seeds: list[int], learners: tuple[str, ...] = LEARNERS,
-              settings: PaperMnistSettings | None = None) -> list[dict]:
-    """Train and score every learner on every seed of one config.
+def run_point(config: PaperMnistConfig, seeds: list[int], learners: tuple[Learner, ...],
+              settings: PaperMnistSettings, route: str = "sampled") -> list[dict]:
+    """Train and score every learner on every seed of one config; the model registry's runner
+    (models.evaluate_grid, which orders the rows by learner).
 
     Returns one row per (learner, test, seed): {'learner', 'prompt' ('class_centre' or '' for SL), 'test',
     'seed', 'n' (n_train), 'accuracy', 'route' ('sampled'), 'final_loss' (the last epoch's mean minibatch
     loss), 'loss_floor' (''), 'converged' ('')}.
     """
-    settings = settings or PaperMnistSettings()
-    unknown = [name for name in learners if name not in LEARNERS]
-    if unknown:
-        raise ConfigError(f"learners = {unknown} is not allowed: names from {', '.join(LEARNERS)}")
     rows = []
     for seed in seeds:
         data = build_data(config, int(seed))
         for learner in learners:
-            params, loss = train(learner, data, settings, jax.random.key(int(seed)))
+            params, loss = learner.fit(jax.random.key(int(seed)), data, settings)
             for test, acc in zip(TESTS, accuracies(learner, params, data, config)):
-                rows.append({"learner": learner, "prompt": PROMPT if learner == "mmcl_lenet" else "", "test": test,
-                             "seed": int(seed), "n": config.n_train, "accuracy": float(acc), "route": "sampled",
-                             "final_loss": loss, "loss_floor": "", "converged": ""})
+                rows.append({"learner": learner.name, "prompt": PROMPT if learner.kind == ZERO_SHOT else "",
+                             "test": test, "seed": int(seed), "n": config.n_train, "accuracy": float(acc),
+                             "route": "sampled", "final_loss": loss, "loss_floor": "", "converged": ""})
     return rows
-
-
-def evaluate_grid(configs, seeds, learners, settings, route="sampled", on_point=None) -> list[list[dict]]:
-    """The model registry's runner (models.py): run_point per config, in order, on_point(i, rows) after each."""
-    out = []
-    for i, config in enumerate(configs):
-        out.append(run_point(config, seeds, tuple(learners), settings))
-        if on_point:
-            on_point(i, out[-1])
-    return out
 
 
 # --------------------------------------------------------------------------------------------

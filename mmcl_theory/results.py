@@ -62,3 +62,16 @@ def format_table(rows: list[dict]) -> str:
                              f"{m[0]:>{width - 8}.3f}" + (f" +-{m[1]:.3f}" if m[2] > 1 else " " * 7) + " ")
             lines.append(f"{key[0]:>10} {key[2]:>8.4g} {key[1]:>12} " + " ".join(cells))
     return "\n".join(lines)
+
+
+def seed_accuracies(rows: list[dict], learner: str, prompt: str | None = None) -> np.ndarray:
+    """Accuracies (seeds, 3) in TESTS order of one learner and prompt set, from one config's rows of
+    models.evaluate_grid; prompt None: the learner's first prompt set in the rows (the model's first, e.g.
+    'core' for M1 and M2; '' for a supervised learner)."""
+    picked = [r for r in rows if r["learner"] == learner]
+    if prompt is None:
+        prompt = picked[0]["prompt"] if picked else ""
+    picked = [r for r in picked if r["prompt"] == prompt]
+    seeds = sorted({r["seed"] for r in picked})
+    table = {(r["seed"], r["test"]): r["accuracy"] for r in picked}
+    return np.array([[table[(s, t)] for t in TESTS] for s in seeds], np.float64)

@@ -149,7 +149,7 @@ def check_C2(quick: bool) -> Record:
         verdict(match and beats),
         (f"|MMCL - theory| = {abs(m - pop):.4f} {'<=' if match else '>'} 3 s.e. = {Z * se:.4f}; "
          f"difference - 3 s.e. = {diff - Z * diff_se:.3f} {'>=' if beats else '<'} 0.3"),
-        ["Learners: evaluate.evaluate_point with mmcl_closed_form (full rank, rho=1) and sl_min_norm, "
+        ["Learners: models.evaluate_grid with mmcl_closed_form (full rank, rho=1) and sl_min_norm, "
          "seeds 0..S-1; each seed draws new dictionaries, training and test sets.",
          "The population value is the n -> infinity limit; at n=200 the reference 5-seed simulation (docs/theory.md#m1-reference) gave "
          "0.702 against 0.709, so a small finite-sample bias is possible and would show up here as a failure."])
@@ -363,7 +363,7 @@ def check_C5(quick: bool) -> Record:
         "(reference n=500: 0.78 vs 0.69 vs 0.00 at beta=0.2; 0.81 vs 0.66 vs 0.00 at beta=0.4)",
         "; ".join(meas) + f" ({seeds} seeds, K=5, p=0.9, sigma_core=1, n=500, d=3000, n_test={n_test}, flipped test)",
         verdict(ok), "; ".join(why),
-        ["Learners: mmcl_closed_form (full rank) and sl_min_norm through evaluate.evaluate_point; the shifted test "
+        ["Learners: mmcl_closed_form (full rank) and sl_min_norm through models.evaluate_grid; the shifted test "
          "has a != y always and no details (docs/models.md#m2). Differences are paired by seed.", *lines])
 
 
@@ -475,14 +475,14 @@ def check_C6(quick: bool) -> Record:
 def check_C7(quick: bool) -> Record:
     """Digits (M3): closed-form MMCL's flipped accuracy follows its exact expectation and rises with r."""
     from mmcl_theory.digits import DigitsConfig
-    from mmcl_theory.digits_learners import run_point
+    from mmcl_theory.models import evaluate_grid
 
     seeds = 3 if quick else 5
     base = dict(p=0.99, spurious="tint", spurious_strength=0.5, spurious_sigma=0.01, caption="class_weight",
                 detail="class_axis", detail_scale=2.0, n_train=600 if quick else 1200, n_test=500)
     res = {}
     for r in (0.0, 1.0):
-        rows = run_point(DigitsConfig(r=r, **base), list(range(seeds)), ("theory_mmcl", "mmcl_closed_form", "sl_mlp"))
+        rows = evaluate_grid([DigitsConfig(r=r, **base)], list(range(seeds)), ("theory_mmcl", "mmcl_closed_form", "sl_mlp"))[0]
         pick = lambda l, p: np.array([x["accuracy"] for x in rows if x["learner"] == l and x["prompt"] == p
                                       and x["test"] == "flipped"])
         res[r] = {"theory": pick("theory_mmcl", "word"), "closed": pick("mmcl_closed_form", "word"),

@@ -55,16 +55,18 @@ def verdict(ok: bool) -> str:
 @functools.lru_cache(maxsize=None)
 def evaluate(cfg, seeds: int, learners: tuple[str, ...], settings=None, route: str = "exact",
              prompt: str = "core") -> dict[str, np.ndarray]:
-    """{learner: accuracies (seeds, 3) for aligned/independent/flipped}, via evaluate.evaluate_grid.
+    """{learner: accuracies (seeds, 3) for aligned/independent/flipped}, via models.evaluate_grid.
 
     Seeds 0..seeds-1; zero-shot learners scored with `prompt`. Cached, so checks that share a
     configuration share its run.
     """
-    from mmcl_theory.evaluate import ZERO_SHOT_LEARNERS, evaluate_grid, seed_accuracies
-    from mmcl_theory.learners import LearnerSettings
+    from mmcl_theory.learners import ZERO_SHOT
+    from mmcl_theory.models import evaluate_grid, model_of
+    from mmcl_theory.results import seed_accuracies
 
-    rows = evaluate_grid([cfg], list(range(seeds)), learners, settings or LearnerSettings(), route)[0]
-    return {l: seed_accuracies(rows, l, prompt if l in ZERO_SHOT_LEARNERS else "") for l in learners}
+    rows = evaluate_grid([cfg], list(range(seeds)), learners, settings, route)[0]
+    return {l.name: seed_accuracies(rows, l.name, prompt if l.kind == ZERO_SHOT else "")
+            for l in model_of(cfg).records(learners)}
 
 
 TEST_INDEX = {test: i for i, test in enumerate(TESTS)}

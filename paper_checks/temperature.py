@@ -41,7 +41,8 @@ def _prediction(cfg, tau: float, saa_seeds) -> tuple[dict, float]:
 
 def _trained(cfg, tau: float, seeds: int, steps: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(accuracies (seeds, 3) with the core prompt, final training losses (seeds,), number converged)."""
-    from mmcl_theory.evaluate import evaluate_grid, seed_accuracies
+    from mmcl_theory.models import evaluate_grid
+    from mmcl_theory.results import seed_accuracies
     from mmcl_theory.learners import LearnerSettings
 
     settings = LearnerSettings(temperature=tau, steps=steps)

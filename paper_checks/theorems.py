@@ -201,7 +201,8 @@ def check_T52(quick: bool) -> Record:
 def check_T54(quick: bool) -> Record:
     """Thm 5.4: in Data Model 2, MMCL is 100% accurate on P* when pi > pi~ and <= 50% when pi < pi~."""
     from mmcl_theory.datamodel import make_config
-    from mmcl_theory.evaluate import evaluate_grid, seed_accuracies
+    from mmcl_theory.models import evaluate_grid
+    from mmcl_theory.results import seed_accuracies
     from mmcl_theory.theory import dm2_thresholds, population_zero_shot_accuracy
 
     settings = ({"m": 20, "alpha": 1.2, "beta": 0.5}, {"m": 4, "alpha": 0.7, "beta": 0.5})

@@ -13,6 +13,13 @@ from mmcl_theory import digits as dg
 from mmcl_theory import digits_learners as dl
 from mmcl_theory.config import ConfigError
 from mmcl_theory.learners import mmcl_closed_form
+from mmcl_theory.models import evaluate_grid
+from mmcl_theory.results import ROW_KEYS
+
+
+def run_point(config, seeds, learners, settings=None) -> list[dict]:
+    """One digits config's rows through the model registry's grid."""
+    return evaluate_grid([config], seeds, learners, settings)[0]
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # ../shared/data/mnist_test/SOURCE.md
 
@@ -309,7 +316,7 @@ CALIBRATED = dict(p=0.99, spurious="tint", spurious_strength=0.5, spurious_sigma
 
 
 def _theory(seeds=(0, 1), **overrides):
-    rows = dl.run_point(dg.DigitsConfig(**{**CALIBRATED, **overrides}), list(seeds), ("theory_mmcl",))
+    rows = run_point(dg.DigitsConfig(**{**CALIBRATED, **overrides}), list(seeds), ("theory_mmcl",))
     return {t: np.mean([r["accuracy"] for r in rows if r["test"] == t and r["prompt"] == "word"]) for t in dg.TESTS}
 
 
@@ -333,7 +340,7 @@ def test_class_weight_theory_rises_with_r_and_the_shuffled_control_does_not():
 def test_premise_same_backbone_sl_fails_at_the_calibrated_tint():
     # measured at the full size (figures/digits_calibration.csv, 3 seeds): aligned 0.999, flipped 0.338
     config = dg.DigitsConfig(**{**CALIBRATED, "n_train": 800, "n_test": 300})
-    rows = dl.run_point(config, [0], ("sl_mlp",), dl.DigitsLearnerSettings(steps=300, width=64))
+    rows = run_point(config, [0], ("sl_mlp",), dl.DigitsLearnerSettings(steps=300, width=64))
     acc = {r["test"]: r["accuracy"] for r in rows}
     assert acc["aligned"] >= 0.95 and acc["flipped"] <= 0.5, acc
 
@@ -346,7 +353,7 @@ def test_closed_form_and_trained_infonce_follow_the_theory_up_in_r():
     learners = ("theory_mmcl", "mmcl_closed_form", "mmcl_infonce_linear")
     flipped = {}
     for r in (0.0, 1.0):
-        rows = dl.run_point(dg.DigitsConfig(**{**CALIBRATED, "r": r, "n_test": 300}), [0, 1], learners, settings)
+        rows = run_point(dg.DigitsConfig(**{**CALIBRATED, "r": r, "n_test": 300}), [0, 1], learners, settings)
         for learner in learners:
             flipped[learner, r] = np.mean([x["accuracy"] for x in rows
                                            if x["learner"] == learner and x["test"] == "flipped" and x["prompt"] == "word"])
@@ -386,18 +393,20 @@ def test_config_skips_traced_values():
 def test_run_point_contract_and_cross_field_errors():
     config = dg.DigitsConfig(n_train=300, n_test=100)
     settings = dl.DigitsLearnerSettings(steps=20, width=16, batch_size=32)
-    rows = dl.run_point(config, [0, 1], ("theory_mmcl", "mmcl_infonce_linear", "sl_min_norm"), settings)
+    rows = run_point(config, [0, 1], ("theory_mmcl", "mmcl_infonce_linear", "sl_min_norm"), settings)
     keys = {(r["learner"], r["prompt"], r["test"], r["seed"]) for r in rows}
     expected = {(l, p, t, s) for l in ("theory_mmcl", "mmcl_infonce_linear") for p in dg.PROMPTS
                 for t in dg.TESTS for s in (0, 1)} | {("sl_min_norm", "", t, s) for t in dg.TESTS for s in (0, 1)}
     assert keys == expected and len(rows) == len(expected)
-    assert all(set(r) == {"learner", "test", "seed", "n", "accuracy", "prompt"} and r["n"] == 300 for r in rows)
-    with pytest.raises(ConfigError, match="learners"):
-        dl.run_point(config, [0], ("knn",))
+    assert all(set(r) == set(ROW_KEYS) and r["n"] == 300 for r in rows)
+    assert {r["route"] for r in rows if r["learner"] == "theory_mmcl"} == {"theory"}
+    assert {r["route"] for r in rows if r["learner"] != "theory_mmcl"} == {"sampled"}
+    with pytest.raises(ValueError, match="unknown learner.s. knn for model digits: allowed theory_mmcl, "):
+        run_point(config, [0], ("knn",))
     with pytest.raises(ConfigError, match="batch_size = 128 is out of range: allowed at most DigitsConfig.n_train = 100"):
-        dl.run_point(dataclasses.replace(config, n_train=100), [0], ("sl_mlp",), dl.DigitsLearnerSettings())
+        run_point(dataclasses.replace(config, n_train=100), [0], ("sl_mlp",), dl.DigitsLearnerSettings())
     with pytest.raises(ConfigError, match="at most 1797"):
-        dl.run_point(dataclasses.replace(config, n_train=1700), [0], ("theory_mmcl",))
+        run_point(dataclasses.replace(config, n_train=1700), [0], ("theory_mmcl",))
 
 
 def test_mnist_split_from_the_real_file(shared_data):
@@ -407,7 +416,7 @@ def test_mnist_split_from_the_real_file(shared_data):
     assert set(np.unique(split.train.label)) == set(range(10))
     corner = split.train.x_image.reshape(400, 28, 28, 3)[:, 0, 0]  # MNIST corners are blank: the tint alone
     np.testing.assert_allclose(corner, np.clip(0.5 * dg.PALETTE[split.train.spurious], 0, 1), atol=0.05)
-    rows = dl.run_point(config, [0], ("theory_mmcl", "sl_min_norm"))
+    rows = run_point(config, [0], ("theory_mmcl", "sl_min_norm"))
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
     assert {r["accuracy"] > 0.6 for r in rows if r["test"] == "aligned"} == {True}
 
@@ -415,7 +424,7 @@ def test_mnist_split_from_the_real_file(shared_data):
 def test_missing_mnist_directory_is_one_line(tmp_path):
     config = dg.DigitsConfig(dataset=str(tmp_path / "no_mnist"), n_train=100, n_test=10)
     with pytest.raises(dg.DigitsDataError, match="not a directory; expected a directory holding MNIST idx files"):
-        dl.run_point(config, [0], ("theory_mmcl",))
+        run_point(config, [0], ("theory_mmcl",))
 
 
 def test_digits_sweep_bad_input_exits_2_with_one_line(capsys):

@@ -10,6 +10,8 @@ import pytest
 
 from mmcl_theory import evaluate as E
 from mmcl_theory import learners as L
+from mmcl_theory.models import evaluate_grid
+from mmcl_theory.results import seed_accuracies
 from mmcl_theory.datamodel import TESTS, dictionaries, make_config, sample_dataset
 
 FAST = L.LearnerSettings(steps=40, gd_steps=40, sl_gd_steps=200)
@@ -22,10 +24,10 @@ def test_exact_route_equals_sampled_route_within_sampling_error(model, extra):
     cfg = make_config(model, n=60, d=120, n_test=n_test, **extra)
     learners = ("mmcl_closed_form", "mmcl_infonce_linear", "sl_min_norm", "sl_logistic", "sl_logistic_gd")
     seeds = [0, 1]
-    exact = E.evaluate_grid([cfg], seeds, learners, FAST, "exact")[0]
-    sampled = E.evaluate_grid([cfg], seeds, learners, FAST, "sampled")[0]
+    exact = evaluate_grid([cfg], seeds, learners, FAST, "exact")[0]
+    sampled = evaluate_grid([cfg], seeds, learners, FAST, "sampled")[0]
     for learner in learners:
-        a, b = E.seed_accuracies(exact, learner), E.seed_accuracies(sampled, learner)
+        a, b = seed_accuracies(exact, learner), seed_accuracies(sampled, learner)
         # binomial s.e. of the sampled value, plus the score Monte Carlo's own s.e. for K > 2
         se = np.sqrt(a * (1 - a) / n_test + (0 if model == "M1" else a * (1 - a) / E.MC_DRAWS))
         assert np.all(np.abs(a - b) <= 4 * se + 1e-6), (learner, a, b)
@@ -102,17 +104,17 @@ def test_auto_min_norm_falls_back_to_qr_when_ill_conditioned():
 
 def test_sl_rows_are_shared_across_caption_only_values_and_equal_a_fresh_run():
     configs = [make_config("M1", n=40, d=80, n_test=200, r=r) for r in (0.0, 1.0)]
-    rows = E.evaluate_grid(configs, [0, 1], ("mmcl_closed_form", "sl_min_norm"), FAST, "exact")
-    sl = [E.seed_accuracies(r, "sl_min_norm") for r in rows]
-    alone = E.evaluate_grid(configs[1:], [0, 1], ("sl_min_norm",), FAST, "exact")[0]
-    assert np.array_equal(sl[0], sl[1]) and np.array_equal(sl[1], E.seed_accuracies(alone, "sl_min_norm"))
-    mmcl = [E.seed_accuracies(r, "mmcl_closed_form") for r in rows]
+    rows = evaluate_grid(configs, [0, 1], ("mmcl_closed_form", "sl_min_norm"), FAST, "exact")
+    sl = [seed_accuracies(r, "sl_min_norm") for r in rows]
+    alone = evaluate_grid(configs[1:], [0, 1], ("sl_min_norm",), FAST, "exact")[0]
+    assert np.array_equal(sl[0], sl[1]) and np.array_equal(sl[1], seed_accuracies(alone, "sl_min_norm"))
+    mmcl = [seed_accuracies(r, "mmcl_closed_form") for r in rows]
     assert not np.array_equal(mmcl[0], mmcl[1])  # captions do change MMCL
 
 
 def test_both_prompts_for_zero_shot_learners_and_theory():
     cfg = make_config("M1", n=40, d=80, n_test=200)
-    rows = E.evaluate_grid([cfg], [0], ("theory_mmcl", "mmcl_closed_form", "sl_min_norm"), FAST)[0]
+    rows = evaluate_grid([cfg], [0], ("theory_mmcl", "mmcl_closed_form", "sl_min_norm"), FAST)[0]
     prompts = {(r["learner"], r["prompt"]) for r in rows}
     assert prompts == {("theory_mmcl", "core"), ("theory_mmcl", "class_mean"), ("mmcl_closed_form", "core"),
                        ("mmcl_closed_form", "class_mean"), ("sl_min_norm", "")}
@@ -122,9 +124,9 @@ def test_both_prompts_for_zero_shot_learners_and_theory():
 def test_unknown_route_and_learner_are_one_line_errors():
     cfg = make_config("M1", n=40, d=80)
     with pytest.raises(ValueError, match="allowed exact, sampled"):
-        E.evaluate_grid([cfg], [0], ("mmcl_closed_form",), FAST, "magic")
+        evaluate_grid([cfg], [0], ("mmcl_closed_form",), FAST, "magic")
     with pytest.raises(ValueError, match="unknown learner"):
-        E.evaluate_grid([cfg], [0], ("sl_magic",), FAST)
+        evaluate_grid([cfg], [0], ("sl_magic",), FAST)
 
 
 def test_rows_carry_convergence_of_trained_learners_only():
@@ -132,7 +134,7 @@ def test_rows_carry_convergence_of_trained_learners_only():
     InfoNCE floor is the perfect-matching value at n = 40, tau = 0.1, log(1 + 39 exp(-40/3.9)) (by hand)."""
     cfg = make_config("M1", n=40, d=80, n_test=200)
     learners = ("theory_mmcl", "mmcl_closed_form", "mmcl_infonce_linear", "sl_min_norm", "sl_logistic_gd")
-    rows = E.evaluate_grid([cfg], [0, 1], learners, FAST)[0]
+    rows = evaluate_grid([cfg], [0, 1], learners, FAST)[0]
     for r in rows:
         if r["learner"] in ("theory_mmcl", "mmcl_closed_form", "sl_min_norm"):
             assert (r["final_loss"], r["loss_floor"], r["converged"]) == ("", "", "")

@@ -10,8 +10,9 @@ import optax
 import pytest
 from scipy.optimize import minimize
 
-from mmcl_theory import evaluate as E
 from mmcl_theory import learners as L
+from mmcl_theory.models import evaluate_grid
+from mmcl_theory.results import seed_accuracies
 from mmcl_theory.config import ConfigError
 from mmcl_theory.losses import l2_normalise
 from mmcl_theory.datamodel import dictionaries, make_config, sample_dataset
@@ -264,9 +265,9 @@ def test_large_tau_infonce_meets_the_linear_loss_closed_form_and_small_tau_does_
     learners = ("mmcl_closed_form", "mmcl_infonce_linear")
     gaps = {}
     for tau in (100.0, 0.05):
-        rows = E.evaluate_grid([cfg], [0, 1, 2], learners, L.LearnerSettings(temperature=tau))[0]
-        gaps[tau] = np.abs(E.seed_accuracies(rows, "mmcl_infonce_linear").mean(0)
-                           - E.seed_accuracies(rows, "mmcl_closed_form").mean(0))
+        rows = evaluate_grid([cfg], [0, 1, 2], learners, L.LearnerSettings(temperature=tau))[0]
+        gaps[tau] = np.abs(seed_accuracies(rows, "mmcl_infonce_linear").mean(0)
+                           - seed_accuracies(rows, "mmcl_closed_form").mean(0))
     assert np.all(gaps[100.0] <= 0.04), gaps
     assert np.max(gaps[0.05]) > 0.1, gaps
 

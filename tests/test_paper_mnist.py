@@ -13,6 +13,8 @@ import pytest
 
 from mmcl_theory import paper_mnist as pm
 from mmcl_theory.config import ConfigError
+from mmcl_theory.learners import SUPERVISED, ZERO_SHOT
+from mmcl_theory.models import evaluate_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # paper_checks/ sits at the repository root
 
@@ -144,12 +146,12 @@ def test_build_data_from_mnist(shared_data):
 
 
 def test_lenet_shapes_and_parameter_count():
-    params = pm.init_params(jax.random.key(0), "mmcl_lenet", 200, pm.PaperMnistSettings())
+    params = pm.init_params(jax.random.key(0), ZERO_SHOT, 200, pm.PaperMnistSettings())
     count = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
     assert count(params["image"]) == 456 + 2416 + 48120 + 10164 + 10880  # LeNet-5 with 3 input channels, 128 out
     assert count(params["text"]) == 200 * 128 + 128
     assert pm.lenet(params["image"], jnp.zeros((5, 28, 28, 3))).shape == (5, 128)
-    sl = pm.init_params(jax.random.key(0), "sl_lenet", 200, pm.PaperMnistSettings())
+    sl = pm.init_params(jax.random.key(0), SUPERVISED, 200, pm.PaperMnistSettings())
     assert set(sl) == {"image"} and pm.lenet(sl["image"], jnp.zeros((2, 28, 28, 3))).shape == (2, 2)
 
 
@@ -174,7 +176,7 @@ def test_infonce_on_a_two_pair_batch_by_hand():
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_clip_loss_uses_raw_inner_products(temperature):
     rng = np.random.default_rng(0)
-    params = pm.init_params(jax.random.key(1), "mmcl_lenet", 200, pm.PaperMnistSettings())
+    params = pm.init_params(jax.random.key(1), ZERO_SHOT, 200, pm.PaperMnistSettings())
     images = jnp.asarray(rng.random((4, 28, 28, 3)), jnp.float32)
     captions = jnp.asarray(rng.standard_normal((4, 200)) * 2, jnp.float32)
     u = np.asarray(pm.lenet(params["image"], images), np.float64)
@@ -216,9 +218,9 @@ def _random_data(seed: int) -> pm.PaperMnistData:
 def test_same_seed_same_bytes():
     data = _random_data(0)
     settings = dataclasses.replace(SETTINGS, mmcl_epochs=1)
-    first, loss_a = pm.train("mmcl_lenet", data, settings, jax.random.key(5))
-    second, loss_b = pm.train("mmcl_lenet", data, settings, jax.random.key(5))
-    other, _ = pm.train("mmcl_lenet", data, settings, jax.random.key(6))
+    first, loss_a = pm.train(ZERO_SHOT, jax.random.key(5), data, settings)
+    second, loss_b = pm.train(ZERO_SHOT, jax.random.key(5), data, settings)
+    other, _ = pm.train(ZERO_SHOT, jax.random.key(6), data, settings)
     leaves = lambda p: [np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(p)]
     assert leaves(first) == leaves(second) and loss_a == loss_b
     assert leaves(first) != leaves(other)
@@ -258,11 +260,11 @@ def test_bad_values_name_the_field(cls, field, value):
 
 
 def test_run_point_refuses_unknown_learners_and_oversized_batches(tmp_path):
-    with pytest.raises(ConfigError, match="names from mmcl_lenet, sl_lenet"):
-        pm.run_point(pm.PaperMnistConfig(), [0], ("sl_mlp",))
+    with pytest.raises(ValueError, match="unknown learner.s. sl_mlp for model paper_mnist: allowed mmcl_lenet, sl_lenet"):
+        evaluate_grid([pm.PaperMnistConfig()], [0], ("sl_mlp",))
     with pytest.raises(ConfigError, match="batch_size = 128 is out of range: allowed at most PaperMnistConfig.n_train = 64"):
-        pm.train("sl_lenet", dataclasses.replace(_random_data(0), images=np.zeros((64, 28, 28, 3), np.float32)),
-                 SETTINGS, jax.random.key(0))
+        pm.train(SUPERVISED, jax.random.key(0),
+                 dataclasses.replace(_random_data(0), images=np.zeros((64, 28, 28, 3), np.float32)), SETTINGS)
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mmcl_theory.datamodel import dictionaries, make_config, prompt_latents, sample_dataset
-from mmcl_theory.evaluate import evaluate_grid, seed_accuracies
-from mmcl_theory.results import mean_se
+from mmcl_theory.models import evaluate_grid
+from mmcl_theory.results import mean_se, seed_accuracies
 from mmcl_theory.learners import mmcl_closed_form
 from mmcl_theory.theory import (
     bayes_core_accuracy, closed_form_minimiser, contrastive_cross_covariance, m1_population_accuracy,

@@ -5,8 +5,8 @@ over `values`, optionally for each value of a second parameter (`series`), or fo
 `[variants.NAME]` tables (each with config or settings overrides, and optionally its own `values`
 and `learners`; the series column reads "variant=NAME"). A swept parameter may be a model parameter
 or a learner setting (e.g. `steps`). Every point runs all seeds and learners
-through the model registry (models.py); for the synthetic models that is evaluate.evaluate_grid,
-one compiled call per point, seeds mapped inside it. Finished points are appended to points.jsonl as
+through models.evaluate_grid, the one grid of every registered model (for the synthetic models one
+compiled call per point, seeds mapped inside it). Finished points are appended to points.jsonl as
 they complete, each line tagged with the plan's hash, so a killed sweep rerun with the same --out
 skips them and lines of another plan are refused. At the end it writes results.csv / results.json
 (the results contract) and a figure, and prints a table.

@@ -22,20 +22,23 @@ BYTES = 4  # float32
 def point_memory(cfg, settings, learners, route: str) -> tuple[int, str]:
     """(bytes, how it was counted) of the largest arrays one point allocates per seed; 0 when it draws no data
     (theory rows only) or its config has no n and d (the digits models, whose data are fixed images)."""
-    from ..evaluate import LINEAR_LEARNERS, MC_DRAWS, THEORY_LEARNERS
+    from ..evaluate import MC_DRAWS
+    from ..models import model_of
 
     n, d, n_test = getattr(cfg, "n", None), getattr(cfg, "d", None), getattr(cfg, "n_test", 0)
-    if not all(isinstance(x, int) for x in (n, d)) or all(l in THEORY_LEARNERS for l in learners):
+    records = model_of(cfg).records(learners)
+    if not all(isinstance(x, int) for x in (n, d)) or all(l.population is not None for l in records):
         return 0, "no sampled data"
     terms = [(ND_ARRAYS * n * d, f"{ND_ARRAYS} arrays of n x d (n = {n}, d = {d})"),
              (2 * min(n, d) ** 2, "2 of min(n, d)^2")]
     if route == "sampled":
         terms.append((6 * n_test * d, f"6 test arrays of n_test x d (n_test = {n_test})"))
     K = getattr(cfg, "num_classes", 2)
-    if route == "exact" and K > 2 and any(l in LINEAR_LEARNERS for l in learners):
+    fitted = [l for l in records if l.population is None]
+    if route == "exact" and K > 2 and any(l.linear for l in fitted):
         terms.append((K * K * (2 * MC_DRAWS * K + K * K), f"the score Monte Carlo of K^2 groups (K = {K})"))
     width = getattr(settings, "width", 0)
-    if route == "exact" and any(l not in LINEAR_LEARNERS + THEORY_LEARNERS for l in learners):
+    if route == "exact" and not all(l.linear for l in fitted):
         terms.append((4 * n_test * max(width, cfg.latent_dim), "4 test draws of n_test x width (MLP learners)"))
     return BYTES * sum(t for t, _ in terms), " + ".join(h for _, h in terms) + " float32"
 

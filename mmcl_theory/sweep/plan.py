@@ -153,11 +153,11 @@ def make_plan(name: str, quick: bool = False, seeds: int | None = None, learners
     for p in axes:
         if p not in config_types and p not in settings_types:
             raise SweepError(f"sweep {name!r} varies {p!r}, which is neither a {model.name} parameter nor a learner setting")
-    chosen = tuple(learners or spec.get("learners", model.learners))
-    bad = [l for l in chosen if l not in model.learners]
+    chosen = tuple(learners or spec.get("learners", model.learner_names))
+    bad = [l for l in chosen if l not in model.learner_names]
     if bad:
         raise SweepError(f"unknown learner(s) {', '.join(bad)} for model {model.name}: valid learners are "
-                         f"{', '.join(model.learners)}")
+                         f"{', '.join(model.learner_names)}")
     route = route or model.routes[0]
     if route not in model.routes:
         raise SweepError(f"unknown evaluation route {route!r} for model {model.name}: allowed {', '.join(model.routes)}")

@@ -68,20 +68,19 @@ def run_sweep(plan: Plan, out: Path, progress: bool = True, points_name: str = "
     """Run every unfinished point of `plan`, appending to out/points.jsonl (or out/`points_name`);
     return all contract rows.
 
-    Points sharing learner settings go to the model's runner in one call (so SL learners are
+    Points sharing learner settings go to models.evaluate_grid in one call (so SL learners are
     trained once per caption-free config); each finished point is appended at once.
     """
     import jax
     from tqdm import tqdm
 
-    from ..models import get_model, run_points
+    from ..models import evaluate_grid
 
     check_memory(plan.points, plan.route, "gpu" if jax.default_backend() == "gpu" else "cpu")
     prepare_out(out, plan)
     points_file = out / points_name
     done = read_done(points_file, plan)
     todo = [p for p in plan.points if p.id not in done]
-    model = get_model(plan.model)
     bar = tqdm(total=len(plan.points), initial=len(plan.points) - len(todo), unit="point", desc=plan.name,
                disable=not progress, file=sys.stderr, smoothing=0.3)
     groups: dict = {}
@@ -93,7 +92,7 @@ def run_sweep(plan: Plan, out: Path, progress: bool = True, points_name: str = "
             done[group[i].id] = rows
             bar.update(1)
 
-        run_points(model, [p.config for p in group], plan.seeds, learners, settings, plan.route, finished)
+        evaluate_grid([p.config for p in group], plan.seeds, learners, settings, plan.route, finished)
     bar.close()
     return contract_rows(plan, done)
 

@@ -1,0 +1,100 @@
+"""The model registry and its one grid: every model's learners are Learner records, the grid checks names and
+routes against the model, a learner added as a record runs without touching the runner, and no runner branches
+on a learner's name."""
+
+import ast
+from pathlib import Path
+
+import jax.numpy as jnp
+import pytest
+
+from mmcl_theory import evaluate as E
+from mmcl_theory.datamodel import TESTS, make_config
+from mmcl_theory.learners import KINDS, SUPERVISED, ZERO_SHOT, Learner, LearnerSettings
+from mmcl_theory.models import MODEL_NAMES, evaluate_grid, get_model, model_of
+from mmcl_theory.results import ROW_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = LearnerSettings(steps=20, gd_steps=20, sl_gd_steps=20, width=8, embed_dim=4)
+
+
+def test_every_model_registers_learner_records_with_unique_names():
+    assert MODEL_NAMES == ("M1", "M2", "DM2", "digits", "paper_mnist")
+    for name in MODEL_NAMES:
+        model = get_model(name)
+        assert model.learners and all(isinstance(l, Learner) and l.kind in KINDS for l in model.learners), name
+        assert len(set(model.learner_names)) == len(model.learners), name
+        if name != "paper_mnist":  # its default config names MNIST files that CI may lack
+            assert model_of(model.config_cls()) is model
+    assert "theory_infonce" in get_model("M1").learner_names and "theory_infonce" not in get_model("M2").learner_names
+
+
+def test_learner_record_refuses_a_bad_kind_and_a_fit_beside_a_population():
+    with pytest.raises(ValueError, match="kind 'contrastive' is not one of zero_shot, supervised"):
+        Learner("x", "contrastive", fit=lambda *a: None)
+    with pytest.raises(ValueError, match="either fit .with scorers. or population"):
+        Learner("x", ZERO_SHOT, fit=lambda *a: None, population=lambda *a: 0.5, theory=True)
+    with pytest.raises(ValueError, match="either fit"):
+        Learner("x", ZERO_SHOT)
+    with pytest.raises(ValueError, match="population prediction is theory"):
+        Learner("x", ZERO_SHOT, population=lambda *a: 0.5)
+
+
+def test_grid_checks_learners_routes_and_configs_against_the_model():
+    cfg = make_config("M1", n=40, d=80)
+    with pytest.raises(ValueError, match="unknown learner.s. mmcl_lenet for model M1: allowed theory_mmcl, "):
+        evaluate_grid([cfg], [0], ("mmcl_lenet",), FAST)
+    with pytest.raises(ValueError, match="unknown learner.s. theory_infonce for model M2"):
+        evaluate_grid([make_config("M2", n=40, d=80)], [0], ("theory_infonce",), FAST)
+    with pytest.raises(ValueError, match="route 'exact' is not available for model digits: allowed sampled"):
+        evaluate_grid([get_model("digits").config_cls()], [0], ("sl_min_norm",), route="exact")
+    with pytest.raises(ValueError, match="configs of one grid must all be M1Config: got M2Config"):
+        evaluate_grid([cfg, make_config("M2", n=40, d=80)], [0], ("mmcl_closed_form",), FAST)
+    with pytest.raises(ValueError, match="not the config of a registered model"):
+        evaluate_grid([object()], [0], ("mmcl_closed_form",))
+
+
+def test_a_learner_added_as_a_record_runs_through_the_synthetic_runner():
+    """A plug-in learner whose scores are all zero: every score ties, argmax takes class 0 (y = -1), which is
+    half of every M1 test distribution, so the exact route gives exactly 0.5 on all three tests; the rows have
+    the contract's keys and the learner's kind decides its prompt sets."""
+    def fit(key, train, cfg, settings):
+        return jnp.zeros((cfg.d, cfg.num_classes)), None
+
+    constant = Learner("sl_constant", SUPERVISED, fit, E._score_sl_min_norm, linear=True)
+    cfg = make_config("M1", n=40, d=80, n_test=200)
+    rows = E.run_point(cfg, [0, 1], (constant,), FAST, "exact")
+    assert len(rows) == 2 * len(TESTS) and all(set(r) == set(ROW_KEYS) for r in rows)
+    assert {(r["prompt"], r["accuracy"], r["route"]) for r in rows} == {("", 0.5, "exact")}
+    zero_shot = Learner("mmcl_constant", ZERO_SHOT, fit, lambda p, prompts: {k: E.Scorer(lambda x: x @ p, affine=(
+        p, jnp.zeros(p.shape[1]))) for k in prompts}, linear=True)
+    rows = E.run_point(cfg, [0], (zero_shot,), FAST, "exact")
+    assert {r["prompt"] for r in rows} == set(E.PROMPTS) and {r["accuracy"] for r in rows} == {0.5}
+
+
+def _name_comparisons(path: Path, names: set[str]) -> list[str]:
+    """`x == "name"`, `x != "name"` or `x in ("name", ...)` in a file, where x is a variable or attribute (not a
+    row's field, r["learner"]) and "name" a registered learner name: a runner branching on a learner."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Compare) or isinstance(node.left, ast.Subscript):
+            continue
+        operands = [node.left, *node.comparators]
+        consts = {c.value for o in operands for c in ([o] if isinstance(o, ast.Constant) else
+                                                        getattr(o, "elts", [])) if isinstance(c, ast.Constant)}
+        if consts & names:
+            found.append(f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_no_runner_branches_on_a_learner_name(tmp_path):
+    names = {l.name for m in MODEL_NAMES for l in get_model(m).learners}
+    planted = tmp_path / "planted.py"
+    planted.write_text('def f(learner, r):\n    return learner == "sl_mlp" or learner.name in ("mmcl_lenet",) or '
+                       'r["learner"] == "sl_mlp"\n')
+    assert len(_name_comparisons(planted, names)) == 2  # the scan finds planted branches, not a row filter
+    runners = [ROOT / "mmcl_theory" / f for f in ("evaluate.py", "digits_learners.py", "paper_mnist.py", "models.py",
+                                                  "learners.py")]
+    runners += sorted((ROOT / "mmcl_theory" / "sweep").glob("*.py"))
+    found = [hit for path in runners for hit in _name_comparisons(path, names)]
+    assert not found, f"branches on learner names: {found}"
