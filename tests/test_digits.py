@@ -15,6 +15,7 @@ from mmcl_theory.config import ConfigError
 from mmcl_theory.learners import mmcl_closed_form
 from mmcl_theory.models import evaluate_grid
 from mmcl_theory.results import ROW_KEYS
+from mmcl_theory.theory import truncate_rank
 
 
 def run_point(config, seeds, learners, settings=None) -> list[dict]:
@@ -453,3 +454,21 @@ def test_digits_quick_sweep_writes_the_contract_with_every_variant(tmp_path, cap
                                            ("class_axis", "sl", "shuffled", "colour_word", "thickness", "tokens")}
     assert {r["value"] for r in rows} == {"0.0", "1.0"}
     capsys.readouterr()
+
+
+def test_theory_rows_score_the_expected_statistics_with_the_expected_caption_mean_prompt():
+    """theory_mmcl (docs/learners.md#digits) is A* at E[S] and E[xbar] of digits.expected_cross_covariance, scored with
+    the word prompt and with the *expected* class caption means (which differ from the sampled ones): its rows are
+    that classifier's accuracies on the seed's test sets."""
+    config = dg.DigitsConfig(**{**CALIBRATED, "n_train": 400, "n_test": 200, "r": 0.5})
+    settings = dl.DigitsLearnerSettings(embed_dim=8)
+    rows = run_point(config, [3], ("theory_mmcl",), settings)
+    split = dg.build_split(config, 3)
+    prompts = {"word": split.prompts["word"], "caption_mean": split.theory["caption_mean_prompts"]}
+    assert not np.allclose(prompts["caption_mean"], split.prompts["caption_mean"])
+    for prompt, t in prompts.items():
+        scores = (split.tests.x_image - split.theory["image_mean"]) @ (
+            truncate_rank(split.theory["cross_covariance"], 8) @ np.asarray(t, np.float64).T)
+        expected = (np.argmax(scores, -1) == split.tests.label).mean(-1)
+        got = [r["accuracy"] for r in rows if r["prompt"] == prompt]
+        np.testing.assert_array_equal(got, expected)

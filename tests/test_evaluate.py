@@ -144,3 +144,43 @@ def test_rows_carry_convergence_of_trained_learners_only():
     assert all(r["loss_floor"] == pytest.approx(0.00136919, abs=2e-8) for r in infonce)
     assert all(r["final_loss"] < math.log(40) for r in infonce)  # training lowered the loss from ~log n
     assert {r["loss_floor"] for r in rows if r["learner"] == "sl_logistic_gd"} == {0.0}
+
+
+def test_sl_rows_are_not_shared_across_image_changes():
+    """p changes the training images' colours: each config's SL rows equal its own fresh run, not the other's."""
+    configs = [make_config("M1", n=40, d=80, n_test=200, p=p) for p in (0.6, 0.99)]
+    rows = evaluate_grid(configs, [0, 1], ("sl_min_norm",), FAST, "exact")
+    for cfg, got in zip(configs, rows):
+        alone = evaluate_grid([cfg], [0, 1], ("sl_min_norm",), FAST, "exact")[0]
+        assert np.array_equal(seed_accuracies(got, "sl_min_norm"), seed_accuracies(alone, "sl_min_norm"))
+    assert not np.array_equal(seed_accuracies(rows[0], "sl_min_norm"), seed_accuracies(rows[1], "sl_min_norm"))
+
+
+@pytest.mark.parametrize("model", ["M1", "M2"])
+def test_exact_route_scores_are_the_sampled_route_scores(model):
+    """For every fitted learner of the synthetic models, the scores the exact route integrates are those the sampled
+    route evaluates: a linear learner's x W + b equals its logits up to one positive factor per test point
+    (1 for MMCL-linear and SL, 1/|f_I(x)| for InfoNCE), and an MLP's head(x W1 + b1) equals its logits."""
+    cfg = make_config(model, n=60, d=120, **({"K": 3} if model == "M2" else {}))
+    key = jax.random.key(0)
+    k_dict, k_train, k_test, k_fit = jax.random.split(key, 4)
+    dicts = dictionaries(k_dict, cfg)
+    train = sample_dataset(k_train, cfg, dicts, cfg.n)
+    x = sample_dataset(k_test, cfg, dicts, 50, "flipped").x_image
+    prompts = {k: jnp.asarray(np.random.default_rng(1).normal(size=(cfg.num_classes, cfg.d)), jnp.float32)
+               for k in E.PROMPTS}
+    for learner in (l for l in E.LEARNERS if l.fit is not None):
+        params, _ = learner.fit(k_fit, train, cfg, FAST)
+        for prompt, scorer in learner.scorers(params, prompts if learner.kind == L.ZERO_SHOT else {}).items():
+            logits = np.asarray(scorer.logits(x), np.float64)
+            if learner.linear:
+                w, b = scorer.affine
+                affine = np.asarray(x @ w + b, np.float64)
+                ratio = logits[:, :1] / affine[:, :1]  # one positive factor per point
+                assert np.all(ratio > 0), learner.name
+                np.testing.assert_allclose(affine * ratio, logits, rtol=2e-4, atol=2e-5 * np.abs(logits).max(),
+                                           err_msg=f"{learner.name} {prompt}")
+            else:
+                (w1, b1), head = scorer.hidden
+                np.testing.assert_allclose(np.asarray(head(x @ w1 + b1)), logits, rtol=1e-4, atol=1e-6,
+                                           err_msg=f"{learner.name} {prompt}")

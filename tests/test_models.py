@@ -98,3 +98,22 @@ def test_no_runner_branches_on_a_learner_name(tmp_path):
     runners += sorted((ROOT / "mmcl_theory" / "sweep").glob("*.py"))
     found = [hit for path in runners for hit in _name_comparisons(path, names)]
     assert not found, f"branches on learner names: {found}"
+
+
+@pytest.mark.parametrize("model_name, config, settings", [
+    ("M1", dict(n=40, d=80, n_test=200), FAST),
+    ("digits", dict(n_train=200, n_test=50), dict(steps=5, batch_size=32, width=8, embed_dim=4)),
+])
+def test_each_learners_rows_carry_the_prompt_sets_of_its_kind(model_name, config, settings):
+    """A zero-shot learner is scored with every prompt set of its model, a supervised one with its own head
+    (prompt ''): the record's kind and the rows its fit and scorers produce agree, for every learner."""
+    model = get_model(model_name)
+    settings = settings if isinstance(settings, LearnerSettings) else model.settings_cls(**settings)
+    cfg = make_config(model_name, **config) if model_name == "M1" else model.config_cls(**config)
+    rows = evaluate_grid([cfg], [0], model.learner_names, settings)[0]
+    for learner in model.learners:
+        prompts = {r["prompt"] for r in rows if r["learner"] == learner.name}
+        if not prompts:  # an undefined population prediction gives no rows
+            assert learner.population is not None, learner.name
+            continue
+        assert prompts == (set(model.prompts) if learner.kind == ZERO_SHOT else {""}), (learner.name, prompts)
