@@ -91,7 +91,7 @@ def main() -> None:
 
     # stages of one value (5 seeds), each learner alone
     cfg, seeds = configs[-1], list(plan.seeds)
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))  # as evaluate_grid makes them
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))  # as evaluate.run_point makes them
 
     def timed(fn, *a):
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The one evaluation API: theory rows beside learner accuracies, and the compiled grid.
+"""Models M1, M2, DM2, the learners and one point: theory rows beside learner accuracies (run_point), compiled per point.
 
 Zero-shot prediction (docs/models.md, "Zero-shot prompts"): argmax_k <f_I(x), f_T(t_k)> with
 observed, noise-free prompts t_k = D_T t_latent_k; every zero-shot learner is scored with both the
@@ -241,12 +241,11 @@ def _population_mmcl(cfg, test, prompt, settings):
 def _population_infonce(cfg, test, prompt, settings):
     """The population InfoNCE optimum at the settings' temperature (docs/temperature.md#population-optimum); None
     (no row) where it collapses to rank one and its zero-shot prediction is undefined."""
-    from .theory import infonce_population_accuracy
+    from .theory import INFONCE_COLLAPSED, infonce_population_accuracy, infonce_population_optimum
 
-    try:
-        return infonce_population_accuracy(cfg, test, settings.temperature, prompt=prompt)
-    except ValueError:
+    if infonce_population_optimum(cfg, settings.temperature)["rank_ratio"] < INFONCE_COLLAPSED:
         return None
+    return infonce_population_accuracy(cfg, test, settings.temperature, prompt=prompt)
 
 
 def _population_bayes_core(cfg, test, prompt, settings):

@@ -50,8 +50,8 @@ class Learner:
                 instead of fit and scorers.
     theory:     its rows are this package's theory (route 'theory'): every population prediction, and a
                 fit of expected rather than sampled statistics (digits' theory_mmcl).
-    trained:    fitted by optimisation steps from a PRNG key (a jax program compiled and mapped over
-                seeds, with a final loss); False for closed forms.
+    trained:    fitted by optimisation steps from a PRNG key (rows carry the final loss where the model
+                records one: M1, M2, DM2, paper_mnist); False for closed forms.
     linear:     its class scores are affine in the input (x W + b), so a Gaussian test distribution's
                 accuracy has a closed form (evaluate.py, route 'exact').
 

@@ -46,7 +46,13 @@ class Model:
         return tuple(learner.name for learner in self.learners)
 
     def records(self, names: Sequence[str]) -> tuple:
-        """The Learner records of `names`, in that order; an unknown name is a ValueError listing the known ones."""
+        """The Learner records of `names`, in that order; an unknown name is a ValueError listing the known ones,
+        a name given twice or a bare string (not a sequence of names) a ValueError."""
+        if isinstance(names, str):
+            raise ValueError(f"learners must be a sequence of names, not the string {names!r}")
+        twice = sorted({name for name in names if list(names).count(name) > 1})
+        if twice:
+            raise ValueError(f"learner(s) {', '.join(twice)} listed more than once: each learner is run once per point")
         table = {learner.name: learner for learner in self.learners}
         unknown = [name for name in names if name not in table]
         if unknown:
@@ -109,8 +115,8 @@ def evaluate_grid(configs: Sequence, seeds: Sequence[int], learners: Sequence[st
 
     settings: the model's settings (default: its defaults); route: one of the model's routes (default its
     first). Supervised learners run once per distinct model.caption_free(config) and share their rows;
-    on_point(i, rows) is called as each config finishes. A bad route, learner name or mixed configs is a
-    ValueError.
+    on_point(i, rows) is called as each config finishes. A bad route, learner name, settings class or mixed
+    configs is a ValueError.
     """
     configs = list(configs)
     if not configs:
@@ -124,7 +130,10 @@ def evaluate_grid(configs: Sequence, seeds: Sequence[int], learners: Sequence[st
         raise ValueError(f"evaluation route {route!r} is not available for model {model.name}: "
                          f"allowed {', '.join(model.routes)}")
     records = model.records(learners)
-    settings = settings or model.settings_cls()
+    settings = model.settings_cls() if settings is None else settings
+    if type(settings) is not model.settings_cls:
+        raise ValueError(f"settings for model {model.name} must be {model.settings_cls.__name__}: got "
+                         f"{type(settings).__name__}")
     seeds = [int(s) for s in seeds]
     shared = tuple(l for l in records if l.kind == "supervised") if model.caption_free else ()
     own = tuple(l for l in records if l not in shared)

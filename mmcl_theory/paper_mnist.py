@@ -72,8 +72,7 @@ NUM_CLASSES = 2
 SPLIT_SEED = 0  # the fixed permutation splitting the 10k images into train and test
 PROMPT = "class_centre"  # the zero-shot prompt's name in result rows
 
-PAPER_FIG2_SOURCE = ("Xue et al. 2024, Fig. 2 (OOD accuracy %, semi-synthetic MNIST), read from the PDF's vector "
-                     "paths, axis-calibrated")
+# Xue et al. 2024, Fig. 2 (OOD accuracy %, semi-synthetic MNIST), read from the PDF's vector paths, axis-calibrated
 PAPER_FIG2 = {  # OOD accuracy (%) on P*: the pi_core curve at pi_spu = 1, the pi_spu curve at pi_core = 1, and SL
     "pi_core": {0.0: 58.94, 0.25: 72.36, 0.5: 74.99, 0.75: 75.88, 1.0: 76.21},
     "pi_spu": {0.0: 72.15, 0.5: 75.43, 1.0: 76.21},

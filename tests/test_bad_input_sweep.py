@@ -52,6 +52,7 @@ CASES = [
     (["detail_types", "--set", "beta=2"], "beta = 2.0 is out of range"),
     (["caption_richness", "--learners", "sl_magic"], "valid learners are"),
     (["caption_richness", "--learners", ""], "valid learners are"),
+    (["caption_richness", "--learners", "sl_min_norm,theory_mmcl,sl_min_norm"], "sl_min_norm listed more than once"),
     (["caption_richness", "--seeds", "0"], "--seeds = 0"),
     (["caption_richness", "--seeds", "-3"], "--seeds = -3"),
     (["caption_richness", "--seeds", "two"], "invalid int value"),

@@ -147,7 +147,7 @@ def test_rows_carry_convergence_of_trained_learners_only():
 
 
 def test_sl_rows_are_not_shared_across_image_changes():
-    """p changes the training images' colours: each config's SL rows equal its own fresh run, not the other's."""
+    """p (the class-spurious agreement) changes the training images: each config's SL rows equal its own fresh run, not the other's."""
     configs = [make_config("M1", n=40, d=80, n_test=200, p=p) for p in (0.6, 0.99)]
     rows = evaluate_grid(configs, [0, 1], ("sl_min_norm",), FAST, "exact")
     for cfg, got in zip(configs, rows):

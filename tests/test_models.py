@@ -52,6 +52,20 @@ def test_grid_checks_learners_routes_and_configs_against_the_model():
         evaluate_grid([cfg, make_config("M2", n=40, d=80)], [0], ("mmcl_closed_form",), FAST)
     with pytest.raises(ValueError, match="not the config of a registered model"):
         evaluate_grid([object()], [0], ("mmcl_closed_form",))
+    with pytest.raises(ValueError, match="learner.s. sl_min_norm listed more than once"):
+        evaluate_grid([cfg], [0], ("sl_min_norm", "theory_mmcl", "sl_min_norm"), FAST)
+    with pytest.raises(ValueError, match="learners must be a sequence of names, not the string 'sl_min_norm'"):
+        evaluate_grid([cfg], [0], "sl_min_norm", FAST)
+    digits_settings = get_model("digits").settings_cls()
+    with pytest.raises(ValueError, match="settings for model M1 must be LearnerSettings: got DigitsLearnerSettings"):
+        evaluate_grid([cfg], [0], ("sl_min_norm",), digits_settings)
+
+
+def test_trained_synthetic_learners_draw_from_distinct_key_slots():
+    """Each trained M1/M2/DM2 learner takes its PRNG key from its own slot (evaluate._learner_key), the first
+    argument bound in its fit; two learners on one slot would share their random draws."""
+    slots = [l.fit.args[0] for l in E.LEARNERS if l.trained]
+    assert len(slots) == 6 and sorted(slots) == list(range(6))
 
 
 def test_a_learner_added_as_a_record_runs_through_the_synthetic_runner():
@@ -117,3 +131,12 @@ def test_each_learners_rows_carry_the_prompt_sets_of_its_kind(model_name, config
             assert learner.population is not None, learner.name
             continue
         assert prompts == (set(model.prompts) if learner.kind == ZERO_SHOT else {""}), (learner.name, prompts)
+
+
+def test_theory_infonce_reports_a_bad_setting_rather_than_dropping_its_rows():
+    """theory_infonce leaves no row only where the optimum collapses (its prediction is undefined); any other
+    error, such as a batch larger than the optimum's latent sample, reaches the caller."""
+    with pytest.raises(ValueError, match="batch = 30000 is out of range: allowed 2 <= batch <= samples = 20000"):
+        evaluate_grid([make_config("M1", n=30000, d=100)], [0], ("theory_infonce",))
+    collapsed = LearnerSettings(temperature=1000.0)  # rank_ratio 1.4e-9 at n 200, d 10 (docs/temperature.md)
+    assert evaluate_grid([make_config("M1", n=200, d=10)], [0], ("theory_infonce",), collapsed) == [[]]
