@@ -17,6 +17,7 @@ sweep, paper_checks and bench reach every model through it, so none of them bran
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from typing import Callable, Sequence
@@ -50,7 +51,7 @@ class Model:
         a name given twice or a bare string (not a sequence of names) a ValueError."""
         if isinstance(names, str):
             raise ValueError(f"learners must be a sequence of names, not the string {names!r}")
-        twice = sorted({name for name in names if list(names).count(name) > 1})
+        twice = sorted(name for name, count in collections.Counter(names).items() if count > 1)
         if twice:
             raise ValueError(f"learner(s) {', '.join(twice)} listed more than once: each learner is run once per point")
         table = {learner.name: learner for learner in self.learners}

@@ -158,9 +158,10 @@ def make_plan(name: str, quick: bool = False, seeds: int | None = None, learners
     if bad:
         raise SweepError(f"unknown learner(s) {', '.join(bad)} for model {model.name}: valid learners are "
                          f"{', '.join(model.learner_names)}")
-    twice = sorted({l for l in chosen if chosen.count(l) > 1})
-    if twice:
-        raise SweepError(f"learner(s) {', '.join(twice)} listed more than once: each learner is run once per point")
+    try:
+        model.records(chosen)  # the grid's own check of the list (a name given twice)
+    except ValueError as e:
+        raise SweepError(str(e)) from None
     route = route or model.routes[0]
     if route not in model.routes:
         raise SweepError(f"unknown evaluation route {route!r} for model {model.name}: allowed {', '.join(model.routes)}")
