@@ -240,9 +240,12 @@ def shared_data_root() -> Path:
     return Path(os.environ.get("MMCL_SHARED_DATA") or Path.cwd().parent / "shared" / "data")
 
 
+MNIST_SETS = ("mnist_train", "mnist_test")  # the 60k MNIST training and 10k test images under shared_data_root()
+
+
 def dataset_directory(dataset: str) -> str:
-    """'sklearn' stays; 'mnist_test' is the 10k real MNIST test images under shared_data_root(); else a path."""
-    return str(shared_data_root() / "mnist_test") if dataset == "mnist_test" else dataset
+    """'sklearn' stays; 'mnist_train' and 'mnist_test' are the MNIST sets under shared_data_root(); else a path."""
+    return str(shared_data_root() / dataset) if dataset in MNIST_SETS else dataset
 
 
 def load_digit_images(dataset: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""The paper's semi-synthetic MNIST experiment (Xue et al. 2024, App. G.1, Fig. 2), on the MNIST images here.
+"""The paper's semi-synthetic MNIST experiment (Xue et al. 2024, App. G.1, Fig. 2), at the paper's scale.
 
 Task. Binary: digits 0-4 (class 0) against 5-9 (class 1). The background of every image is one of six
 shades, SHADES = dark / medium / light blue (family 0) and light / medium / dark red (family 1):
@@ -7,11 +7,15 @@ shades, SHADES = dark / medium / light blue (family 0) and light / medium / dark
         red for 5-9) with probability `agreement` = 0.995, else the other; the shade is uniform
         over the family's three;
     the paper's P* ('independent', the OOD test of Fig. 2): the shade is uniform over all six;
-    'flipped': the shade is uniform over the other family's three (not in the paper; the worst case).
+    'flipped': the shade is uniform over the other family's three (not in the paper; the worst case,
+        and the law of the off-colour images of P*, whose accuracy it therefore measures).
 
-The digit stays MNIST ink over the coloured background: x = g + (1 - g) c per pixel and channel,
-g in [0, 1] the grey MNIST pixel and c the shade's RGB (SHADE_RGB; the paper gives no RGB values),
-digits.paint's 'tint' composite: white ink on the shade.
+Data (App. G.1): the 60,000 MNIST training images train (n_train, a fixed subset for smaller runs); the
+10,000 MNIST test images, recoloured by each test's law, test (n_test). The choices the paper leaves open
+are settings of PaperMnistConfig, each documented in docs/models.md (section 'The paper's MNIST
+experiment'): the shades' RGB (`shade_rgb`), how the digit sits on the background (`composite`), and
+whether colours and captions are drawn once per seed or afresh each epoch (`redraw`); and of
+PaperMnistSettings: a fixed or learned temperature.
 
 Captions. A 200-d vector x_T = v + xi, xi ~ N(0, (1/2000) I_200), v = [a, b, 0, ..., 0], with the
 paper's dictionary DICT (digit d -> d - 4.5; shades -> -2.5, -1.5, -0.5, 0.5, 1.5, 2.5) and
@@ -20,23 +24,18 @@ paper's dictionary DICT (digit d -> d - 4.5; shades -> -2.5, -1.5, -0.5, 0.5, 1.
     b = DICT[shade]  with probability pi_spu,  else the family mean (-1.5 blue, +1.5 red).
 
 The class mean is (1/5) sum_{d=0}^{4} DICT[d] = -2.5; the paper writes it as (1/4) sum_{d=1}^{4}, which
-gives -2.0 as printed but states the value -2.5 (and likewise +2.5), the mean over all five digits.
+gives -2.0, but prints the value -2.5 (docs/paper_errata.md).
 
 Zero-shot prompts. The class centre of the true distribution, p_y = E_{P*}[x_T | y] = [-2.5, 0, ..., 0]
 and [+2.5, 0, ..., 0] (the mean over the six shades of b is 0 whatever pi_spu); prediction
 argmax_y <f_I(x), f_T(p_y)>.
 
 Learners. 'mmcl_lenet': a LeNet-5 image encoder (3 x 28 x 28 -> 128) and a linear text encoder
-(200 -> 128) trained with the CLIP loss on raw inner products (no normalisation), logits
-<f_I(x_i), f_T(x_T,j)> / temperature, temperature 1 (the paper states none). 'sl_lenet': the same
+(200 -> 128) trained with the CLIP loss on raw inner products (no normalisation). 'sl_lenet': the same
 LeNet with a 2-way output, softmax cross-entropy. Both: SGD, momentum 0.9, lr 0.01, weight decay
 0.001 (added to the gradient, as torch.optim.SGD does), batch 128, reshuffled every epoch, the last
-partial batch dropped; 100 epochs (MMCL) and 40 (SL).
-
-Data. Only the 10,000 MNIST test images exist here (the paper trained on the 60,000 training
-images). A fixed permutation (SPLIT_SEED) splits them: the first n_train (8,000) train, the last
-n_test (2,000) test, the same for every seed. A seed draws the colours, captions, test colours,
-initialisation and batch order; accuracies are exact counts on the n_test test images.
+partial batch dropped; 100 epochs (MMCL) and 40 (SL). Accuracies are exact counts on the n_test test
+images, at the end and every `curve_every` epochs (the rows' 'curve').
 """
 
 from __future__ import annotations
@@ -51,25 +50,32 @@ import optax
 
 from mmcl_theory.config import ConfigError, as_floats, check_range
 from mmcl_theory.datamodel import TESTS
-from mmcl_theory.digits import load_digit_images, paint
+from mmcl_theory.digits import DigitsDataError, dataset_directory, load_mnist
 from mmcl_theory.learners import SUPERVISED, ZERO_SHOT, Learner
 from mmcl_theory.losses import infonce_loss
 
 # --------------------------------------------------------------------------------------------
-# The paper's constants, and its Fig. 2
+# The paper's constants, its Fig. 2 and Fig. 5, and the choices it leaves open
 # --------------------------------------------------------------------------------------------
 
 SHADES = ("dark blue", "medium blue", "light blue", "light red", "medium red", "dark red")
-SHADE_RGB = np.array(  # our choice: the paper names the shades only
-    [[0.0, 0.0, 0.5], [0.0, 0.0, 0.75], [0.4, 0.6, 1.0], [1.0, 0.6, 0.4], [0.75, 0.0, 0.0], [0.5, 0.0, 0.0]],
-    dtype=np.float32)
+SHADE_RGBS = {  # shade_rgb setting -> (6, 3) RGB in [0, 1], SHADES order
+    # read from the PDF's Fig. 4 swatches (docs/models.md says how)
+    "fig4": (1 / 255) * np.array([[32, 56, 100], [0, 112, 192], [180, 199, 231], [252, 190, 188], [255, 0, 0], [192, 0, 0]], dtype=np.float32),
+    # pure channels at three levels (this package's choice before the PDF was read)
+    "pure": np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.75], [0.4, 0.6, 1.0], [1.0, 0.6, 0.4], [0.75, 0.0, 0.0],
+                      [0.5, 0.0, 0.0]], dtype=np.float32),
+}
+COMPOSITES = ("white_digit", "black_digit")  # composite setting: how the digit sits on the background (composite())
+REDRAWS = ("once", "epoch")  # redraw setting: training colours and captions drawn once per seed, or every epoch
 SHADE_FAMILY = np.array([0, 0, 0, 1, 1, 1])  # 0 blue, 1 red
 DIGIT_VALUE = np.arange(10, dtype=np.float64) - 4.5  # DICT[0..9] = -4.5, ..., 4.5
 SHADE_VALUE = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5])  # DICT[shade], in SHADES order
 CLASS_MEAN_VALUE = np.array([DIGIT_VALUE[:5].mean(), DIGIT_VALUE[5:].mean()])  # -2.5, 2.5
 FAMILY_MEAN_VALUE = np.array([SHADE_VALUE[:3].mean(), SHADE_VALUE[3:].mean()])  # -1.5, 1.5
 NUM_CLASSES = 2
-SPLIT_SEED = 0  # the fixed permutation splitting the 10k images into train and test
+DATASET_SIZES = {"mnist_train": 60000, "mnist_test": 10000}  # the named MNIST sets, checked when loaded
+SUBSET_SEED = 0  # the fixed permutation whose first n_train (n_test) images a smaller run uses
 PROMPT = "class_centre"  # the zero-shot prompt's name in result rows
 
 # Xue et al. 2024, Fig. 2 (OOD accuracy %, semi-synthetic MNIST), read from the PDF's vector paths, axis-calibrated
@@ -77,6 +83,12 @@ PAPER_FIG2 = {  # OOD accuracy (%) on P*: the pi_core curve at pi_spu = 1, the p
     "pi_core": {0.0: 58.94, 0.25: 72.36, 0.5: 74.99, 0.75: 75.88, 1.0: 76.21},
     "pi_spu": {0.0: 72.15, 0.5: 75.43, 1.0: 76.21},
     "supervised": 68.98,
+}
+# Fig. 5 (ID accuracy %, the aligned test), read the same way (the line vertices; the supervised line is flat)
+PAPER_FIG5 = {
+    "pi_core": {0.0: 66.73, 0.25: 73.41, 0.5: 74.92, 0.75: 70.90, 1.0: 70.57},
+    "pi_spu": {0.0: 51.24, 0.5: 66.11, 1.0: 70.57},
+    "supervised": 99.63,
 }
 
 # --------------------------------------------------------------------------------------------
@@ -93,9 +105,13 @@ class PaperMnistConfig:
     agreement: training probability that the background family matches the class (paper: 0.995).
     caption_noise_var: variance of each caption noise coordinate (paper: 1/2000).
     caption_dim: caption length (paper: 200; >= 2).
-    dataset: 'mnist_test' (the 10k MNIST test images under $MMCL_SHARED_DATA or ../shared/data) or a
-      directory of MNIST idx files.
-    n_train, n_test: the first n_train and last n_test images of the fixed permutation SPLIT_SEED.
+    train_set, test_set: 'mnist_train' / 'mnist_test' (the 60,000 and 10,000 MNIST images under
+      $MMCL_SHARED_DATA or ../shared/data) or a directory of MNIST idx files.
+    n_train, n_test: the first n_train (n_test) images of the fixed permutation SUBSET_SEED of each set
+      (the paper: all 60,000 and 10,000).
+    shade_rgb: the six shades' RGB, a key of SHADE_RGBS ('fig4': read from the paper's Fig. 4).
+    composite: how the digit sits on the background, one of COMPOSITES (composite()).
+    redraw: 'once' (a seed draws the training colours and captions once) or 'epoch' (afresh each epoch).
     """
 
     pi_core: float = 1.0
@@ -103,9 +119,13 @@ class PaperMnistConfig:
     agreement: float = 0.995
     caption_noise_var: float = 1.0 / 2000.0
     caption_dim: int = 200
-    dataset: str = "mnist_test"
-    n_train: int = 8000
-    n_test: int = 2000
+    train_set: str = "mnist_train"
+    test_set: str = "mnist_test"
+    n_train: int = 60000
+    n_test: int = 10000
+    shade_rgb: str = "fig4"
+    composite: str = "white_digit"
+    redraw: str = "once"
 
     def __post_init__(self):
         name = type(self).__name__
@@ -117,9 +137,15 @@ class PaperMnistConfig:
         check_range(name, "caption_dim", self.caption_dim, 2, 100000, integer=True)
         check_range(name, "n_train", self.n_train, 1, 60000, integer=True)
         check_range(name, "n_test", self.n_test, 1, 60000, integer=True)
-        if not isinstance(self.dataset, str) or not self.dataset:
-            raise ConfigError(f"{name}.dataset = {self.dataset!r} is not allowed: 'mnist_test' or a directory of "
-                              "MNIST idx files")
+        for field in ("train_set", "test_set"):
+            value = getattr(self, field)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{name}.{field} = {value!r} is not allowed: 'mnist_train', 'mnist_test' or a "
+                                  "directory of MNIST idx files")
+        for field, allowed in (("shade_rgb", tuple(SHADE_RGBS)), ("composite", COMPOSITES), ("redraw", REDRAWS)):
+            if getattr(self, field) not in allowed:
+                raise ConfigError(f"{name}.{field} = {getattr(self, field)!r} is not allowed: one of "
+                                  f"{', '.join(allowed)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +157,9 @@ class PaperMnistSettings:
     lr, momentum, weight_decay: paper 0.01, 0.9, 0.001.
     embed_dim: output size of both MMCL encoders (paper: 128).
     temperature: the CLIP loss's logits are inner products / temperature (the paper states none: 1).
+    learn_temperature: False keeps it fixed; True learns log(1 / temperature) from `temperature` (CLIP:
+      0.07), its scale clipped at 100, without weight decay.
+    curve_every: score the tests every this many epochs (0: only at the end), for accuracy against epoch.
     """
 
     mmcl_epochs: int = 100
@@ -141,6 +170,8 @@ class PaperMnistSettings:
     weight_decay: float = 0.001
     embed_dim: int = 128
     temperature: float = 1.0
+    learn_temperature: bool = False
+    curve_every: int = 10
 
     def __post_init__(self):
         name = type(self).__name__
@@ -153,6 +184,9 @@ class PaperMnistSettings:
         check_range(name, "weight_decay", self.weight_decay, 0.0, 1.0)
         check_range(name, "embed_dim", self.embed_dim, 1, 4096, integer=True)
         check_range(name, "temperature", self.temperature, 0.0, 100.0, open_low=True)
+        check_range(name, "curve_every", self.curve_every, 0, 10000, integer=True)
+        if not isinstance(self.learn_temperature, bool):
+            raise ConfigError(f"{name}.learn_temperature = {self.learn_temperature!r} is not allowed: true or false")
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,10 +217,17 @@ def shade_law(test: str, config: PaperMnistConfig) -> str | float:
     return {"aligned": config.agreement, "independent": "independent", "flipped": 0.0}[test]
 
 
-def colour_backgrounds(grey: np.ndarray, shades: np.ndarray) -> np.ndarray:
-    """MNIST ink over the shade: grey (n, 28, 28) in [0, 1], shades (n,) -> RGB (n, 28, 28, 3) float32,
-    x = g + (1 - g) SHADE_RGB[shade] (digits.paint, 'tint')."""
-    return paint(grey.astype(np.float32), SHADE_RGB[shades], "tint").astype(np.float32)
+def composite(grey: jax.Array, rgb: jax.Array, name: str) -> jax.Array:
+    """The digit on its background: grey (..., 28, 28) in [0, 1] (the MNIST ink), rgb (..., 3) the shade ->
+    RGB (..., 28, 28, 3) float32.
+
+    'white_digit' (the paper's Fig. 1: a white digit on a square filled with the shade, its edges a mix of
+    the two): x = g + (1 - g) c. 'black_digit': a black digit on the shade, x = (1 - g) c.
+    """
+    g, c = grey[..., None], rgb[..., None, None, :]
+    if name == "white_digit":
+        return g + (1.0 - g) * c
+    return (1.0 - g) * c
 
 
 def caption_vectors(digits: np.ndarray, shades: np.ndarray, config: PaperMnistConfig,
@@ -214,52 +255,67 @@ def class_centre_prompts(config: PaperMnistConfig) -> np.ndarray:
     return prompts
 
 
+def load_images(dataset: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first n images of the fixed permutation SUBSET_SEED of an MNIST set: grey (n, 28, 28) float32 in
+    [0, 1] and digits (n,) int32. A named set ('mnist_train', 'mnist_test') must hold its standard count
+    (DATASET_SIZES); a missing or malformed file, or too few images, is a DigitsDataError naming the file."""
+    directory = dataset_directory(dataset)
+    grey, digits = load_mnist(directory)
+    expected = DATASET_SIZES.get(dataset)
+    if expected is not None and digits.shape[0] != expected:
+        raise DigitsDataError(f"{directory}: {digits.shape[0]} images; expected the {expected:,} of {dataset}")
+    if n > digits.shape[0]:
+        raise ConfigError(f"{n} images asked of {dataset!r} is out of range: allowed at most {digits.shape[0]}, the "
+                          "number of images it holds")
+    order = np.random.default_rng(SUBSET_SEED).permutation(digits.shape[0])[:n]
+    return grey[order], digits[order]
+
+
 @dataclasses.dataclass(frozen=True)
 class PaperMnistData:
-    """One seed's data. Train: images (n, 28, 28, 3), captions (n, caption_dim), labels (n,) (the class),
-    digits (n,), shades (n,). Tests, one row per TESTS entry: images (3, m, 28, 28, 3), shades (3, m);
-    test_labels (m,) and test_digits (m,) are shared by the three (the same images, recoloured)."""
+    """One seed's data, images kept grey with a shade index each (the step paints them, composite()).
 
-    images: np.ndarray
-    captions: np.ndarray
-    labels: np.ndarray
+    Train: grey (n, 28, 28), digits (n,), labels (n,) (the class), shades (n,), captions (n, caption_dim).
+    Tests, one row per TESTS entry: test_shades (3, m); test_grey (m, 28, 28), test_digits (m,) and
+    test_labels (m,) are shared by the three (the same images, recoloured). prompts (2, caption_dim).
+    config: the point's config; seed: its seed (redraw = 'epoch' draws epoch e's colours and captions from it).
+    """
+
+    grey: np.ndarray
     digits: np.ndarray
+    labels: np.ndarray
     shades: np.ndarray
-    test_images: np.ndarray
-    test_shades: np.ndarray
-    test_labels: np.ndarray
+    captions: np.ndarray
+    test_grey: np.ndarray
     test_digits: np.ndarray
+    test_labels: np.ndarray
+    test_shades: np.ndarray
+    prompts: np.ndarray
+    config: PaperMnistConfig
+    seed: int
 
 
-def split_indices(n_images: int, config: PaperMnistConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Train and test indices into the dataset: the first n_train and the last n_test of the fixed
-    permutation default_rng(SPLIT_SEED).permutation(n_images), disjoint by construction."""
-    if config.n_train + config.n_test > n_images:
-        raise ConfigError(f"PaperMnistConfig.n_train + n_test = {config.n_train + config.n_test} is out of range: "
-                          f"allowed at most {n_images}, the number of images in dataset {config.dataset!r}")
-    order = np.random.default_rng(SPLIT_SEED).permutation(n_images)
-    return order[: config.n_train], order[n_images - config.n_test:]
+def training_colours(digits: np.ndarray, config: PaperMnistConfig, seed: int, epoch: int | None = None):
+    """Training shades (n,) and captions (n, caption_dim) of one seed, from their own streams of
+    SeedSequence(seed) (or of SeedSequence([seed, epoch]) for epoch e's redraw): the shades and the caption
+    draws are the same at every pi_core and pi_spu, so only the captions' values change with pi."""
+    entropy = seed if epoch is None else [seed, 1 + epoch]
+    shade_rng, caption_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(entropy).spawn(2))
+    shades = draw_shades(digit_class(digits), config.agreement, shade_rng)
+    return shades, caption_vectors(digits, shades, config, caption_rng)
 
 
 def build_data(config: PaperMnistConfig, seed: int) -> PaperMnistData:
-    """The training set and the three coloured test sets of one seed (the split is fixed, SPLIT_SEED).
-
-    Independent streams of SeedSequence(seed): training shades, captions, test shades; so for one seed the
-    images and colours are the same at every pi_core and pi_spu, and only the captions change.
-    """
-    grey, digits = load_digit_images(config.dataset)
-    train, test = split_indices(digits.shape[0], config)
-    shade_rng, caption_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-    y = digit_class(digits[train])
-    shades = draw_shades(y, config.agreement, shade_rng)
-    test_y = digit_class(digits[test])
-    test_shades = np.stack([draw_shades(test_y, shade_law(t, config), test_rng) for t in TESTS])
-    return PaperMnistData(
-        images=colour_backgrounds(grey[train], shades), captions=caption_vectors(digits[train], shades, config,
-                                                                                 caption_rng),
-        labels=y, digits=digits[train], shades=shades,
-        test_images=np.stack([colour_backgrounds(grey[test], s) for s in test_shades]), test_shades=test_shades,
-        test_labels=test_y, test_digits=digits[test])
+    """The training set and the three coloured test sets of one seed (the images are fixed, SUBSET_SEED)."""
+    grey, digits = load_images(config.train_set, config.n_train)
+    test_grey, test_digits = load_images(config.test_set, config.n_test)
+    shades, captions = training_colours(digits, config, seed)
+    test_rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    test_labels = digit_class(test_digits)
+    test_shades = np.stack([draw_shades(test_labels, shade_law(t, config), test_rng) for t in TESTS])
+    return PaperMnistData(grey=grey, digits=digits, labels=digit_class(digits), shades=shades, captions=captions,
+                          test_grey=test_grey, test_digits=test_digits, test_labels=test_labels,
+                          test_shades=test_shades, prompts=class_centre_prompts(config), config=config, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,24 +341,54 @@ def init_lenet(key: jax.Array, out_dim: int) -> dict:
     return {name: _uniform_layer(k, shape, out or out_dim) for k, (name, shape, out) in zip(keys, _LENET)}
 
 
-def _conv(layer: dict, x: jax.Array, padding: str) -> jax.Array:
-    y = jax.lax.conv_general_dilated(x, layer["w"], (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + layer["b"]
+def space_to_depth(x: jax.Array) -> jax.Array:
+    """2 x 2 blocks of pixels as channels: (n, h, w, c) -> (n, h/2, w/2, 4c), channel index (2 i + j) c + c'
+    for the pixel (2 y + i, 2 x + j)."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
 
 
-def _max_pool(x: jax.Array) -> jax.Array:
-    """2 x 2 max pooling, stride 2: (n, h, w, c) -> (n, h/2, w/2, c)."""
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+def _block_selector(k: int) -> np.ndarray:
+    """S[b, i, o, t] = 1 where t = 2 b + i - o, for block offset b in 0..(k + 1) // 2, input and output pixel
+    offsets i, o in {0, 1} within a 2 x 2 block, and kernel tap t in 0..k-1: ((k + 2) // 2, 2, 2, k)."""
+    span = (k + 2) // 2
+    s = np.zeros((span, 2, 2, k), np.float32)
+    for b, i, o in np.ndindex(span, 2, 2):
+        if 0 <= 2 * b + i - o < k:
+            s[b, i, o, 2 * b + i - o] = 1.0
+    return s
+
+
+def conv_relu_pool(layer: dict, x: jax.Array) -> jax.Array:
+    """max_pool_2x2(relu(conv_kxk_valid(x) + b)) on a space-to-depth input: (n, h, w, 4c) -> (n, h - s + 1,
+    w - s + 1, o), s = (k + 2) // 2, for the pixel image of size (2h, 2w, c) and the kernel layer['w'] (k, k, c, o).
+
+    The same sums as the convolution, grouped by 2 x 2 output block: output pixel (2 y + o_y, 2 x + o_x) reads
+    input pixel (2 (y + b_y) + i_y, ...) through tap 2 b_y + i_y - o_y, so one valid s x s convolution with the
+    kernel W[b_y, b_x, (i_y, i_x, c), (o_y, o_x, o)] = w[2 b_y + i_y - o_y, 2 b_x + i_x - o_x, c, o] (0 off the
+    k x k support) gives the four pixels of each block as channels, and the pool is their max. It replaces XLA's
+    small-channel convolution (3 -> 6 channels) by a 12 -> 24 one, about 3x faster a LeNet step on CPU
+    (BENCHMARKS.md); relu and max commute with adding b after the max, so the result equals the plain layer.
+    """
+    k, _, c, o = layer["w"].shape
+    s = jnp.asarray(_block_selector(k))
+    kernel = jnp.einsum("aipt,bjqu,tuco->abijcpqo", s, s, layer["w"])
+    kernel = kernel.reshape(s.shape[0], s.shape[0], 4 * c, 4 * o)
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    n, h, w, _ = y.shape
+    return jax.nn.relu(y.reshape(n, h, w, 4, o).max(axis=3) + layer["b"])
 
 
 def lenet(params: dict, images: jax.Array) -> jax.Array:
     """LeNet-5 on RGB 28 x 28 images: (n, 28, 28, 3) -> (n, out_dim).
 
     conv 5x5 'same' -> 28x28x6, ReLU, max pool -> 14x14x6; conv 5x5 'valid' -> 10x10x16, ReLU, max pool
-    -> 5x5x16 = 400; fc 120, ReLU; fc 84, ReLU; linear out_dim (no activation).
+    -> 5x5x16 = 400; fc 120, ReLU; fc 84, ReLU; linear out_dim (no activation). Each conv-ReLU-pool is
+    computed on 2 x 2 blocks (conv_relu_pool); the 'same' padding is two zero pixels on each side.
     """
-    x = _max_pool(jax.nn.relu(_conv(params["conv1"], images, "SAME")))
-    x = _max_pool(jax.nn.relu(_conv(params["conv2"], x, "VALID")))
+    x = space_to_depth(jnp.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0))))  # (n, 16, 16, 12)
+    x = conv_relu_pool(params["conv1"], x)  # (n, 14, 14, 6)
+    x = conv_relu_pool(params["conv2"], space_to_depth(x))  # (n, 5, 5, 16)
     x = x.reshape(x.shape[0], -1)
     x = jax.nn.relu(x @ params["fc1"]["w"] + params["fc1"]["b"])
     x = jax.nn.relu(x @ params["fc2"]["w"] + params["fc2"]["b"])
@@ -315,20 +401,33 @@ def text_encoder(params: dict, captions: jax.Array) -> jax.Array:
 
 
 def init_params(key: jax.Array, kind: str, caption_dim: int, settings: PaperMnistSettings) -> dict:
-    """Zero-shot ('mmcl_lenet'): {'image': LeNet -> embed_dim, 'text': linear caption_dim -> embed_dim};
-    supervised ('sl_lenet'): {'image': LeNet -> 2}."""
+    """Zero-shot ('mmcl_lenet'): {'image': LeNet -> embed_dim, 'text': linear caption_dim -> embed_dim, and
+    with learn_temperature 'log_scale': log(1 / temperature)}; supervised ('sl_lenet'): {'image': LeNet -> 2}."""
     k_image, k_text = jax.random.split(key)
     if kind == SUPERVISED:
         return {"image": init_lenet(k_image, NUM_CLASSES)}
-    return {"image": init_lenet(k_image, settings.embed_dim),
-            "text": _uniform_layer(k_text, (caption_dim,), settings.embed_dim)}
+    params = {"image": init_lenet(k_image, settings.embed_dim),
+              "text": _uniform_layer(k_text, (caption_dim,), settings.embed_dim)}
+    if settings.learn_temperature:
+        params["log_scale"] = jnp.asarray(np.log(1.0 / settings.temperature), jnp.float32)
+    return params
 
 
-def clip_loss(params: dict, images: jax.Array, captions: jax.Array, temperature: float) -> jax.Array:
+MAX_LOGIT_SCALE = 100.0  # CLIP's clip of the learned 1 / temperature
+
+
+def logit_scale(params: dict, settings: PaperMnistSettings) -> jax.Array:
+    """1 / temperature: fixed, or exp(log_scale) clipped at MAX_LOGIT_SCALE when learned."""
+    if "log_scale" in params:
+        return jnp.minimum(jnp.exp(params["log_scale"]), MAX_LOGIT_SCALE)
+    return jnp.asarray(1.0 / settings.temperature, jnp.float32)
+
+
+def clip_loss(params: dict, images: jax.Array, captions: jax.Array, settings: PaperMnistSettings) -> jax.Array:
     """The CLIP loss without normalisation: symmetric cross-entropy over the batch logits
     L_ij = <f_I(x_i), f_T(t_j)> / temperature, (CE(L, diag) + CE(L^T, diag)) / 2 (losses.infonce_loss)."""
     return infonce_loss(lenet(params["image"], images), text_encoder(params["text"], captions),
-                        jnp.asarray(1.0 / temperature, jnp.float32))
+                        logit_scale(params, settings))
 
 
 def sl_loss(params: dict, images: jax.Array, labels: jax.Array) -> jax.Array:
@@ -342,35 +441,33 @@ def sl_loss(params: dict, images: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def optimiser(settings: PaperMnistSettings) -> optax.GradientTransformation:
-    """SGD as torch.optim.SGD(lr, momentum, weight_decay): g + wd * theta, then momentum, then -lr."""
-    return optax.chain(optax.add_decayed_weights(settings.weight_decay),
-                       optax.sgd(settings.lr, momentum=settings.momentum))
-
-
-def _loss_fn(kind: str, settings: PaperMnistSettings):
-    """The training loss of a learner of this kind as f(params, images, targets)."""
-    if kind == ZERO_SHOT:
-        return lambda p, x, t: clip_loss(p, x, t, settings.temperature)
-    return sl_loss
+    """SGD as torch.optim.SGD(lr, momentum, weight_decay): g + wd * theta, then momentum, then -lr; a learned
+    log_scale takes no weight decay."""
+    decay = optax.add_decayed_weights(settings.weight_decay,
+                                      mask=lambda p: {k: jax.tree.map(lambda _: k != "log_scale", v)
+                                                      for k, v in p.items()})
+    return optax.chain(decay, optax.sgd(settings.lr, momentum=settings.momentum))
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_step(kind: str, temperature: float, lr: float, momentum: float, weight_decay: float):
-    """jit of one optimiser step, step(params, opt_state, images, targets, rows) -> (params, opt_state, loss),
-    on the minibatch images[rows], targets[rows]; params and opt_state are donated.
-
-    images (n, 28, 28, 3); targets: captions (n, caption_dim) for zero-shot, labels (n,) for supervised;
-    rows (batch_size,) int. Keyed by what the step uses (not the epochs), so every run with the same
-    optimiser shares it. The step, not the epoch, is the compiled unit: XLA on CPU runs LeNet's
-    convolutions about 6 times slower inside a lax.scan body than at the top level of a program
-    (measured here: 245 against 40 ms a step).
+def compiled_step(kind: str, settings: PaperMnistSettings, rgb_key: str, composite_name: str):
+    """jit of one optimiser step, step(params, opt_state, grey, shades, targets, rows) -> (params, opt_state,
+    loss), on the minibatch rows (batch_size,) int: the images composite(grey[rows], SHADE_RGBS[rgb_key][
+    shades[rows]]) against targets[rows] (captions (n, caption_dim) for zero-shot, labels (n,) for supervised);
+    params and opt_state are donated. The step, not the epoch, is the compiled unit: XLA on CPU runs LeNet's
+    convolutions several times slower inside a lax.scan body than at the top level of a program.
     """
-    settings = PaperMnistSettings(lr=lr, momentum=momentum, weight_decay=weight_decay, temperature=temperature)
-    loss_fn = _loss_fn(kind, settings)
+    rgb = jnp.asarray(SHADE_RGBS[rgb_key])
     update = optimiser(settings).update
 
-    def step(params, opt_state, images, targets, rows):
-        value, grads = jax.value_and_grad(loss_fn)(params, images[rows], targets[rows])
+    def loss_fn(params, images, targets):
+        if kind == ZERO_SHOT:
+            return clip_loss(params, images, targets, settings)
+        return sl_loss(params, images, targets)
+
+    def step(params, opt_state, grey, shades, targets, rows):
+        images = composite(grey[rows], rgb[shades[rows]], composite_name)
+        value, grads = jax.value_and_grad(loss_fn)(params, images, targets[rows])
         updates, opt_state = update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
 
@@ -384,63 +481,84 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int) -> jax.Array:
     return jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
 
 
-def train(kind: str, key: jax.Array, data: PaperMnistData, settings: PaperMnistSettings) -> tuple[dict, float]:
-    """Initialise from key and train a zero-shot (mmcl_epochs, on the captions) or supervised (sl_epochs, on the
-    labels) learner; returns (params, last epoch's mean loss). A Learner record's fit (LEARNERS).
-
-    Epoch e visits the minibatches epoch_batches(fold_in(key_shuffle, e), ...) in order; one compiled
-    step (compiled_step) serves every step, epoch and seed.
-    """
-    from tqdm import tqdm
-
-    n = data.images.shape[0]
-    if settings.batch_size > n:
-        raise ConfigError(f"PaperMnistSettings.batch_size = {settings.batch_size} is out of range: allowed at most "
-                          f"PaperMnistConfig.n_train = {n}")
-    k_init, k_shuffle = jax.random.split(key)
-    params = init_params(k_init, kind, data.captions.shape[1], settings)
-    opt_state = optimiser(settings).init(params)
-    images = jnp.asarray(data.images)
-    targets = jnp.asarray(data.captions if kind == ZERO_SHOT else data.labels)
-    epochs = settings.mmcl_epochs if kind == ZERO_SHOT else settings.sl_epochs
-    step = compiled_step(kind, settings.temperature, settings.lr, settings.momentum, settings.weight_decay)
-    losses = []
-    for epoch in tqdm(range(epochs), desc=kind, unit="epoch", leave=False, disable=None):
-        losses = []
-        for rows in epoch_batches(jax.random.fold_in(k_shuffle, epoch), n, settings.batch_size):
-            params, opt_state, loss = step(params, opt_state, images, targets, rows)
-            losses.append(loss)
-    return params, float(jnp.mean(jnp.stack(losses)))
-
-
-@functools.partial(jax.jit, static_argnames=("kind",))
-def predict(kind: str, params: dict, images: jax.Array, prompts: jax.Array) -> jax.Array:
-    """Predicted classes: (..., m, 28, 28, 3) -> (..., m) int32 (leading axes mapped with lax.map). A Learner
-    record's scorers (LEARNERS), as the argmax of the class scores.
+@functools.partial(jax.jit, static_argnames=("kind", "composite_name"))
+def predict(kind: str, params: dict, grey: jax.Array, shades: jax.Array, rgb: jax.Array, prompts: jax.Array,
+            composite_name: str) -> jax.Array:
+    """Predicted classes of every test: grey (m, 28, 28), shades (t, m) -> (t, m) int32, the images painted
+    per test (composite()) and scored in chunks of 1,000 (lax.map).
 
     Zero-shot: argmax_y <f_I(x), f_T(p_y)> over the prompts (2, caption_dim); supervised: argmax of the logits.
     """
-    def one(x):
+    chunk = 1000
+    m = grey.shape[0]
+    pad = -m % chunk
+
+    def one(args):
+        g, s = args
+        scores = lenet(params["image"], composite(g, rgb[s], composite_name))
         if kind == ZERO_SHOT:
-            return jnp.argmax(lenet(params["image"], x) @ text_encoder(params["text"], prompts).T, axis=-1)
-        return jnp.argmax(lenet(params["image"], x), axis=-1)
+            scores = scores @ text_encoder(params["text"], prompts).T
+        return jnp.argmax(scores, axis=-1)
 
-    lead = images.shape[:-4]
-    flat = images.reshape(-1, *images.shape[-4:])
-    return jax.lax.map(one, flat).reshape(*lead, images.shape[-4]).astype(jnp.int32)
-
-
-LEARNERS = (Learner("mmcl_lenet", ZERO_SHOT, functools.partial(train, ZERO_SHOT), functools.partial(predict, ZERO_SHOT),
-                    trained=True),
-            Learner("sl_lenet", SUPERVISED, functools.partial(train, SUPERVISED), functools.partial(predict, SUPERVISED),
-                    trained=True))
+    g = jnp.pad(grey, ((0, pad), (0, 0), (0, 0))).reshape(-1, chunk, *grey.shape[1:])
+    out = []
+    for test_shades in shades:
+        s = jnp.pad(test_shades, (0, pad)).reshape(-1, chunk)
+        out.append(jax.lax.map(one, (g, s)).reshape(-1)[:m])
+    return jnp.stack(out).astype(jnp.int32)
 
 
-def accuracies(learner: Learner, params: dict, data: PaperMnistData, config: PaperMnistConfig) -> np.ndarray:
+def accuracies(kind: str, params: dict, data: PaperMnistData) -> np.ndarray:
     """Accuracy on each test of TESTS, an exact count over the m test images: (3,) float64."""
-    predicted = np.asarray(learner.scorers(params, jnp.asarray(data.test_images),
-                                           jnp.asarray(class_centre_prompts(config))))
+    predicted = np.asarray(predict(kind, params, jnp.asarray(data.test_grey), jnp.asarray(data.test_shades),
+                                   jnp.asarray(SHADE_RGBS[data.config.shade_rgb]), jnp.asarray(data.prompts),
+                                   data.config.composite))
     return (predicted == data.test_labels).sum(-1) / data.test_labels.shape[0]
+
+
+def train(kind: str, key: jax.Array, data: PaperMnistData, settings: PaperMnistSettings) -> tuple[dict, dict]:
+    """Initialise from key and train a zero-shot (mmcl_epochs, on the captions) or supervised (sl_epochs, on the
+    labels) learner; a Learner record's fit (LEARNERS). Returns (params, stats): stats['final_loss'] is the last
+    epoch's mean minibatch loss, stats['curve'] the list of (epoch, accuracy per test (3,)) every curve_every
+    epochs (empty when 0).
+
+    Epoch e visits the minibatches epoch_batches(fold_in(key_shuffle, e), ...) in order; with redraw = 'epoch'
+    its colours and captions are training_colours(..., epoch=e) (epoch 0 keeps the seed's own draw).
+    """
+    from tqdm import tqdm
+
+    n = data.grey.shape[0]
+    if settings.batch_size > n:
+        raise ConfigError(f"PaperMnistSettings.batch_size = {settings.batch_size} is out of range: allowed at most "
+                          f"PaperMnistConfig.n_train = {n}")
+    config = data.config
+    k_init, k_shuffle = jax.random.split(key)
+    params = init_params(k_init, kind, data.captions.shape[1], settings)
+    opt_state = optimiser(settings).init(params)
+    grey = jnp.asarray(data.grey)
+    shades, captions = data.shades, data.captions
+    labels = jnp.asarray(data.labels)
+    epochs = settings.mmcl_epochs if kind == ZERO_SHOT else settings.sl_epochs
+    step = compiled_step(kind, settings, config.shade_rgb, config.composite)
+    curve, losses = [], []
+    for epoch in tqdm(range(epochs), desc=kind, unit="epoch", leave=False, disable=None):
+        if config.redraw == "epoch" and epoch > 0:
+            shades, captions = training_colours(data.digits, config, data.seed, epoch)
+        targets = jnp.asarray(captions) if kind == ZERO_SHOT else labels
+        shades_j = jnp.asarray(shades)
+        losses = []
+        for rows in epoch_batches(jax.random.fold_in(k_shuffle, epoch), n, settings.batch_size):
+            params, opt_state, loss = step(params, opt_state, grey, shades_j, targets, rows)
+            losses.append(loss)
+        if settings.curve_every and (epoch + 1) % settings.curve_every == 0:
+            curve.append((epoch + 1, accuracies(kind, params, data).tolist()))
+    return params, {"final_loss": float(jnp.mean(jnp.stack(losses))), "curve": curve}
+
+
+LEARNERS = (Learner("mmcl_lenet", ZERO_SHOT, functools.partial(train, ZERO_SHOT), functools.partial(accuracies, ZERO_SHOT),
+                    trained=True),
+            Learner("sl_lenet", SUPERVISED, functools.partial(train, SUPERVISED), functools.partial(accuracies, SUPERVISED),
+                    trained=True))
 
 
 def run_point(config: PaperMnistConfig, seeds: list[int], learners: tuple[Learner, ...],
@@ -450,17 +568,19 @@ def run_point(config: PaperMnistConfig, seeds: list[int], learners: tuple[Learne
 
     Returns one row per (learner, test, seed): {'learner', 'prompt' ('class_centre' or '' for SL), 'test',
     'seed', 'n' (n_train), 'accuracy', 'route' ('sampled'), 'final_loss' (the last epoch's mean minibatch
-    loss), 'loss_floor' (''), 'converged' ('')}.
+    loss), 'loss_floor' (''), 'converged' (''), 'curve' ([[epoch, accuracy], ...], kept in the sweep's
+    points.jsonl, not in results.csv)}.
     """
     rows = []
     for seed in seeds:
         data = build_data(config, int(seed))
         for learner in learners:
-            params, loss = learner.fit(jax.random.key(int(seed)), data, settings)
-            for test, acc in zip(TESTS, accuracies(learner, params, data, config)):
+            params, stats = learner.fit(jax.random.key(int(seed)), data, settings)
+            for t, (test, acc) in enumerate(zip(TESTS, learner.scorers(params, data))):
                 rows.append({"learner": learner.name, "prompt": PROMPT if learner.kind == ZERO_SHOT else "",
                              "test": test, "seed": int(seed), "n": config.n_train, "accuracy": float(acc),
-                             "route": "sampled", "final_loss": loss, "loss_floor": "", "converged": ""})
+                             "route": "sampled", "final_loss": stats["final_loss"], "loss_floor": "", "converged": "",
+                             "curve": [[epoch, accs[t]] for epoch, accs in stats["curve"]]})
     return rows
 
 
