@@ -210,6 +210,15 @@ def write_csv(rows: list[dict], path: Path) -> None:
                             for r in rows], CONTRACT)
 
 
+CURVE_COLUMNS = ("series", "value", "learner", "prompt", "test", "seed", "epoch", "accuracy")
+
+
+def write_curve_csv(rows: list[dict], path: Path) -> None:
+    """Accuracy against epoch, one line per (row, epoch) of the rows' 'curve' lists (paper_mnist's curve_every)."""
+    atomic_write_csv(path, [{**{k: r[k] for k in CURVE_COLUMNS[:6]}, "epoch": int(epoch), "accuracy": f"{acc:.6g}"}
+                            for r in rows for epoch, acc in r.get("curve", [])], CURVE_COLUMNS)
+
+
 def draw_sweep(name: str, rows: list[dict], out_dir: Path, seeds: int, quick: bool = False) -> Path:
     from . import plotting
 
@@ -221,6 +230,8 @@ def draw_sweep(name: str, rows: list[dict], out_dir: Path, seeds: int, quick: bo
     plot = CUSTOM_PLOTS.get(name, "plot_sweep")
     (plot if callable(plot) else getattr(plotting, plot))(rows, png, title, note)
     write_csv(rows, out_dir / f"{name}.csv")
+    if any(r.get("curve") for r in rows):
+        write_curve_csv(rows, out_dir / f"{name}_epochs.csv")
     return png
 
 

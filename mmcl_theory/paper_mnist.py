@@ -443,9 +443,9 @@ def sl_loss(params: dict, images: jax.Array, labels: jax.Array) -> jax.Array:
 def optimiser(settings: PaperMnistSettings) -> optax.GradientTransformation:
     """SGD as torch.optim.SGD(lr, momentum, weight_decay): g + wd * theta, then momentum, then -lr; a learned
     log_scale takes no weight decay."""
-    decay = optax.add_decayed_weights(settings.weight_decay,
-                                      mask=lambda p: {k: jax.tree.map(lambda _: k != "log_scale", v)
-                                                      for k, v in p.items()})
+    decayed = lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: all(getattr(k, "key", None) != "log_scale" for k in path), params)
+    decay = optax.add_decayed_weights(settings.weight_decay, mask=decayed)
     return optax.chain(decay, optax.sgd(settings.lr, momentum=settings.momentum))
 
 

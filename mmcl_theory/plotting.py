@@ -142,26 +142,30 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
 
 
 def plot_paper_mnist(rows: list[dict], path, title: str, caption: str = "") -> None:
-    """The paper's App. G.1 experiment (sweep paper_mnist) beside its Fig. 2.
+    """The paper's App. G.1 experiment (sweep paper_mnist) beside its Fig. 2 and Fig. 5.
 
-    Left, OOD (the paper's P*, shades uniform): measured accuracy (%) against pi_core at pi_spu = 1 and
-    against pi_spu at pi_core = 1, mean +- s.e. over seeds; SL as a horizontal band (mean +- s.e.);
-    the paper's Fig. 2 values (paper_mnist.PAPER_FIG2) as hollow markers on dotted lines and a dotted
-    SL line, labelled 'paper, Fig. 2'. Right, ID (built like training): the measured curves alone.
+    Left, OOD (the paper's P*, shades uniform), and middle, ID (built like training): measured accuracy (%)
+    against pi_core at pi_spu = 1 and against pi_spu at pi_core = 1, mean +- s.e. over seeds; SL as a
+    horizontal band (mean +- s.e.); the paper's values (paper_mnist.PAPER_FIG2, PAPER_FIG5) as hollow markers on
+    dotted lines and a dotted SL line. Right, when the rows carry accuracy against epoch ('curve'): OOD (solid)
+    and the off-colour images (the flipped test, dashed) against epoch for MMCL at pi_core = 0 and 1 (pi_spu = 1)
+    and for SL, mean +- s.e.
     """
     import numpy as np
 
-    from .paper_mnist import PAPER_FIG2, fig2_curves
+    from .paper_mnist import PAPER_FIG2, PAPER_FIG5, fig2_curves
 
     curve_style = {"pi_core": ("tab:blue", "o", r"MMCL, $\pi_{spu}$ = 1, varying $\pi_{core}$"),
                    "pi_spu": ("tab:green", "s", r"MMCL, $\pi_{core}$ = 1, varying $\pi_{spu}$")}
-    panels = (("independent", "OOD test (P*: shades uniform)"), ("aligned", "ID test (built like training)"))
+    panels = (("independent", "OOD test (P*: shades uniform)", PAPER_FIG2, "Fig. 2"),
+              ("aligned", "ID test (built like training)", PAPER_FIG5, "Fig. 5"))
     n_train, seeds = sorted({int(r["n"]) for r in rows}), len({int(r["seed"]) for r in rows})
     ours = f"Ours: n_train {', '.join(map(str, n_train))}, {seeds} seed{'s' * (seeds > 1)}."
     caption = f"{caption} {ours}".strip()
+    with_curves = any(r.get("curve") for r in rows)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.9))
-        for ax, (test, panel_title) in zip(axes, panels):
+        fig, axes = plt.subplots(1, 3 if with_curves else 2, figsize=(7.2 if not with_curves else 9.6, 4.1))
+        for ax, (test, panel_title, paper, figure) in zip(axes, panels):
             curves = fig2_curves(rows, test)
             for name, (colour, marker, label) in curve_style.items():
                 pts = sorted(curves[name].items())
@@ -169,20 +173,39 @@ def plot_paper_mnist(rows: list[dict], path, title: str, caption: str = "") -> N
                     stats = [mean_se(100 * np.array(list(by_seed.values()))) for _, by_seed in pts]
                     ax.errorbar([x for x, _ in pts], [m for m, _ in stats], yerr=[s for _, s in stats], color=colour,
                                 marker=marker, capsize=2, linewidth=1.2, label=f"{label} (ours)")
-                if test == "independent":
-                    paper = sorted(PAPER_FIG2[name].items())
-                    ax.plot([x for x, _ in paper], [y for _, y in paper], color=colour, marker=marker, linestyle=":",
-                            markerfacecolor="white", linewidth=1.0, label=f"{label} (paper, Fig. 2)")
+                values = sorted(paper[name].items())
+                ax.plot([x for x, _ in values], [y for _, y in values], color=colour, marker=marker, linestyle=":",
+                        markerfacecolor="white", linewidth=1.0, label=f"{label} (paper, Fig. 2 / 5)")
             if curves["supervised"]:
                 m, se = mean_se(100 * np.array(list(curves["supervised"].values())))
                 ax.axhspan(m - se, m + se, color="tab:red", alpha=0.2, linewidth=0)
                 ax.axhline(m, color="tab:red", linestyle="--", linewidth=1.2, label="SL (ours, mean +- s.e.)")
-            if test == "independent":
-                ax.axhline(PAPER_FIG2["supervised"], color="tab:red", linestyle=":", linewidth=1.0,
-                           label="SL (paper, Fig. 2)")
-            ax.set_title(panel_title)
+            ax.axhline(paper["supervised"], color="tab:red", linestyle=":", linewidth=1.0, label="SL (paper, Fig. 2 / 5)")
+            ax.set_title(f"{panel_title}; paper: {figure}")
             ax.set_xlabel(r"$\pi_{core}$ or $\pi_{spu}$")
             ax.set_xlim(-0.05, 1.05)
+        if with_curves:
+            ax = axes[2]
+            series = (("mmcl_lenet", "variant=pi_spu_1", 0.0, "tab:purple", r"MMCL $\pi_{core}$ = 0"),
+                      ("mmcl_lenet", "variant=pi_spu_1", 1.0, "tab:blue", r"MMCL $\pi_{core}$ = 1"),
+                      ("sl_lenet", "variant=sl", None, "tab:red", "SL"))
+            for learner, variant, value, colour, label in series:
+                for test, style in (("independent", "-"), ("flipped", "--")):
+                    by_epoch: dict = {}
+                    for r in rows:
+                        if (r["learner"], r["series"], r["test"]) == (learner, variant, test) and (
+                                value is None or float(r["value"]) == value):
+                            for epoch, acc in r.get("curve", []):
+                                by_epoch.setdefault(int(epoch), []).append(100 * float(acc))
+                    if by_epoch:
+                        epochs = sorted(by_epoch)
+                        stats = [mean_se(by_epoch[e]) for e in epochs]
+                        ax.errorbar(epochs, [m for m, _ in stats], yerr=[s for _, s in stats], color=colour,
+                                    linestyle=style, capsize=2, linewidth=1.1,
+                                    label=f"{label}, {'OOD' if test == 'independent' else 'off-colour'}")
+            ax.set_title("OOD (solid) and off-colour images (dashed)")
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize=6.5, frameon=False, loc="best")
         axes[0].set_ylabel("accuracy (%)")
         handles, labels = axes[0].get_legend_handles_labels()
         order = sorted(range(len(labels)), key=lambda i: ("paper" in labels[i], "SL" in labels[i]))  # ours first
@@ -191,6 +214,6 @@ def plot_paper_mnist(rows: list[dict], path, title: str, caption: str = "") -> N
         if title:
             fig.suptitle(title, fontsize=10, fontweight="bold")
         fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=7.5, style="italic", wrap=True)
-        fig.subplots_adjust(left=0.08, right=0.99, wspace=0.2, top=0.88, bottom=0.42)
+        fig.subplots_adjust(left=0.07, right=0.99, wspace=0.25, top=0.88, bottom=0.42)
         atomic_save_figure(fig, path)
         plt.close(fig)

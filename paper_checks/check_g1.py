@@ -29,7 +29,7 @@ SOURCE = "paper experiment: Xue et al. 2024, App. G.1, Fig. 2"
 CLAIM = ("The paper's semi-synthetic MNIST experiment (digits 0-4 vs 5-9 on blue/red shades, 99.5% aligned in "
          "training, uniform at test; 200-d vector captions): with rich captions (high pi_core) MMCL is more robust "
          "than SL; reducing pi_core significantly hurts robustness; pi_spu has minimal effect.")
-FULL_N_TRAIN, MIN_SEEDS = 8000, 3
+FULL_N_TRAIN, MIN_SEEDS = 60000, 3
 COMMAND = "python -m mmcl_theory.sweep paper_mnist && python -m mmcl_theory.figures --only paper_mnist"
 
 

@@ -113,6 +113,7 @@ def render(records: list[Record], quick: bool, seconds: float) -> str:
         f"- Command: `python -m paper_checks{' --quick' if quick else ''}`",
         f"- Verdicts: {counts['pass']} pass, {counts['fail']} fail, {counts['not run']} not run, "
         f"{counts['crashed']} crashed.",
+        "- The paper's errata, each with its test: [docs/paper_errata.md](../docs/paper_errata.md).",
         "",
         "Sources: *paper theorem* = a theorem or corollary of Xue et al. (ICLR 2024), its expectation written from "
         "the paper's own formula (docs/theory.md#the-papers-theorems); *paper experiment* = its App. G.1 experiment "

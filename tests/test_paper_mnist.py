@@ -23,9 +23,9 @@ N_SMALL, N_TEST_SMALL = 1024, 500
 SETTINGS = pm.PaperMnistSettings(mmcl_epochs=6, sl_epochs=12)
 
 
-def _config(shared_data=None, **kw):
-    dataset = str(shared_data / "mnist_test") if shared_data is not None else "mnist_test"
-    return pm.PaperMnistConfig(dataset=dataset, **kw)
+def _config(shared_data, **kw):
+    return pm.PaperMnistConfig(train_set=str(shared_data / "mnist_train"), test_set=str(shared_data / "mnist_test"),
+                               **kw)
 
 
 # ------------------------------------------------------------------ the paper's constants
@@ -99,47 +99,79 @@ def test_captions_are_the_dictionary_values_with_probability_pi():
     assert abs(noisy[:, 2:].var() - 1 / 2000) < 0.01 / 2000 and abs((noisy[:, 0] - both[:, 0]).var() - 1 / 2000) < 1e-5
 
 
-def test_digits_are_white_ink_over_the_shade():
+def test_shades_are_fig4s_swatches():
+    """Fig. 4 (p. 30) is a raster of six uniform swatches: #203864 #0070C0 #B4C7E7 (blues), #FCBEBC #FF0000 #C00000
+    (reds), the hex values sampled from the PDF's embedded image (docs/models.md)."""
+    hexes = ["203864", "0070C0", "B4C7E7", "FCBEBC", "FF0000", "C00000"]
+    expected = np.array([[int(h[i:i + 2], 16) / 255 for i in (0, 2, 4)] for h in hexes], np.float32)
+    np.testing.assert_allclose(pm.SHADE_RGBS["fig4"], expected, rtol=1e-6)
+    for rgb in pm.SHADE_RGBS.values():  # blue family bluer than red, red family redder than blue
+        assert (rgb[:3, 2] > rgb[:3, 0]).all() and (rgb[3:, 0] > rgb[3:, 2]).all()
+
+
+@pytest.mark.parametrize("name", pm.COMPOSITES)
+def test_composites_put_the_digit_on_the_shade(name):
     grey = np.zeros((6, 28, 28), np.float32)
     grey[:, 10:18, 12:16] = 1.0
     grey[:, 5, 5] = 0.25
-    rgb = pm.colour_backgrounds(grey, np.arange(6))
+    shade = pm.SHADE_RGBS["fig4"]
+    rgb = np.asarray(pm.composite(jnp.asarray(grey), jnp.asarray(shade), name))
     assert rgb.shape == (6, 28, 28, 3) and rgb.dtype == np.float32
-    np.testing.assert_array_equal(rgb[:, 0, 0], pm.SHADE_RGB)  # background: the shade
-    np.testing.assert_array_equal(rgb[:, 12, 13], np.ones((6, 3), np.float32))  # full ink: white
-    np.testing.assert_allclose(rgb[:, 5, 5], 0.25 + 0.75 * pm.SHADE_RGB, rtol=1e-6)
+    np.testing.assert_array_equal(rgb[:, 0, 0], shade)  # background: the shade
+    ink = 1.0 if name == "white_digit" else 0.0  # Fig. 1: a white digit; the alternative: a black one
+    np.testing.assert_array_equal(rgb[:, 12, 13], np.full((6, 3), ink, np.float32))
+    np.testing.assert_allclose(rgb[:, 5, 5], 0.25 * ink + 0.75 * shade, rtol=1e-6)  # edges mix ink and shade
 
 
-def test_split_is_fixed_and_disjoint():
-    config = pm.PaperMnistConfig()
-    train, test = pm.split_indices(10_000, config)
-    assert train.size == 8000 and test.size == 2000 and not set(train) & set(test)
-    small_train, small_test = pm.split_indices(10_000, dataclasses.replace(config, n_train=1000))
-    np.testing.assert_array_equal(small_test, test)  # the same test images for the quick variant
-    np.testing.assert_array_equal(small_train, train[:1000])
-    with pytest.raises(ConfigError, match="n_train \\+ n_test = 10001 is out of range: allowed at most 10000"):
-        pm.split_indices(10_000, dataclasses.replace(config, n_test=2001))
+def test_named_sets_are_mnist_and_subsets_are_prefixes(shared_data):
+    """The 60,000 training labels have MNIST's class counts (../shared/data/mnist_train/SOURCE.md); a smaller run
+    takes the first n of one fixed permutation."""
+    grey, digits = pm.load_images(str(shared_data / "mnist_train"), 60000)
+    assert grey.shape == (60000, 28, 28) and grey.dtype == np.float32 and 0 <= grey.min() and grey.max() <= 1
+    assert np.bincount(digits).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    small_grey, small_digits = pm.load_images(str(shared_data / "mnist_train"), 1000)
+    np.testing.assert_array_equal(small_digits, digits[:1000])
+    np.testing.assert_array_equal(small_grey, grey[:1000])
+    with pytest.raises(ConfigError, match="10001 images asked of .* is out of range: allowed at most 10000"):
+        pm.load_images(str(shared_data / "mnist_test"), 10001)
+
+
+def test_a_named_set_with_the_wrong_count_is_refused(shared_data, tmp_path, monkeypatch):
+    from mmcl_theory.digits import DigitsDataError, shared_data_root
+
+    (tmp_path / "mnist_train").mkdir()
+    for f in (shared_data / "mnist_test").glob("t10k-*"):  # the 10k test files where the 60k belong
+        (tmp_path / "mnist_train" / f.name).symlink_to(f)
+    monkeypatch.setenv("MMCL_SHARED_DATA", str(tmp_path))
+    shared_data_root.cache_clear()
+    try:
+        with pytest.raises(DigitsDataError, match="mnist_train: 10000 images; expected the 60,000 of mnist_train"):
+            pm.load_images("mnist_train", 100)
+    finally:
+        shared_data_root.cache_clear()
 
 
 def test_build_data_from_mnist(shared_data):
     config = _config(shared_data, pi_core=0.5, pi_spu=0.5, caption_noise_var=0.0)
     data = pm.build_data(config, seed=3)
-    assert data.images.shape == (8000, 28, 28, 3) and data.test_images.shape == (3, 2000, 28, 28, 3)
+    assert data.grey.shape == (60000, 28, 28) and data.test_grey.shape == (10000, 28, 28)
+    assert data.test_shades.shape == (3, 10000) and data.captions.shape == (60000, 200)
     assert (data.labels == (data.digits >= 5)).all() and (data.test_labels == (data.test_digits >= 5)).all()
     agree = (pm.SHADE_FAMILY[data.shades] == data.labels).mean()
-    assert abs(agree - 0.995) < 4 * math.sqrt(0.995 * 0.005 / 8000)
-    np.testing.assert_array_equal(data.images[:, 0, 0], pm.SHADE_RGB[data.shades])  # MNIST corners are blank
-    np.testing.assert_array_equal(data.test_images[:, :, 0, 0], pm.SHADE_RGB[data.test_shades])
+    assert abs(agree - 0.995) < 4 * math.sqrt(0.995 * 0.005 / 60000)
     ood = data.test_shades[1]
     assert (pm.SHADE_FAMILY[data.test_shades[2]] != data.test_labels).all()
-    assert 0.45 < (pm.SHADE_FAMILY[ood] == data.test_labels).mean() < 0.55
+    assert abs((pm.SHADE_FAMILY[ood] == data.test_labels).mean() - 0.5) < 4 * math.sqrt(0.25 / 10000)
     a, b = data.captions[:, 0], data.captions[:, 1]
-    assert np.isin(a - (data.digits - 4.5), 0.0).mean() == pytest.approx(0.5 + 0.5 * 0.2, abs=0.03)
+    assert np.isin(a - (data.digits - 4.5), 0.0).mean() == pytest.approx(0.5 + 0.5 * 0.2, abs=0.01)
     assert ((a == data.digits - 4.5) | (a == np.where(data.labels == 1, 2.5, -2.5))).all()
     assert ((b == pm.SHADE_VALUE[data.shades]) | (b == pm.FAMILY_MEAN_VALUE[pm.SHADE_FAMILY[data.shades]])).all()
     again = pm.build_data(dataclasses.replace(config, pi_core=1.0), seed=3)  # same images and shades, other captions
-    np.testing.assert_array_equal(again.images, data.images)
+    np.testing.assert_array_equal(again.shades, data.shades)
+    np.testing.assert_array_equal(again.test_shades, data.test_shades)
     assert (again.captions[:, 0] == again.digits - 4.5).all()
+    shades, captions = pm.training_colours(data.digits, config, 3, epoch=1)  # redraw = 'epoch': a new draw
+    assert (shades != data.shades).mean() > 0.5 and captions.shape == data.captions.shape
 
 
 # ------------------------------------------------------------------ LeNet, loss, optimiser
@@ -155,22 +187,51 @@ def test_lenet_shapes_and_parameter_count():
     assert set(sl) == {"image"} and pm.lenet(sl["image"], jnp.zeros((2, 28, 28, 3))).shape == (2, 2)
 
 
-def test_convolution_is_a_cross_correlation_with_same_padding():
+def test_conv_relu_pool_is_a_cross_correlation_by_hand():
+    """conv_relu_pool on 2 x 2 blocks against loops: max over each 2 x 2 block of relu(sum_{t,u,c} x[i+t, j+u, c]
+    w[t, u, c, o] + b[o]) (a cross-correlation, 'valid'), on a 10 x 10 x 3 image, float64 sums."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((1, 7, 7, 3)).astype(np.float32)
+    x = rng.standard_normal((10, 10, 3)).astype(np.float32)
     layer = {"w": rng.standard_normal((5, 5, 3, 2)).astype(np.float32), "b": np.array([0.5, -1.0], np.float32)}
-    padded = np.pad(x[0].astype(np.float64), ((2, 2), (2, 2), (0, 0)))
-    expected = np.array([[[(padded[i:i + 5, j:j + 5, :] * layer["w"][..., o]).sum() + layer["b"][o] for o in range(2)]
-                          for j in range(7)] for i in range(7)])
-    np.testing.assert_allclose(np.asarray(pm._conv(layer, jnp.asarray(x), "SAME"))[0], expected, rtol=1e-4, atol=1e-4)
+    corr = np.array([[[(x[i:i + 5, j:j + 5].astype(np.float64) * layer["w"][..., o]).sum() + layer["b"][o]
+                       for o in range(2)] for j in range(6)] for i in range(6)])
+    expected = np.maximum(corr, 0).reshape(3, 2, 3, 2, 2).max(axis=(1, 3))
+    got = pm.conv_relu_pool(layer, pm.space_to_depth(jnp.asarray(x)[None]))[0]
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_infonce_on_a_two_pair_batch_by_hand():
-    from mmcl_theory.losses import infonce_loss
+def _reference_lenet(params, images):
+    """LeNet-5 with XLA's convolution and reduce_window pooling, the plain layer-by-layer form."""
+    conv = lambda x, w, padding: jax.lax.conv_general_dilated(x, w, (1, 1), padding,
+                                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    pool = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    x = pool(jax.nn.relu(conv(images, params["conv1"]["w"], "SAME") + params["conv1"]["b"]))
+    x = pool(jax.nn.relu(conv(x, params["conv2"]["w"], "VALID") + params["conv2"]["b"]))
+    x = x.reshape(x.shape[0], -1)
+    x = jax.nn.relu(x @ params["fc1"]["w"] + params["fc1"]["b"])
+    x = jax.nn.relu(x @ params["fc2"]["w"] + params["fc2"]["b"])
+    return x @ params["out"]["w"] + params["out"]["b"]
 
-    # logits [[2, 0], [0, 1]]: each row and column loses log(1 + e^-margin), margins 2 and 1
-    got = infonce_loss(jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([[2.0, 0.0], [0.0, 1.0]]), jnp.asarray(1.0))
-    assert float(got) == pytest.approx((math.log1p(math.exp(-2)) + math.log1p(math.exp(-1))) / 2, rel=1e-6)
+
+def test_block_lenet_is_the_plain_lenet_and_its_gradient():
+    """The 2 x 2-block conv-relu-pool (space-to-depth) against XLA's convolution and pooling: in float64 the output
+    and every parameter's gradient agree to 1e-12 (the same sums, regrouped); the float32 output is within 1e-5
+    of the float64 one. (float32 gradients can differ by one pixel's term where two pooled values tie within
+    rounding and the max picks the other: the gradient of max is discontinuous there.)"""
+    params = pm.init_lenet(jax.random.key(0), 128)
+    images = jax.random.uniform(jax.random.key(1), (16, 28, 28, 3))
+    objective = lambda f: lambda p, x: (f(p, x) ** 2).sum()
+    got32 = np.asarray(pm.lenet(params, images))
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        x64 = jnp.asarray(images, jnp.float64)
+        got, expected = np.asarray(pm.lenet(p64, x64)), np.asarray(_reference_lenet(p64, x64))
+        grads = jax.tree.map(np.asarray, jax.grad(objective(pm.lenet))(p64, x64))
+        expected_grads = jax.tree.map(np.asarray, jax.grad(objective(_reference_lenet))(p64, x64))
+    scale = np.abs(expected).max()
+    assert np.abs(got - expected).max() < 1e-12 * scale and np.abs(got32 - expected).max() < 1e-5 * scale
+    for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
+        assert np.abs(g - e).max() < 1e-12 * np.abs(e).max()
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
@@ -185,7 +246,22 @@ def test_clip_loss_uses_raw_inner_products(temperature):
     row = [np.log(np.exp(logits[i]).sum()) - logits[i, i] for i in range(4)]
     col = [np.log(np.exp(logits[:, j]).sum()) - logits[j, j] for j in range(4)]
     expected = (np.mean(row) + np.mean(col)) / 2
-    assert float(pm.clip_loss(params, images, captions, temperature)) == pytest.approx(expected, rel=1e-5)
+    settings = pm.PaperMnistSettings(temperature=temperature)
+    assert float(pm.clip_loss(params, images, captions, settings)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_learned_temperature_starts_at_clips_and_takes_no_weight_decay():
+    settings = pm.PaperMnistSettings(temperature=0.07, learn_temperature=True)
+    params = pm.init_params(jax.random.key(1), ZERO_SHOT, 200, settings)
+    assert float(pm.logit_scale(params, settings)) == pytest.approx(1 / 0.07, rel=1e-6)
+    assert float(pm.logit_scale({**params, "log_scale": jnp.asarray(9.0)}, settings)) == 100.0  # CLIP's clip
+    opt = pm.optimiser(settings)
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = opt.update(zero, opt.init(params), params)
+    assert float(updates["log_scale"]) == 0.0  # no decay on the temperature
+    w = params["text"]["w"]
+    np.testing.assert_allclose(np.asarray(updates["text"]["w"]), -0.01 * 0.001 * np.asarray(w), rtol=1e-6)
+    assert "log_scale" not in pm.init_params(jax.random.key(1), ZERO_SHOT, 200, pm.PaperMnistSettings())
 
 
 def test_optimiser_is_torch_sgd_with_momentum_and_weight_decay():
@@ -205,21 +281,24 @@ def test_optimiser_is_torch_sgd_with_momentum_and_weight_decay():
 # ------------------------------------------------------------------ training
 
 
-def _random_data(seed: int) -> pm.PaperMnistData:
+def _random_data(seed: int, n: int = N_SMALL) -> pm.PaperMnistData:
     rng = np.random.default_rng(seed)
-    digits = rng.integers(0, 10, N_SMALL)
-    return pm.PaperMnistData(images=rng.random((N_SMALL, 28, 28, 3), np.float32),
-                             captions=rng.standard_normal((N_SMALL, 200)).astype(np.float32),
-                             labels=pm.digit_class(digits), digits=digits, shades=np.zeros(N_SMALL, np.int32),
-                             test_images=np.zeros((3, 1, 28, 28, 3), np.float32), test_shades=np.zeros((3, 1), np.int32),
-                             test_labels=np.zeros(1, np.int32), test_digits=np.zeros(1, np.int64))
+    digits = rng.integers(0, 10, n)
+    return pm.PaperMnistData(grey=rng.random((n, 28, 28), np.float32), digits=digits, labels=pm.digit_class(digits),
+                             shades=rng.integers(0, 6, n).astype(np.int32),
+                             captions=rng.standard_normal((n, 200)).astype(np.float32),
+                             test_grey=np.zeros((1, 28, 28), np.float32), test_digits=np.zeros(1, np.int64),
+                             test_labels=np.zeros(1, np.int32), test_shades=np.zeros((3, 1), np.int32),
+                             prompts=pm.class_centre_prompts(pm.PaperMnistConfig()), config=pm.PaperMnistConfig(),
+                             seed=seed)
 
 
 def test_same_seed_same_bytes():
     data = _random_data(0)
     settings = dataclasses.replace(SETTINGS, mmcl_epochs=1)
-    first, loss_a = pm.train(ZERO_SHOT, jax.random.key(5), data, settings)
-    second, loss_b = pm.train(ZERO_SHOT, jax.random.key(5), data, settings)
+    first, stats_a = pm.train(ZERO_SHOT, jax.random.key(5), data, settings)
+    second, stats_b = pm.train(ZERO_SHOT, jax.random.key(5), data, settings)
+    loss_a, loss_b = stats_a["final_loss"], stats_b["final_loss"]
     other, _ = pm.train(ZERO_SHOT, jax.random.key(6), data, settings)
     leaves = lambda p: [np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(p)]
     assert leaves(first) == leaves(second) and loss_a == loss_b
@@ -228,14 +307,15 @@ def test_same_seed_same_bytes():
 
 
 def test_short_runs_learn_the_training_distribution(shared_data):
-    """Six MMCL and twelve SL epochs on 1,024 images (48 and 96 steps): both learners reach > 0.9 on the ID test
-    (the shade predicts the class 99.5% of the time) and stay below chance on the flipped test (the shade, not yet
-    the digit, is what they use)."""
+    """Six MMCL and twelve SL epochs on 1,024 images (48 and 96 steps): SL reaches > 0.9 on the ID test (the shade
+    predicts the class 99.5% of the time), MMCL > 0.75 (with Fig. 4's shades it takes the shade more slowly than
+    with pure channels: 0.836 against 0.994 measured at this budget), and both stay below chance on the flipped
+    test (the shade, not yet the digit, is what they use)."""
     config = _config(shared_data, n_train=N_SMALL, n_test=N_TEST_SMALL)
     rows = pm.run_point(config, [0], pm.LEARNERS, SETTINGS)
     acc = {(r["learner"], r["test"]): r["accuracy"] for r in rows}
     assert len(rows) == 6 and {r["n"] for r in rows} == {N_SMALL}
-    assert acc["mmcl_lenet", "aligned"] > 0.9 and acc["sl_lenet", "aligned"] > 0.9, acc
+    assert acc["mmcl_lenet", "aligned"] > 0.75 and acc["sl_lenet", "aligned"] > 0.9, acc
     assert acc["mmcl_lenet", "flipped"] < 0.5 and acc["sl_lenet", "flipped"] < 0.5, acc
     for r in rows:  # exact counts over the 500 test images
         assert (r["accuracy"] * N_TEST_SMALL) == pytest.approx(round(r["accuracy"] * N_TEST_SMALL), abs=1e-9)
@@ -249,7 +329,9 @@ def test_short_runs_learn_the_training_distribution(shared_data):
     (pm.PaperMnistConfig, "pi_core", 1.5), (pm.PaperMnistConfig, "pi_spu", -0.1),
     (pm.PaperMnistConfig, "agreement", 2.0), (pm.PaperMnistConfig, "caption_dim", 1),
     (pm.PaperMnistConfig, "n_train", 0), (pm.PaperMnistConfig, "caption_noise_var", float("nan")),
-    (pm.PaperMnistConfig, "dataset", ""),
+    (pm.PaperMnistConfig, "train_set", ""), (pm.PaperMnistConfig, "shade_rgb", "neon"),
+    (pm.PaperMnistConfig, "composite", "ink"), (pm.PaperMnistConfig, "redraw", "always"),
+    (pm.PaperMnistSettings, "curve_every", -1), (pm.PaperMnistSettings, "learn_temperature", "yes"),
     (pm.PaperMnistSettings, "mmcl_epochs", 0), (pm.PaperMnistSettings, "lr", 0.0),
     (pm.PaperMnistSettings, "momentum", 1.0), (pm.PaperMnistSettings, "batch_size", 1),
     (pm.PaperMnistSettings, "temperature", 0.0), (pm.PaperMnistSettings, "embed_dim", 2.5),
@@ -264,14 +346,14 @@ def test_run_point_refuses_unknown_learners_and_oversized_batches(tmp_path):
         evaluate_grid([pm.PaperMnistConfig()], [0], ("sl_mlp",))
     with pytest.raises(ConfigError, match="batch_size = 128 is out of range: allowed at most PaperMnistConfig.n_train = 64"):
         pm.train(SUPERVISED, jax.random.key(0),
-                 dataclasses.replace(_random_data(0), images=np.zeros((64, 28, 28, 3), np.float32)), SETTINGS)
+                 _random_data(0, n=64), SETTINGS)
 
 
 @pytest.mark.parametrize("args, needle", [
     (["--set", "agreement=1.5"], "PaperMnistConfig.agreement = 1.5 is out of range"),
     (["--set", "mmcl_epochs=0"], "PaperMnistSettings.mmcl_epochs = 0 is out of range"),
     (["--set", "pi_spu=0.5"], None),  # accepted here, overwritten by every variant: see the assertion below
-    (["--set", "dataset=/no/such/mnist"], "/no/such/mnist: not a directory"),
+    (["--set", "train_set=/no/such/mnist"], "/no/such/mnist: not a directory"),
 ])
 def test_sweep_cli_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, capsys):
     from mmcl_theory.sweep import main, make_plan
@@ -299,7 +381,7 @@ def test_sweep_plan_is_the_papers_grid():
                       ("variant=pi_spu_0.5", 1.0, 0.5, mmcl), ("variant=pi_spu_0", 1.0, 0.0, mmcl),
                       ("variant=sl", 1.0, 1.0, ("sl_lenet",))}
     assert plan.seeds == (0, 1, 2) and {p.settings for p in plan.points} == {pm.PaperMnistSettings()}
-    assert {(p.config.n_train, p.config.n_test) for p in plan.points} == {(8000, 2000)}
+    assert {(p.config.n_train, p.config.n_test) for p in plan.points} == {(60000, 10000)}
 
 
 def _rows(ood: dict, sl: list, seeds=(0, 1, 2), jitter=(0.0, 0.01, -0.01)) -> list[dict]:
@@ -309,11 +391,11 @@ def _rows(ood: dict, sl: list, seeds=(0, 1, 2), jitter=(0.0, 0.01, -0.01)) -> li
         for seed, j in zip(seeds, jitter):
             for test, a in (("independent", acc + j), ("aligned", 0.9)):
                 rows.append({"learner": "mmcl_lenet", "series": f"variant=pi_spu_{pi_spu:g}", "value": pi_core,
-                             "test": test, "seed": seed, "accuracy": a, "n": 8000})
+                             "test": test, "seed": seed, "accuracy": a, "n": 60000})
     for seed, j in zip(seeds, jitter):
         for test, a in (("independent", sl + j), ("aligned", 0.99)):
             rows.append({"learner": "sl_lenet", "series": "variant=sl", "value": 1.0, "test": test, "seed": seed,
-                         "accuracy": a, "n": 8000})
+                         "accuracy": a, "n": 60000})
     return rows
 
 

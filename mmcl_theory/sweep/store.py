@@ -98,14 +98,16 @@ def run_sweep(plan: Plan, out: Path, progress: bool = True, points_name: str = "
 
 
 def contract_rows(plan: Plan, done: dict[str, list[dict]]) -> list[dict]:
-    """The contract rows of every point of `plan`, in plan order, from {point id: rows}."""
+    """The contract rows of every point of `plan`, in plan order, from {point id: rows}; a row's 'curve'
+    (accuracy every few epochs, paper_mnist) is kept for results.json, not results.csv."""
     return [{"sweep": plan.name, "model": plan.model, "param": p.param, "value": p.value, "series": p.series,
-             **{k: r[k] for k in ROW_KEYS}} for p in plan.points for r in done[p.id]]
+             **{k: r[k] for k in ROW_KEYS}, **({"curve": r["curve"]} if "curve" in r else {})}
+            for p in plan.points for r in done[p.id]]
 
 
 def write_results(rows: list[dict], plan: Plan, out: Path, seconds: float) -> list[Path]:
     """results.csv (the contract) and results.json (run header, plan, rows, seconds); returns the paths."""
-    atomic_write_csv(out / "results.csv", rows, CONTRACT)
+    atomic_write_csv(out / "results.csv", [{k: r[k] for k in CONTRACT} for r in rows], CONTRACT)
     atomic_write_json(out / "results.json", {**run_header(plan.identity()), "sweep": plan.name,
                                              "description": plan.description, "plan_hash": plan.hash,
                                              "seconds": round(seconds, 2), "rows": rows})
