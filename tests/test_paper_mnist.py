@@ -389,11 +389,11 @@ def _rows(ood: dict, sl: list, seeds=(0, 1, 2), jitter=(0.0, 0.01, -0.01)) -> li
     rows = []
     for (pi_core, pi_spu), acc in ood.items():
         for seed, j in zip(seeds, jitter):
-            for test, a in (("independent", acc + j), ("aligned", 0.9)):
+            for test, a in (("independent", acc + j), ("aligned", 0.9), ("flipped", 2 * (acc + j) - 1.0)):
                 rows.append({"learner": "mmcl_lenet", "series": f"variant=pi_spu_{pi_spu:g}", "value": pi_core,
                              "test": test, "seed": seed, "accuracy": a, "n": 60000})
     for seed, j in zip(seeds, jitter):
-        for test, a in (("independent", sl + j), ("aligned", 0.99)):
+        for test, a in (("independent", sl + j), ("aligned", 0.99), ("flipped", 0.0)):
             rows.append({"learner": "sl_lenet", "series": "variant=sl", "value": 1.0, "test": test, "seed": seed,
                          "accuracy": a, "n": 60000})
     return rows
@@ -416,7 +416,8 @@ def test_g1_verdict_follows_the_three_claims():
     verdict, measured, why, details = assess(_rows(PAPER_LIKE, 0.69))
     assert verdict == "pass", why
     assert "pi_core 0 -> 1: 59.00 -> 76.00 (paper 58.94 -> 76.21)" in measured and "3 seeds" in measured
-    assert any(line.startswith("| pi_spu = 1, pi_core = 0.25 | 72.36 | 72.00 +- 0.58 | 90.00 |") for line in details)
+    assert any(line.startswith("| pi_spu = 1, pi_core = 0.25 | 72.36 | 72.00 +- 0.58 | 73.41 | 90.00 +- 0.00 |")
+               for line in details)
     below_sl = assess(_rows(PAPER_LIKE, 0.80))
     assert below_sl[0] == "fail" and "rich pi_core beats SL: FAILS" in below_sl[2]
     spu_matters = assess(_rows({**PAPER_LIKE, (1.0, 0): 0.59}, 0.69))
