@@ -50,7 +50,8 @@ TEST_LABEL = {"aligned": "aligned test (q = 1)", "independent": "independent tes
 _EXTRA_COLOURS = ["tab:brown", "tab:pink", "tab:gray", "darkgreen", "navy"]
 
 
-PROMPT_LABEL = {"core": "core prompt", "class_mean": "class-mean prompt", "digit_word": "digit-word prompt"}
+PROMPT_LABEL = {"core": "core prompt", "class_mean": "class-mean prompt", "word": "digit-word prompt",
+                "caption_mean": "caption-mean prompt", "class_centre": "class-centre prompt"}
 
 
 def curve_label(learner: str, prompt: str = "", short: bool = False) -> str:
