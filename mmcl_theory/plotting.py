@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .io import atomic_save_figure  # noqa: E402
-from .results import TESTS, curve_key, mean_se, summarise  # noqa: E402
+from .results import NOISY_SE, TESTS, curve_key, mean_se, summarise  # noqa: E402
 
 STYLE = {
     "figure.dpi": 120, "savefig.dpi": 200, "font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 9,
@@ -79,7 +79,8 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
 
     Theory learners (route 'theory') are lines; trained/closed-form learners are mean +- standard error
     over seeds. A second axis (series) is drawn with line styles; the class-mean prompt of a zero-shot
-    learner with the next line style and hollow markers; several swept params get one row each.
+    learner with the next line style and hollow markers; several swept params get one row each. A mean whose
+    standard error exceeds results.NOISY_SE is ringed in red (mostly seed noise at this seed count).
     """
     stats = summarise(rows)
     params = list(dict.fromkeys(k[0] for k in stats))
@@ -121,6 +122,10 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
                             h = ax.errorbar(xs, ms, yerr=[v[1] for _, v in pts], color=colour, marker=marker,
                                             linestyle=ls, linewidth=0.9, capsize=2, zorder=3, label=label,
                                             markerfacecolor="white" if (s_idx + second) % 2 else colour)
+                            noisy = [(x, v[0]) for x, v in pts if v[1] > NOISY_SE]
+                            if noisy:  # a mean that is mostly seed noise: ringed
+                                ax.scatter([x for x, _ in noisy], [m for _, m in noisy], s=90, facecolors="none",
+                                           edgecolors="red", linewidths=0.8, zorder=4)
                         handles.setdefault(label, h)
                 if i == 0:
                     ax.set_title(TEST_LABEL.get(test, test))

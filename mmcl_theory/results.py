@@ -19,6 +19,7 @@ import numpy as np
 TESTS = ("aligned", "independent", "flipped")
 CONTRACT = ("sweep", "model", "param", "value", "series", "learner", "prompt", "test", "seed", "n", "accuracy",
             "route", "final_loss", "loss_floor", "converged")
+NOISY_SE = 0.05  # a mean whose standard error over seeds exceeds this is marked noisy in tables and figures
 ROW_KEYS = ("learner", "prompt", "test", "seed", "n", "accuracy", "route", "final_loss", "loss_floor", "converged")
 
 
@@ -46,7 +47,8 @@ def curve_key(learner: str, prompt: str = "") -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Per test distribution: value (and series) against theory and each learner[prompt], mean +- s.e. over seeds."""
+    """Per test distribution: value (and series) against theory and each learner[prompt], mean +- s.e. over seeds;
+    a mean whose s.e. exceeds NOISY_SE is marked '!', with a footnote."""
     stats = summarise(rows)
     curves = list(dict.fromkeys((r["learner"], r["prompt"]) for r in rows))
     width = max(20, *(len(curve_key(*c)) + 1 for c in curves))
@@ -59,8 +61,12 @@ def format_table(rows: list[dict]) -> str:
             for learner, prompt in curves:
                 m = stats.get((*key, learner, prompt, test))
                 cells.append(f"{'-':>{width}}" if m is None else
-                             f"{m[0]:>{width - 8}.3f}" + (f" +-{m[1]:.3f}" if m[2] > 1 else " " * 7) + " ")
+                             f"{m[0]:>{width - 8}.3f}" + (f" +-{m[1]:.3f}" if m[2] > 1 else " " * 7)
+                             + ("!" if m[1] > NOISY_SE else " "))
             lines.append(f"{key[0]:>10} {key[2]:>8.4g} {key[1]:>12} " + " ".join(cells))
+    if any(m[1] > NOISY_SE for m in stats.values()):
+        lines.append(f"\n! standard error above {NOISY_SE} over the seeds: that mean is mostly seed noise at this "
+                     "seed count (docs/learners.md#seed-noise)")
     return "\n".join(lines)
 
 

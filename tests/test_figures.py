@@ -140,3 +140,21 @@ def test_real_data_figure_skips_with_a_note_when_no_series(tmp_path, monkeypatch
     monkeypatch.setattr(figures, "find_real_data_series", lambda: None)
     png, note = figures.draw_real_data(tmp_path)
     assert png is None and note.startswith("skipped")
+
+
+def test_noisy_means_are_marked_in_the_table():
+    """A mean whose s.e. over seeds exceeds results.NOISY_SE is marked '!' with a footnote; a steady one is not."""
+    from mmcl_theory.results import NOISY_SE, format_table
+
+    def rows(accs, learner):
+        return [{"param": "r", "series": "", "value": 1.0, "learner": learner, "prompt": "", "test": t, "seed": s,
+                 "accuracy": a} for s, a in enumerate(accs) for t in ("aligned", "independent", "flipped")]
+
+    noisy = [0.1, 0.9, 0.2, 0.8]  # s.e. 0.19
+    steady = [0.50, 0.51, 0.49, 0.50]  # s.e. 0.004
+    table = format_table(rows(noisy, "noisy") + rows(steady, "steady"))
+    line = next(l for l in table.splitlines() if l.strip().startswith("r "))
+    noisy_cell, steady_cell = line.split()[2:4], line.split()[4:6]  # param, value, then the two cells
+    assert noisy_cell[1].endswith("!") and not steady_cell[1].endswith("!"), line
+    assert f"! standard error above {NOISY_SE}" in table
+    assert "!" not in format_table(rows(steady, "steady"))
