@@ -612,3 +612,39 @@ def fig2_curves(rows, test: str = "independent") -> dict:
             if pi_core == 1.0:
                 curves["pi_spu"].setdefault(pi_spu, {})[seed] = accuracy
     return curves
+
+
+def choice_table(rows) -> list[str]:
+    """Rows of the sweep paper_mnist_choices as a Markdown table: per variant, OOD accuracy (%) at pi_core 0 and 1
+    (mean +- s.e. over seeds), its difference from the defaults paired by seed (every variant of a seed shares
+    its images, initialisation and batch order), ID and off-colour (flipped) accuracy at pi_core 1; SL variants
+    ('sl_' + name) give SL's OOD and off-colour accuracy in the same row.
+    """
+    from mmcl_theory.results import mean_se
+
+    acc: dict = {}
+    for r in rows:
+        variant = str(r["series"]).partition("=")[2]
+        key = (variant.removeprefix("sl_"), r["learner"], float(r["value"]), r["test"])
+        acc.setdefault(key, {})[int(r["seed"])] = 100 * float(r["accuracy"])
+
+    def cell(variant, learner, value, test, paired=False):
+        own = acc.get((variant, learner, value, test))
+        if not own:
+            return "-"
+        if not paired:
+            return "%.1f +- %.1f" % mean_se(list(own.values()))
+        base = acc.get(("defaults", learner, value, test), {})
+        seeds = sorted(set(own) & set(base))
+        return "%+.1f +- %.1f" % mean_se([own[s] - base[s] for s in seeds]) if seeds else "-"
+
+    variants = list(dict.fromkeys(k[0] for k in acc))
+    lines = ["| variant | OOD, pi_core 0 | vs defaults | OOD, pi_core 1 | vs defaults | ID, pi_core 1 | "
+             "off-colour, pi_core 1 | SL OOD | SL off-colour |", "| --- |" + " --- |" * 8]
+    for v in variants:
+        m = "mmcl_lenet"
+        lines.append(f"| {v} | {cell(v, m, 0.0, 'independent')} | {cell(v, m, 0.0, 'independent', True)} | "
+                     f"{cell(v, m, 1.0, 'independent')} | {cell(v, m, 1.0, 'independent', True)} | "
+                     f"{cell(v, m, 1.0, 'aligned')} | {cell(v, m, 1.0, 'flipped')} | "
+                     f"{cell(v, 'sl_lenet', 1.0, 'independent')} | {cell(v, 'sl_lenet', 1.0, 'flipped')} |")
+    return lines

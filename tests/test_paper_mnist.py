@@ -459,3 +459,21 @@ def test_quick_sweep_and_figure_end_to_end(shared_data, tmp_path, capsys):
     assert main(["paper_mnist", "--quick", "--no-progress", "--out", str(tmp_path / "paper_mnist")]) == 0
     assert figures.main(["--from", str(tmp_path), "--only", "paper_mnist", "--out", str(tmp_path / "fig")]) == 0
     assert (tmp_path / "fig" / "paper_mnist.png").is_file() and (tmp_path / "fig" / "paper_mnist.csv").is_file()
+
+
+def test_choice_table_pairs_each_variant_with_the_defaults_by_seed():
+    """The paired difference is the mean over seeds of (variant - defaults) with its s.e., not the difference of
+    means: a seed offset shared by both cancels."""
+    rows = []
+    for variant, shift in (("defaults", 0.0), ("black_digit", 0.02)):
+        for seed, offset in enumerate((0.0, 0.10, -0.10)):
+            for value in (0.0, 1.0):
+                for test, base in (("independent", 0.55), ("aligned", 0.66), ("flipped", 0.45)):
+                    rows.append({"series": f"variant={variant}", "learner": "mmcl_lenet", "value": value, "test": test,
+                                 "seed": seed, "accuracy": base + offset + shift})
+        for seed in range(3):
+            rows.append({"series": f"variant=sl_{variant}", "learner": "sl_lenet", "value": 1.0, "test": "independent",
+                         "seed": seed, "accuracy": 0.5})
+    table = pm.choice_table(rows)
+    black = next(line for line in table if line.startswith("| black_digit |")).split(" | ")
+    assert black[1] == "57.0 +- 5.8" and black[2] == "+2.0 +- 0.0" and black[7] == "50.0 +- 0.0", black
