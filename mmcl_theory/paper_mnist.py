@@ -519,8 +519,9 @@ def accuracies(kind: str, params: dict, data: PaperMnistData) -> np.ndarray:
 def train(kind: str, key: jax.Array, data: PaperMnistData, settings: PaperMnistSettings) -> tuple[dict, dict]:
     """Initialise from key and train a zero-shot (mmcl_epochs, on the captions) or supervised (sl_epochs, on the
     labels) learner; a Learner record's fit (LEARNERS). Returns (params, stats): stats['final_loss'] is the last
-    epoch's mean minibatch loss, stats['curve'] the list of (epoch, accuracy per test (3,)) every curve_every
-    epochs (empty when 0).
+    finite epoch's mean minibatch loss (nan if none), stats['curve'] the list of (epoch, accuracy per test (3,))
+    every curve_every epochs (empty when 0), stats['diverged_at'] the first epoch whose mean loss is not finite
+    (None if none): training stops there and the parameters at that epoch's start are returned.
 
     Epoch e visits the minibatches epoch_batches(fold_in(key_shuffle, e), ...) in order; with redraw = 'epoch'
     its colours and captions are training_colours(..., epoch=e) (epoch 0 keeps the seed's own draw).
@@ -540,19 +541,25 @@ def train(kind: str, key: jax.Array, data: PaperMnistData, settings: PaperMnistS
     labels = jnp.asarray(data.labels)
     epochs = settings.mmcl_epochs if kind == ZERO_SHOT else settings.sl_epochs
     step = compiled_step(kind, settings, config.shade_rgb, config.composite)
-    curve, losses = [], []
+    curve, final_loss, diverged_at = [], float("nan"), None
     for epoch in tqdm(range(epochs), desc=kind, unit="epoch", leave=False, disable=None):
         if config.redraw == "epoch" and epoch > 0:
             shades, captions = training_colours(data.digits, config, data.seed, epoch)
         targets = jnp.asarray(captions) if kind == ZERO_SHOT else labels
         shades_j = jnp.asarray(shades)
+        last_finite = jax.tree.map(jnp.copy, params)  # the step donates params: keep the epoch's start
         losses = []
         for rows in epoch_batches(jax.random.fold_in(k_shuffle, epoch), n, settings.batch_size):
             params, opt_state, loss = step(params, opt_state, grey, shades_j, targets, rows)
             losses.append(loss)
+        epoch_loss = float(jnp.mean(jnp.stack(losses)))
+        if not np.isfinite(epoch_loss):  # diverged: score the parameters of the last finite epoch, and say so
+            params, diverged_at = last_finite, epoch + 1
+            break
+        final_loss = epoch_loss
         if settings.curve_every and (epoch + 1) % settings.curve_every == 0:
             curve.append((epoch + 1, accuracies(kind, params, data).tolist()))
-    return params, {"final_loss": float(jnp.mean(jnp.stack(losses))), "curve": curve}
+    return params, {"final_loss": final_loss, "curve": curve, "diverged_at": diverged_at}
 
 
 LEARNERS = (Learner("mmcl_lenet", ZERO_SHOT, functools.partial(train, ZERO_SHOT), functools.partial(accuracies, ZERO_SHOT),
@@ -561,14 +568,24 @@ LEARNERS = (Learner("mmcl_lenet", ZERO_SHOT, functools.partial(train, ZERO_SHOT)
                     trained=True))
 
 
+def _loss_columns(stats: dict) -> dict:
+    """final_loss and converged of a row: the last finite epoch's loss and '' normally; after a divergence
+    final_loss is that of the last finite epoch ('' when none) and converged says where training stopped."""
+    if stats["diverged_at"] is None:
+        return {"final_loss": stats["final_loss"], "converged": ""}
+    loss = stats["final_loss"] if np.isfinite(stats["final_loss"]) else ""
+    return {"final_loss": loss, "converged": f"no: non-finite loss in epoch {stats['diverged_at']}, scored as after "
+                                             f"epoch {stats['diverged_at'] - 1}"}
+
+
 def run_point(config: PaperMnistConfig, seeds: list[int], learners: tuple[Learner, ...],
               settings: PaperMnistSettings, route: str = "sampled") -> list[dict]:
     """Train and score every learner on every seed of one config; the model registry's runner
     (models.evaluate_grid, which orders the rows by learner).
 
     Returns one row per (learner, test, seed): {'learner', 'prompt' ('class_centre' or '' for SL), 'test',
-    'seed', 'n' (n_train), 'accuracy', 'route' ('sampled'), 'final_loss' (the last epoch's mean minibatch
-    loss), 'loss_floor' (''), 'converged' (''), 'curve' ([[epoch, accuracy], ...], kept in the sweep's
+    'seed', 'n' (n_train), 'accuracy', 'route' ('sampled'), 'final_loss' (the last finite epoch's mean minibatch
+    loss), 'loss_floor' (''), 'converged' ('', or where training diverged: _loss_columns), 'curve' ([[epoch, accuracy], ...], kept in the sweep's
     points.jsonl, not in results.csv)}.
     """
     rows = []
@@ -579,7 +596,7 @@ def run_point(config: PaperMnistConfig, seeds: list[int], learners: tuple[Learne
             for t, (test, acc) in enumerate(zip(TESTS, learner.scorers(params, data))):
                 rows.append({"learner": learner.name, "prompt": PROMPT if learner.kind == ZERO_SHOT else "",
                              "test": test, "seed": int(seed), "n": config.n_train, "accuracy": float(acc),
-                             "route": "sampled", "final_loss": stats["final_loss"], "loss_floor": "", "converged": "",
+                             "route": "sampled", "loss_floor": "", **_loss_columns(stats),
                              "curve": [[epoch, accs[t]] for epoch, accs in stats["curve"]]})
     return rows
 
