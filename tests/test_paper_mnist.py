@@ -352,17 +352,13 @@ def test_run_point_refuses_unknown_learners_and_oversized_batches(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--set", "agreement=1.5"], "PaperMnistConfig.agreement = 1.5 is out of range"),
     (["--set", "mmcl_epochs=0"], "PaperMnistSettings.mmcl_epochs = 0 is out of range"),
-    (["--set", "pi_spu=0.5"], None),  # accepted here, overwritten by every variant: see the assertion below
+    (["--set", "pi_spu=0.5"], "--set pi_spu would be overwritten: variant(s) pi_spu_1, pi_spu_0.5, pi_spu_0 of "
+                              "sweep 'paper_mnist' set pi_spu themselves"),  # the variants own pi_spu
     (["--set", "train_set=/no/such/mnist"], "/no/such/mnist: not a directory"),
 ])
 def test_sweep_cli_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, capsys):
-    from mmcl_theory.sweep import main, make_plan
+    from mmcl_theory.sweep import main
 
-    if needle is None:  # pi_spu belongs to the variants: the SL variant takes it, the MMCL variants set their own
-        plan = make_plan("paper_mnist", overrides=args[1:])
-        assert {p.series: p.config.pi_spu for p in plan.points if p.series != "variant=sl"} == {
-            "variant=pi_spu_1": 1.0, "variant=pi_spu_0.5": 0.5, "variant=pi_spu_0": 0.0}
-        return
     code = main(["paper_mnist", "--quick", "--no-progress", "--out", str(tmp_path / "o"), *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and needle in err[0] and err[0].startswith("error: "), err
@@ -477,3 +473,19 @@ def test_choice_table_pairs_each_variant_with_the_defaults_by_seed():
     table = pm.choice_table(rows)
     black = next(line for line in table if line.startswith("| black_digit |")).split(" | ")
     assert black[1] == "57.0 +- 5.8" and black[2] == "+2.0 +- 0.0" and black[7] == "50.0 +- 0.0", black
+
+
+def test_a_diverging_run_stops_and_says_so():
+    """lr 10 on unnormalised logits overflows within three epochs (measured: in the third): training stops at the
+    first non-finite epoch, the parameters scored are finite (those at that epoch's start), and the row names the
+    epoch instead of carrying a NaN."""
+    data = _random_data(0, n=256)
+    settings = dataclasses.replace(SETTINGS, mmcl_epochs=3, lr=10.0, curve_every=0)
+    params, stats = pm.train(ZERO_SHOT, jax.random.key(5), data, settings)
+    epoch = stats["diverged_at"]
+    assert epoch in (1, 2, 3), stats
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+    columns = pm._loss_columns(stats)
+    assert columns["converged"] == f"no: non-finite loss in epoch {epoch}, scored as after epoch {epoch - 1}"
+    assert columns["final_loss"] == "" if epoch == 1 else math.isfinite(columns["final_loss"])
+    assert pm._loss_columns({**stats, "diverged_at": None}) == {"final_loss": stats["final_loss"], "converged": ""}
