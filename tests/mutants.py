@@ -43,6 +43,29 @@ MUTANTS = [  # (what the mutant does, file, original text, mutated text, the fas
  ("digits learners' kind swapped (SL scored as zero-shot)", "mmcl_theory/digits_learners.py",
   'Learner("sl_min_norm", SUPERVISED,', 'Learner("sl_min_norm", ZERO_SHOT,',
   ["tests/test_models.py::test_each_learners_rows_carry_the_prompt_sets_of_its_kind"]),
+ ("digits InfoNCE temperature inverted (tau where 1/tau belongs)", "mmcl_theory/digits_learners.py",
+  "jnp.asarray(1.0 / temperature))", "jnp.asarray(temperature))",
+  ["tests/test_digits.py::test_digits_infonce_loss_is_the_hand_computed_loss_at_its_temperature"]),
+ ("exact route's test noise sigma_xi/d where sigma_xi^2/d belongs", "mmcl_theory/evaluate.py",
+  "noise = (cfg.sigma_xi**2 / cfg.d) * (w.T @ w)", "noise = (cfg.sigma_xi / cfg.d) * (w.T @ w)",
+  ["tests/test_evaluate.py::test_exact_route_accuracy_at_sigma_xi_2_and_sigma_core_2_is_a_numpy_monte_carlo"]),
+ ("M1 spurious-detail mask drawn with the spurious feature's own key", "mmcl_theory/datamodel.py",
+  "jax.random.bernoulli(jax.random.fold_in(key, 6), cfg.spurious_detail, (n,))",
+  "jax.random.bernoulli(k_spu, cfg.spurious_detail, (n,))",
+  ["tests/test_datamodel.py::test_m1_caption_masks_are_independent_of_the_features_they_mask"]),
+ ("exact route's M2 core variance sigma_core where sigma_core^2 belongs", "mmcl_theory/evaluate.py",
+  "eye[y] * cfg.sigma_core**2", "eye[y] * cfg.sigma_core",
+  ["tests/test_evaluate.py::test_exact_route_accuracy_at_sigma_xi_2_and_sigma_core_2_is_a_numpy_monte_carlo[M2]"]),
+ ("DM2 class-mean prompt without the masking probability pi", "mmcl_theory/datamodel.py",
+  "spu = core * (cfg.pi * cfg.alpha)", "spu = core * cfg.alpha",
+  ["tests/test_datamodel.py::test_class_mean_prompts_are_the_sampled_class_means_of_the_captions[DM2]"]),
+ ("M2 class-mean prompt without spurious_annotation", "mmcl_theory/datamodel.py",
+  "spurious = cfg.spurious_annotation * (eye * cfg.p + (1 - eye) * q)", "spurious = eye * cfg.p + (1 - eye) * q",
+  ["tests/test_datamodel.py::test_class_mean_prompts_are_the_sampled_class_means_of_the_captions[M2]"]),
+ ("linear-loss floor without rho (learners.loss_floor_linear)", "mmcl_theory/learners.py",
+  "return -jnp.sum(sigma[: rank or sigma.shape[0]] ** 2) / (2 * rho)",
+  "return -jnp.sum(sigma[: rank or sigma.shape[0]] ** 2) / 2",
+  ["tests/test_learners.py::test_linear_loss_floor_at_rho_not_one_is_the_closed_form_minimum_by_hand"]),
 ]
 
 
@@ -50,7 +73,7 @@ def main() -> int:
     missed = 0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "checkout"
-        shutil.copytree(SOURCE, root, ignore=shutil.ignore_patterns("runs", ".git", "*.egg-info", "__pycache__"))
+        shutil.copytree(SOURCE, root, ignore=shutil.ignore_patterns("runs", ".git", ".venv", "*.egg-info", "__pycache__"))
         for name, f, old, new, tests in MUTANTS:
             path = root / f
             src = path.read_text()

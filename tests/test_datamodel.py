@@ -140,3 +140,49 @@ def test_m2_caption_richness_enters_the_sampler_once():
     for k in range(K):
         centred = (c[:, k] - c[:, k].mean()) * (c_text[:, k] - c_text[:, k].mean())
         assert abs(centred.mean() - theory[k, k]) <= 4 * centred.std() / math.sqrt(n), k
+
+
+def test_m1_caption_masks_are_independent_of_the_features_they_mask():
+    """docs/models.md#m1 (and the paper's Def. 5.1, docs/models.md#paper-data-models): z_T,core = z_core with
+    probability r, else y, and z_T,spu = a + psi (z_spu - a) with psi ~ Bernoulli(spurious_detail): each mask is a coin
+    of its own, independent of the per-image noise it reveals (e1 = (z_core - y)/sigma_core, e2 = (z_spu -
+    a)/sigma_spu). A mask drawn from the feature's own PRNG key is a threshold of that noise (psi = 1[e2 < c]), which
+    leaves its rate right but its correlation with e2 about -0.8. Sample correlations of each mask with its noise, with
+    the noise squared and with the other mask, 200,000 draws: each within 5 standard errors of 0 (1/sqrt(n) for
+    independent variables); each mask's rate within 5 binomial standard errors."""
+    n, r, pi_spu = 200_000, 0.3, 0.6
+    cfg = make_config("M1", sigma_core=1.5, sigma_spu=0.5, p=0.8, r=r, spurious_detail=pi_spu)
+    lat = sample_latents(jax.random.key(11), cfg, n)
+    z, t = np.asarray(lat.z_image, np.float64), np.asarray(lat.z_text, np.float64)
+    y, a = 2.0 * np.asarray(lat.label) - 1, 2.0 * np.asarray(lat.spurious) - 1
+    core_mask, spu_mask = t[:, 0] == z[:, 0], t[:, 1] == z[:, 1]  # a continuous feature equals y or a w.p. 0
+    assert np.all(core_mask | (t[:, 0] == y)) and np.all(spu_mask | (t[:, 1] == a))
+    e1, e2 = (z[:, 0] - y) / cfg.sigma_core, (z[:, 1] - a) / cfg.sigma_spu
+    bound = 5 / math.sqrt(n)
+    for mask, rate, noise in ((core_mask, r, e1), (spu_mask, pi_spu, e2)):
+        assert abs(mask.mean() - rate) <= 5 * math.sqrt(rate * (1 - rate) / n)
+        for other in (noise, noise**2, core_mask if mask is spu_mask else spu_mask):
+            assert abs(np.corrcoef(mask, other)[0, 1]) <= bound
+
+
+@pytest.mark.parametrize("preset, overrides", [
+    ("M1", dict(p=0.8, spurious_annotation=0.6, r=0.5)),
+    ("M2", dict(K=3, p=0.7, beta=0.4, annotate=0.5, spurious_annotation=0.6, r=0.5)),
+    ("DM2", dict(m=3, alpha=1.5, beta=0.4, pi=0.5)),
+], ids=["M1", "M2", "DM2"])
+def test_class_mean_prompts_are_the_sampled_class_means_of_the_captions(preset, overrides):
+    """docs/models.md#8 (zero-shot prompts): the class-mean prompt is the average training caption of the class,
+    t_latent(k) = E[z_T | y = k] (DM2, docs/models.md#dm2: c e_k + pi c alpha e_{k+m}). At the defaults
+    spurious_annotation = annotate = pi = 1 a missing factor is invisible; here all are below 1. prompt_latents(cfg,
+    "class_mean") against the per-class mean of 200,000 sampled training captions, every entry within 5 standard
+    errors of its class mean (plus float32 rounding for entries that do not vary)."""
+    cfg = make_config(preset, **overrides)
+    n = 200_000
+    lat = sample_latents(jax.random.key(5), cfg, n)
+    text, label = np.asarray(lat.z_text, np.float64), np.asarray(lat.label)
+    prompts = np.asarray(prompt_latents(cfg, "class_mean"), np.float64)
+    assert prompts.shape == (cfg.num_classes, cfg.latent_dim)
+    for k in range(cfg.num_classes):
+        rows = text[label == k]
+        se = rows.std(0) / math.sqrt(len(rows))
+        np.testing.assert_array_less(np.abs(rows.mean(0) - prompts[k]), 5 * se + 1e-6, err_msg=f"{preset} class {k}")

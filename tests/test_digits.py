@@ -472,3 +472,32 @@ def test_theory_rows_score_the_expected_statistics_with_the_expected_caption_mea
         expected = (np.argmax(scores, -1) == split.tests.label).mean(-1)
         got = [r["accuracy"] for r in rows if r["prompt"] == prompt]
         np.testing.assert_array_equal(got, expected)
+
+
+def test_digits_infonce_loss_is_the_hand_computed_loss_at_its_temperature():
+    """DigitsLearnerSettings ("temperature: the fixed InfoNCE temperature tau (logit scale 1/tau)") and
+    docs/learners.md#infonce / #digits: the digits InfoNCE learners' minibatch loss (digits_learners.loss) is symmetric
+    InfoNCE of the L2-normalised image and text embeddings with logits <u_i, v_j> / tau. Checked against that loss
+    written out in float64 numpy (a forward pass by hand, logsumexp by rows and by columns) on a batch of 5, for the
+    linear and the MLP encoders, at tau = 0.25 and tau = 2 (at tau = 1 a tau / (1/tau) mix-up is invisible)."""
+    def by_hand(params, x, text, tau):
+        def forward(layers, h):
+            for i, (w, b) in enumerate(layers):
+                h = h @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
+                h = np.maximum(h, 0.0) if i < len(layers) - 1 else h
+            return h / np.linalg.norm(h, axis=1, keepdims=True)
+
+        s = forward(params["image"], x) @ forward(params["text"], text).T / tau
+        lse = lambda a, axis: np.log(np.exp(a - a.max()).sum(axis)) + a.max()
+        return 0.5 * (np.mean(lse(s, 1) - np.diag(s)) + np.mean(lse(s, 0) - np.diag(s)))
+
+    rng = np.random.default_rng(4)
+    x, text, label = rng.normal(size=(5, 7)), rng.normal(size=(5, 4)), jnp.arange(5)
+    settings = dl.DigitsLearnerSettings(width=32, embed_dim=3)
+    for hidden in (False, True):
+        params = dl.init_params(jax.random.key(2), dl.ZERO_SHOT, hidden, 7, 4, settings)
+        for tau in (0.25, 2.0):
+            got = float(dl.loss(params, jnp.asarray(x, jnp.float32), jnp.asarray(text, jnp.float32), label, tau))
+            assert got == pytest.approx(by_hand(params, x, text, tau), rel=1e-5), (hidden, tau)
+        # the premise: the two temperatures give losses far apart (a tau <-> 1/tau swap would not pass)
+        assert abs(by_hand(params, x, text, 0.25) - by_hand(params, x, text, 4.0)) > 0.1

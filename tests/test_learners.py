@@ -69,6 +69,23 @@ def test_linear_gd_reaches_the_closed_form_floor_of_its_rank():
     assert float(final) - floor > 0.1 * abs(floor) and not bool(converged)
 
 
+
+def test_linear_loss_floor_at_rho_not_one_is_the_closed_form_minimum_by_hand():
+    """docs/theory.md#closed-form (and learners.loss_floor_linear's docstring): over rank(A) <= p the regularised
+    linear loss -<A, S> + (rho/2) ||A||_F^2 is smallest at A* = (1/rho) (top-p SVD of S), S = (X_I - 1 xbar^T)^T X_T
+    / (n - 1). At rho = 0.25 (the default rho = 1 hides a missing or squared rho) loss_floor_linear must equal that
+    loss evaluated in float64 numpy at A* built here from numpy's SVD of S, at rank 2 and at full rank (0)."""
+    cfg, data = _m1_sample(n=60, d=80, r=1.0)
+    x_i, x_t = np.asarray(data.x_image, np.float64), np.asarray(data.x_text, np.float64)
+    S = (x_i - x_i.mean(0)).T @ x_t / (cfg.n - 1)
+    u, sigma, vt = np.linalg.svd(S)
+    rho = 0.25
+    for rank in (2, 0):
+        p = rank or len(sigma)
+        a_star = (u[:, :p] * sigma[:p]) @ vt[:p] / rho
+        by_hand = -np.sum(a_star * S) + 0.5 * rho * np.sum(a_star * a_star)
+        assert float(L.loss_floor_linear(data.x_image, data.x_text, rank, rho)) == pytest.approx(by_hand, rel=1e-4), rank
+
 def _simplex(n):
     """n unit vectors in R^n with pairwise inner products -1/(n-1) (centred standard basis)."""
     e = np.eye(n) - 1.0 / n
