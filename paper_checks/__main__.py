@@ -1,12 +1,16 @@
-"""`python -m paper_checks [--quick] [--only IDS] [--out PATH] [--strict]`: run the checks, write the report.
+"""`python -m paper_checks [--quick] [--only IDS] [--out PATH] [--resume DIR] [--strict]`: run the checks, write the report.
 
 Exit code: 0 when every check ran (the verdicts, pass or fail, are in the report); 1 when a check
-crashed (its record says so), or, with --strict, when a verdict is fail; 2 for bad input.
+crashed (its record says so), or, with --strict, when a verdict is fail; 2 for bad input, including an
+output folder (--out's, --resume) that cannot be written: checked before any check runs.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,44 +20,88 @@ from mmcl_theory.runtime import error_exit
 
 from .checks import CHECKS
 from .common import CRASHED, FAIL
-from .report import render, run_all
+from .report import SaveError, render, run_all
 
 
-def default_out(quick: bool) -> Path:
-    """paper_checks/REPORT.md when run from the repository root; runs/paper_checks/ otherwise and for --quick."""
-    if not quick and Path("paper_checks/checks.py").is_file():
+def writable_folder(folder: Path) -> str:
+    """'' when ``folder`` exists or can be created and a file can be written in it (probed with a temporary file,
+    removed again); else why not (the OS's reason)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-") as f:
+            f.write(b"x")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        return e.strerror or str(e)
+    return ""
+
+
+def default_out(quick: bool, partial: bool = False) -> Path:
+    """paper_checks/REPORT.md for a full run from the repository root; runs/paper_checks/ otherwise, for --quick
+    and for --only (a report of some checks never replaces the committed report of all of them)."""
+    if not quick and not partial and Path("paper_checks/checks.py").is_file():
         return Path("paper_checks/REPORT.md")
     return Path("runs/paper_checks") / ("REPORT-quick.md" if quick else "REPORT.md")
+
+
+def _path(text: str) -> Path:
+    """argparse type of --out and --resume: a non-empty path ('' would silently mean the working directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a path")
+    return Path(text)
+
+
+def parse_only(text: str | None) -> list[str] | None:
+    """--only's ids in order, each once; None (all checks) when not given. ValueError naming what is wrong."""
+    if text is None:
+        return None
+    ids = list(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
+    if not ids:
+        raise ValueError(f"--only {text!r} names no check: comma-separated ids from {', '.join(CHECKS)}")
+    bad = [c for c in ids if c not in CHECKS]
+    if bad:
+        raise ValueError(f"unknown check id(s) {', '.join(bad)}: known {', '.join(CHECKS)}")
+    return ids
 
 
 def main(argv=None) -> int:
     ap = ArgumentParser(prog="python -m paper_checks", description=__doc__.split("\n")[0],
                         epilog="The claims and their expectations: docs/claims.md.")
     ap.add_argument("--quick", action="store_true", help="smaller n and fewer seeds (the CI variant)")
-    ap.add_argument("--only", help=f"comma-separated check ids (default: all of {', '.join(CHECKS)})")
-    ap.add_argument("--out", type=Path, help="report path (default paper_checks/REPORT.md from the repository "
-                                             "root, else runs/paper_checks/REPORT.md; --quick: "
-                                             "runs/paper_checks/REPORT-quick.md)")
-    ap.add_argument("--resume", type=Path, metavar="DIR",
+    ap.add_argument("--only", metavar="IDS", help=f"comma-separated check ids (default: all of {', '.join(CHECKS)})")
+    ap.add_argument("--out", type=_path, help="report path (default paper_checks/REPORT.md for all checks from the "
+                                              "repository root, else runs/paper_checks/REPORT.md; --quick: "
+                                              "runs/paper_checks/REPORT-quick.md)")
+    ap.add_argument("--resume", type=_path, metavar="DIR",
                     help="save each finished check in DIR and reuse checks already saved there (same version, mode)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when any verdict is fail")
     args = ap.parse_args(argv)
-    only = [c.strip() for c in args.only.split(",")] if args.only else None
-    bad = [c for c in only or [] if c not in CHECKS]
-    if bad:
-        return error_exit(f"unknown check id(s) {', '.join(bad)}: known {', '.join(CHECKS)}")
-    out = args.out or default_out(args.quick)
+    try:
+        only = parse_only(args.only)
+    except ValueError as e:
+        return error_exit(e)
+    out = args.out or default_out(args.quick, only is not None)
     for path, what in ((args.resume, "--resume"), (out.parent, "--out's folder")):
         if path is not None and path.exists() and not path.is_dir():
             return error_exit(f"{what} {path} is a file: give a folder")
     if out.is_dir():
         return error_exit(f"--out {out} is a folder: give the report's file path")
+    if out.exists() and not out.is_file():  # the atomic write would replace a device, FIFO or socket by a file
+        return error_exit(f"--out {out} is not a regular file (a device, FIFO or socket): give the report's file path")
+    for path, what in ((args.resume, "--resume folder"), (out.parent, "--out's folder")):
+        why = writable_folder(path) if path is not None else ""
+        if why:
+            return error_exit(f"cannot write in the {what} {path}: {why}")
     from mmcl_theory.runtime import setup_jax
 
     setup_jax("cpu")
     start = time.perf_counter()
-    records = run_all(args.quick, only, resume_dir=args.resume)
-    text = render(records, args.quick, time.perf_counter() - start)
+    try:
+        records = run_all(args.quick, only, resume_dir=args.resume)
+    except SaveError as e:
+        return error_exit(e)
+    text = render(records, args.quick, time.perf_counter() - start, only)
     try:
         atomic_write_text(out, text)
     except OSError as e:

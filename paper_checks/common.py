@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import numpy as np
 
@@ -20,6 +21,7 @@ DERIVED = "package derivation (this package's own models and formulas)"
 SAGAWA = "published: Sagawa et al. 2020"
 
 PASS, FAIL, NOT_RUN, CRASHED = "pass", "fail", "not run", "crashed"
+VERDICTS = (PASS, FAIL, NOT_RUN, CRASHED)
 Z = 3.0  # tolerances are Z standard errors of the seed mean
 
 
@@ -39,6 +41,36 @@ class Record:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: object) -> "Record":
+        """The Record of ``as_dict``'s output, checked field by field: ValueError saying what is wrong (not a JSON
+        object, a key missing or added, a value of the wrong type, a verdict that is not one of VERDICTS)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the record is a JSON {json_kind(data)}, not an object")
+        names = [f.name for f in dataclasses.fields(cls)]
+        texts = [f.name for f in dataclasses.fields(cls) if f.type == "str"]
+        missing, added = [k for k in names if k not in data], [k for k in data if k not in names]
+        if missing or added:
+            raise ValueError("; ".join([f"missing key(s) {', '.join(map(repr, missing))}"] * bool(missing) +
+                                       [f"unknown key(s) {', '.join(map(repr, added))}"] * bool(added)))
+        for k in texts:
+            if not isinstance(data[k], str):
+                raise ValueError(f"{k!r} is a JSON {json_kind(data[k])}, not a string")
+        if not isinstance(data["details"], list) or not all(isinstance(x, str) for x in data["details"]):
+            raise ValueError("'details' is not a list of strings")
+        sec = data["seconds"]
+        if isinstance(sec, bool) or not isinstance(sec, (int, float)) or not math.isfinite(sec) or sec < 0:
+            raise ValueError(f"'seconds' = {sec!r} is not a finite number >= 0")
+        if data["verdict"] not in VERDICTS:
+            raise ValueError(f"'verdict' = {data['verdict']!r} is not a verdict (allowed: {', '.join(VERDICTS)})")
+        return cls(**{k: data[k] for k in texts}, details=list(data["details"]), seconds=float(sec))
+
+
+def json_kind(x: object) -> str:
+    """The JSON type name of a decoded value (for messages)."""
+    return {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(x), type(x).__name__)
 
 
 def fmt(mean: float, se: float | None = None, digits: int = 3) -> str:

@@ -320,6 +320,7 @@ def test_imagenet_r_class_sublists_of_the_wrong_structure(tmp_path, capsys):
     (["--workers", "0"], ["--workers = 0", "[1, 256]"]),
     (["--workers", "two"], ["argument --workers", "invalid int value"]),
     (["--kind", "test"], ["argument --kind", "invalid choice"]),
+    (["--root", ""], ["--root '' is not allowed", "folder or file"]),
 ])
 def test_data_cli_bad_options(tmp_path, capsys, argv, parts):
     tiny(tmp_path)
@@ -349,6 +350,24 @@ def test_data_cli_verify_lists_corrupt_and_missing_images(tmp_path, capsys):
     assert rep["samples"] == 3 and set(entries) == {"bad.jpg", "empty.png"}
     assert entries["empty.png"].startswith("undecodable image (UnidentifiedImageError")
     assert entries["bad.jpg"].startswith("undecodable image (OSError")
+
+
+def test_data_cli_verify_groups_by_a_stable_cause(tmp_path, capsys):
+    """Equal causes are one group: no memory address (Pillow's repr of the BytesIO) or file name in the cause."""
+    png(tmp_path / "3" / "ok.png")
+    for name in ("empty1.png", "empty2.png"):
+        (tmp_path / "3" / name).write_bytes(b"")
+    (tmp_path / "4" / "junk.png").parent.mkdir()
+    (tmp_path / "4" / "junk.png").write_bytes(b"not an image at all")
+    code, out, err = run_main(data_main, ["check", "imagenetv2", "--root", tmp_path, "--verify", "--json"], capsys)
+    assert code == 0, err
+    assert " at 0x" not in out
+    assert json.loads(out)["skipped"]["by_reason"] == {
+        "undecodable image (UnidentifiedImageError: cannot identify image file)": 3}
+    skipped = []
+    D.read_images([str(tmp_path / "gone1.png"), str(tmp_path / "gone2.png"), f"{tmp_path / 'x.tar'}::a.png"], 4,
+                  skipped=skipped)
+    assert {r for _, r in skipped} == {"FileNotFoundError: No such file or directory"}, skipped
 
 
 def test_data_cli_entry_point_has_no_traceback(tmp_path):
@@ -400,6 +419,133 @@ def test_damaged_cache_marker_is_rebuilt_and_damaged_manifest_refused(tmp_path):
     (tmp_path / "cache" / "manifest.json").write_text("{not json")
     with pytest.raises(D.DataLayoutError, match="unreadable cache manifest"):
         D.ImageCache(tmp_path / "cache")
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a live process from /proc, or None when it is gone or a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, ppid = text.rsplit(")", 1)[1].split()[:2]
+    return None if state in "ZX" else (state, int(ppid))
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """{pid: command line} of the live descendants of pid (read from /proc; psutil may be absent)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and (st := _proc_stat(int(d.name))) is not None:
+            children.setdefault(st[1], []).append(int(d.name))
+    out, todo = {}, [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            try:
+                out[c] = Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            todo.append(c)
+    return out
+
+
+def _wchan(pid: int) -> str:
+    """Where in the kernel the process sleeps ('wait_for_partner': opening a FIFO nobody writes to)."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text().strip()
+    except OSError:
+        return ""
+
+
+BUILDER = """
+import sys
+from mmcl_theory.clip.data import build_cache
+build_cache(sys.argv[2:], sys.argv[1], 8, workers=2, shard_size=1, progress=False)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc to find the worker processes")
+def test_cache_workers_die_with_a_killed_builder(tmp_path):
+    """kill -9 of the cache builder takes its decoding workers (and multiprocessing's resource tracker) with it.
+    The images are FIFOs nobody writes to, so each worker is stuck in open() when the builder dies."""
+    import signal
+    import time
+
+    fifos = []
+    for name in ("a.png", "b.png"):
+        os.mkfifo(tmp_path / name)
+        fifos.append(str(tmp_path / name))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    builder = subprocess.Popen([sys.executable, "-c", BUILDER, str(tmp_path / "cache"), *fifos], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 180                            # spawned workers import numpy, PIL: slow under load
+        while sum("spawn_main" in c for c in seen.values()) < 2:     # both workers started
+            assert builder.poll() is None and time.monotonic() < deadline, (builder.returncode, seen)
+            seen.update(_descendants(builder.pid))
+            time.sleep(0.1)
+        workers = [p for p, c in seen.items() if "spawn_main" in c]
+        deadline = time.monotonic() + 60                             # ...and each is blocked opening its FIFO (wchan
+        while not all(_wchan(p) == "wait_for_partner" for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)                                          # not exposed: go on after 60 s)
+        seen.update(_descendants(builder.pid))
+        builder.send_signal(signal.SIGKILL)
+        builder.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while (alive := [p for p in seen if _proc_stat(p) is not None]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive, {p: seen[p] for p in alive}
+    finally:
+        for pid in [builder.pid, *seen]:
+            if _proc_stat(pid) is not None:
+                os.kill(pid, signal.SIGKILL)
+        if builder.poll() is None:
+            builder.wait(timeout=30)
+
+
+WATCHED = """
+import sys, time
+from mmcl_theory.clip.data import cache
+sys.platform = "other"                       # no prctl: the getppid thread must do it
+cache._die_with_parent(int(sys.argv[1]))
+print("armed", flush=True)
+time.sleep(120)
+"""
+MIDDLE = """
+import os, subprocess, sys
+p = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(os.getpid())])
+print(p.pid, flush=True)
+p.wait()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc to see the worker's state")
+def test_cache_worker_fallback_without_prctl(tmp_path):
+    """Where prctl is missing, the worker initializer's getppid thread ends the worker when its parent dies; a
+    worker whose parent died before the initializer ran exits at once."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    orphan = subprocess.run([sys.executable, "-c", WATCHED, "1"], env=env, capture_output=True, text=True, timeout=120)
+    assert orphan.returncode == 1 and "armed" not in orphan.stdout       # parent 1 is not its parent: exits
+    middle = subprocess.Popen([sys.executable, "-c", MIDDLE, WATCHED], env=env, stdout=subprocess.PIPE, text=True)
+    worker = None
+    try:
+        worker = int(middle.stdout.readline())
+        assert middle.stdout.readline().strip() == "armed"
+        middle.send_signal(signal.SIGKILL)
+        middle.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _proc_stat(worker) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _proc_stat(worker) is None
+    finally:
+        for pid in (middle.pid, worker):
+            if pid is not None and _proc_stat(pid) is not None:
+                os.kill(pid, signal.SIGKILL)
+        middle.wait(timeout=30)
+        middle.stdout.close()
 
 
 # ---------------------------------------------------------------------------------------- robustness

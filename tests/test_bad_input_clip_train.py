@@ -160,6 +160,15 @@ def test_workdir_that_is_a_file_is_one_line_from_the_real_cli(tmp_path):
     assert "--workdir" in line and "is a file" in line
 
 
+def test_empty_workdir_is_refused_not_the_working_folder(tmp_path, capsys, monkeypatch):
+    cfg = write(tmp_path, SYNTHETIC)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    rc, _, err = run_main(train.main, ["--config", cfg, "--workdir", ""], capsys)
+    assert "--workdir = '' is not allowed: a folder path" in one_error_line(rc, err)
+    assert list((tmp_path / "cwd").iterdir()) == []
+
+
 def test_workdir_inside_a_file_is_one_line(tmp_path, capsys):
     cfg = write(tmp_path, SYNTHETIC)
     (tmp_path / "f").write_text("x")
@@ -209,6 +218,46 @@ def test_missing_data_root_is_one_line(tmp_path, capsys):
                 .replace("vocab_size = 512", "vocab_size = 600"))
     rc, _, err = run_main(train.main, ["--config", cfg, "--workdir", tmp_path / "w"], capsys)
     assert "nope.csv" in one_error_line(rc, err)
+
+
+def _named_option(line: str) -> str:
+    """The 'SECTION.FIELD' a message tells the user to set, checked to be a real field of the run config."""
+    import dataclasses
+    import re
+
+    named = re.findall(r"\bset (\w+)\.(\w+)", line)
+    assert len(named) == 1, line
+    section, field = named[0]
+    assert field in {f.name for f in dataclasses.fields(config.SECTIONS[section])}, (line, section)
+    return f"{section}.{field}"
+
+
+@pytest.mark.parametrize("damage", ["folder is a file", "another cache"])
+def test_image_cache_folder_message_names_the_real_option(tmp_path, capsys, image_csv, damage):
+    """A cache folder that cannot be used names the config field that moves it (not the data layer's out_dir), a
+    field --set accepts."""
+    size = models_image_size()
+    cfg = write(tmp_path, csv_config(image_csv, steps=1))
+    folder = tmp_path / "w" / "cache" / f"csv_{size}"
+    folder.parent.mkdir(parents=True)
+    if damage == "folder is a file":
+        folder.write_text("not a cache")
+    else:
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"format": 2, "resolution": size, "crop_border": 0,
+                                                          "shard_size": 4096, "count": 3, "paths_sha256": "0"}))
+    rc, _, err = run_main(train.main, ["--config", cfg, "--workdir", tmp_path / "w", "--no-progress"], capsys)
+    line = one_error_line(rc, err)
+    assert str(folder) in line and "out_dir" not in line
+    option = _named_option(line)
+    assert option == "data.cache_dir"
+    assert config.load_config(cfg, [f"{option}={tmp_path / 'elsewhere'}"]).data.cache_dir == str(tmp_path / "elsewhere")
+
+
+def models_image_size() -> int:
+    from mmcl_theory.clip import models
+
+    return models.model_config("ViT-test").vision.image_size
 
 
 def test_batch_larger_than_the_data_is_one_line(tmp_path, capsys):

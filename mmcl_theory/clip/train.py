@@ -98,7 +98,10 @@ class NonFiniteLossError(RuntimeError):
 
 
 def prepare_workdir(path: str | Path) -> Path:
-    """The run folder, created if new; a path that is a file, or cannot be created, is a ConfigError."""
+    """The run folder, created if new; an empty path (the working folder, unasked), a path that is a file, or one
+    that cannot be created, is a ConfigError."""
+    if not str(path).strip():
+        raise ConfigError(f"--workdir = {str(path)!r} is not allowed: a folder path (new, or an earlier run's to resume)")
     workdir = Path(path)
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"--workdir = {str(path)!r} is a file: a folder (new, or an earlier run's to resume)")

@@ -201,7 +201,8 @@ def real_train_data(cfg: TrainConfig, workdir: Path, image_size: int, context_le
     loud = progress and jax.process_index() == 0
     cache_dir = Path(d.cache_dir) if d.cache_dir else workdir / "cache"
     cache = data.build_cache(ds, cache_dir / f"{d.dataset}_{image_size}", image_size,
-                             workers=min(8, os.cpu_count() or 1), progress=loud)
+                             workers=min(8, os.cpu_count() or 1), progress=loud,
+                             folder_option="data.cache_dir" if d.cache_dir else "data.cache_dir (default WORKDIR/cache)")
     keep = np.ones(len(groups), bool)
     keep[np.asarray(cache.skipped_rows, np.int64)] = False
     if not keep.any():

@@ -72,6 +72,9 @@ def check(name: str, root: str, kind: str | None = None, options: dict | None = 
         kind = "train" if name in TRAINING_SETS else "eval"
     check_choice("", "--kind", kind, ("train", "eval"))
     check_range("", "--workers", workers, 1, 256, integer=True)
+    if not str(root).strip():
+        raise ConfigError(f"--root {str(root)!r} is not allowed: the dataset's folder or file (not the working folder "
+                          "by default)")
     ds = load_training_set(name, root, **options) if kind == "train" else load_eval_set(name, root, **options)
     skipped = list(ds.skipped)
     paths = ds.image_paths or []

@@ -9,16 +9,22 @@ Layout of ``out_dir``::
 
 The rows of a shard are filled in place (by worker processes writing through their own memory map),
 flushed, and only then is the shard's marker written (temp file + rename). A killed build keeps
-every marked shard and rewrites the unmarked ones on the next call. Reading is one fancy index into
-a single memory map, ``cache.images[indices]``.
+every marked shard and rewrites the unmarked ones on the next call; its worker processes die with it,
+even on kill -9 (``_die_with_parent``). Reading is one fancy index into a single memory map,
+``cache.images[indices]``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -107,6 +113,36 @@ class ImageCache:
         return np.asarray(self.images[np.asarray(indices, dtype=np.int64)])
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _watch_parent(parent: int, interval: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when ``parent`` (the builder) dies, however it dies.
+
+    concurrent.futures workers otherwise outlive a builder killed with -9, blocked forever on their task queue
+    (and with them multiprocessing's resource tracker). On Linux the kernel sends SIGKILL on the parent's death
+    (prctl PR_SET_PDEATHSIG); elsewhere, or if prctl fails, a daemon thread polls os.getppid(). A parent that died
+    before this ran is caught by the getppid check after the prctl."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+                               ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
 def _decode_into(npy_path: str, start: int, refs: list[str], resolution: int, crop_border: int) -> list[list]:
     """Decode refs into rows start.. of the .npy file (opened r+), flush; return [[row, ref, reason]] for
     the images that failed (their rows are set black). Runs in a worker process or inline."""
@@ -124,12 +160,15 @@ def _decode_into(npy_path: str, start: int, refs: list[str], resolution: int, cr
 
 
 def build_cache(dataset_or_paths, out_dir: str | Path, resolution: int, workers: int = 2,
-                shard_size: int = 4096, crop_border: int | None = None, progress: bool = True) -> ImageCache:
+                shard_size: int = 4096, crop_border: int | None = None, progress: bool = True,
+                folder_option: str = "out_dir") -> ImageCache:
     """Decode every image once (center crop + resize to ``resolution``) into ``out_dir``; resumable.
 
     dataset_or_paths: a dataset with ``.image_paths`` (and optionally ``.crop_border``) or a list of paths.
     Images that fail to decode become black rows listed in ``ImageCache.skipped``. ``workers`` > 1 decodes
     in that many spawned processes (safe next to JAX; threads do not scale, decoding holds the GIL).
+    ``folder_option``: what the caller's user sets to choose ``out_dir`` (a CLI flag or config field), named in
+    the errors about the folder (e.g. the training CLI's 'data.cache_dir').
     """
     paths = list(getattr(dataset_or_paths, "image_paths", dataset_or_paths) or [])
     if crop_border is None:
@@ -142,7 +181,8 @@ def build_cache(dataset_or_paths, out_dir: str | Path, resolution: int, workers:
         raise ValueError("build_cache: no image paths given")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise DataLayoutError(f"{out}: the cache folder is a file; pass a folder as out_dir")
+        raise DataLayoutError(f"{out}: the image cache folder is a file; move it away or set {folder_option} "
+                              "to another folder")
     out.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()
     manifest = {"format": 2, "resolution": int(resolution), "crop_border": int(crop_border),
@@ -152,7 +192,8 @@ def build_cache(dataset_or_paths, out_dir: str | Path, resolution: int, workers:
         old = _read_manifest(mpath)
         if old != manifest:
             diff = {k: (old.get(k), v) for k, v in manifest.items() if old.get(k) != v}
-            raise DataLayoutError(f"{out}: holds a different cache ({diff}); use another out_dir")
+            raise DataLayoutError(f"{out}: holds a different image cache ({diff}); set {folder_option} to another "
+                                  "folder or delete this one")
     for stale in [*out.glob("*.tmp"), *out.glob(".*.tmp*")]:  # partial files of a killed build
         stale.unlink()
     data = out / IMAGES
@@ -185,7 +226,8 @@ def build_cache(dataset_or_paths, out_dir: str | Path, resolution: int, workers:
         for i, lo, refs in tasks:
             finished(i, len(refs), _decode_into(str(data), lo, refs, resolution, crop_border))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_decode_into, str(data), lo, refs, resolution, crop_border): (i, len(refs))
                        for i, lo, refs in tasks}
             for fut in as_completed(futures):

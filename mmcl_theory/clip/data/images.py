@@ -5,9 +5,11 @@ An image reference is a file path, or ``<shard>.tar::<member>`` for a member of 
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import os
+import re
 import tarfile
 from collections.abc import Sequence
 
@@ -42,7 +44,7 @@ def read_bytes(ref: str) -> bytes:
     try:
         offset, size = _tar_members(shard, st.st_mtime_ns, st.st_size)[member]
     except KeyError:
-        raise KeyError(f"{member} is not a file in {shard}") from None
+        raise FileNotFoundError(errno.ENOENT, "no such file member in the tar shard", ref) from None
     with open(shard, "rb") as f:
         f.seek(offset)
         return f.read(size)
@@ -69,6 +71,19 @@ _DECODE_ERRORS = (OSError, UnidentifiedImageError, Image.DecompressionBombError,
                   tarfile.TarError)
 
 
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def failure_reason(e: BaseException) -> str:
+    """The cause of a failed read or decode as a stable 'Type: message': the same cause gives the same string for
+    every file (reports group skipped images by it). Object reprs (Pillow names the BytesIO it was handed, with its
+    memory address) are cut, and an OSError about a file gives its strerror, not the file name (the skip record
+    names the file already)."""
+    if isinstance(e, OSError) and e.strerror and e.filename is not None:
+        return f"{type(e).__name__}: {e.strerror}"
+    return f"{type(e).__name__}: {_OBJECT_REPR.sub('', str(e))}"
+
+
 def decode_image(ref: str, resolution: int, crop_border: int = 0) -> np.ndarray:
     """One image -> uint8 (resolution, resolution, 3): optional border crop, center square crop, bicubic resize.
 
@@ -78,7 +93,7 @@ def decode_image(ref: str, resolution: int, crop_border: int = 0) -> np.ndarray:
         with Image.open(io.BytesIO(read_bytes(ref))) as img:
             return _to_square(img, resolution, crop_border)
     except _DECODE_ERRORS as e:
-        raise ImageDecodeError(f"{ref}: {type(e).__name__}: {e}") from None
+        raise ImageDecodeError(f"{ref}: {failure_reason(e)}") from None
 
 
 def read_images(paths: Sequence[str], resolution: int, *, crop_border: int = 0,
@@ -112,4 +127,4 @@ def verify_image(ref: str) -> str | None:
             img.load()
         return None
     except _DECODE_ERRORS as e:
-        return f"{type(e).__name__}: {e}"
+        return failure_reason(e)
