@@ -238,7 +238,7 @@ def test_cache_resumes_after_kill(shared_data, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard_*.done.json") if p.name in mtimes} == mtimes
     assert (out / "shard_00002.done.json").is_file() and not list(out.glob("*.tmp"))
     np.testing.assert_array_equal(np.asarray(cache.images), full)
-    with pytest.raises(D.DataLayoutError, match="different cache"):
+    with pytest.raises(D.DataLayoutError, match="different image cache"):
         D.build_cache(paths, out, 24, shard_size=64, progress=False)
 
 
