@@ -6,8 +6,8 @@ from grey images and shade indices, forward, backward, update), for
 
   blocks: paper_mnist.lenet, each conv-relu-pool computed on 2 x 2 blocks (space-to-depth, 12 -> 24 and
           24 -> 64 channels);
-  plain:  the same network with XLA's convolution (3 -> 6, 6 -> 16 channels) and reduce_window pooling, the
-          implementation before 2026-12-07.
+  plain:  paper_mnist.plain_lenet, the same network with XLA's convolution (3 -> 6, 6 -> 16 channels) and
+          reduce_window pooling, the implementation before 2026-12-07.
 
 The step's FLOP count is that of the plain network (2 x multiply-adds: forward, weight gradients, and input
 gradients of every layer but the first); its floor is the time of the same products as dense float32 GEMMs of
@@ -30,46 +30,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from mmcl_theory import paper_mnist as pm
 from mmcl_theory.learners import SUPERVISED, ZERO_SHOT
-from mmcl_theory.losses import infonce_loss
 
 BATCH, N = 128, 4096
-
-
-def plain_lenet(params: dict, images: jax.Array) -> jax.Array:
-    """LeNet-5 with XLA's convolution and reduce_window max pooling (the implementation before the blocks)."""
-    conv = lambda x, w, padding: jax.lax.conv_general_dilated(x, w, (1, 1), padding,
-                                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    pool = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-    x = pool(jax.nn.relu(conv(images, params["conv1"]["w"], "SAME") + params["conv1"]["b"]))
-    x = pool(jax.nn.relu(conv(x, params["conv2"]["w"], "VALID") + params["conv2"]["b"]))
-    x = x.reshape(x.shape[0], -1)
-    x = jax.nn.relu(x @ params["fc1"]["w"] + params["fc1"]["b"])
-    x = jax.nn.relu(x @ params["fc2"]["w"] + params["fc2"]["b"])
-    return x @ params["out"]["w"] + params["out"]["b"]
-
-
-def plain_step(kind: str, settings: pm.PaperMnistSettings):
-    """compiled_step with plain_lenet in place of paper_mnist.lenet (same painting, loss and optimiser)."""
-    rgb = jnp.asarray(pm.SHADE_RGBS["fig4"])
-    update = pm.optimiser(settings).update
-
-    def loss_fn(params, images, targets):
-        if kind == ZERO_SHOT:
-            return infonce_loss(plain_lenet(params["image"], images), pm.text_encoder(params["text"], targets),
-                                pm.logit_scale(params, settings))
-        return optax.softmax_cross_entropy_with_integer_labels(plain_lenet(params["image"], images), targets).mean()
-
-    def step(params, opt_state, grey, shades, targets, rows):
-        images = pm.composite(grey[rows], rgb[shades[rows]], "white_digit")
-        value, grads = jax.value_and_grad(loss_fn)(params, images, targets[rows])
-        updates, opt_state = update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    return jax.jit(step, donate_argnums=(0, 1))
 
 
 def gemms(kind: str, b: int = BATCH) -> list[tuple[str, int, int, int]]:
@@ -151,11 +116,11 @@ def main() -> None:
     for kind, name in ((ZERO_SHOT, "mmcl_lenet"), (SUPERVISED, "sl_lenet")):
         gflop, floor = gemm_floor(kind, repeats=max(5, args.steps // 4))
         for impl, step in (("blocks", pm.compiled_step(kind, settings, "fig4", "white_digit")),
-                           ("plain", plain_step(kind, settings))):
+                           ("plain", pm.compiled_step(kind, settings, "fig4", "white_digit", pm.plain_lenet))):
             sec = step_seconds(step, kind, args.steps)
             measured[kind, impl] = sec
             print(f"| {name} | {impl} | {1e3 * sec:.1f} | {gflop:.3f} | {gflop / sec:.1f} | {1e3 * floor:.1f} | "
-                  f"{sec / floor:.2f} | {gflop / best:.1f} |", flush=True)
+                  f"{sec / floor:.2f} | {1e3 * gflop / best:.1f} |", flush=True)
     steps_per_epoch = 60000 // BATCH
     mmcl_steps = 7 * 3 * 100 * steps_per_epoch
     sl_steps = 3 * 40 * steps_per_epoch

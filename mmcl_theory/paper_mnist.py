@@ -395,6 +395,21 @@ def lenet(params: dict, images: jax.Array) -> jax.Array:
     return x @ params["out"]["w"] + params["out"]["b"]
 
 
+def plain_lenet(params: dict, images: jax.Array) -> jax.Array:
+    """The same LeNet-5 layer by layer, with XLA's convolution and reduce_window max pooling: (n, 28, 28, 3) ->
+    (n, out_dim). The independent form `lenet` is tested against, and the step before the blocks in
+    bench/lenet_step.py (XLA's CPU convolution is several times slower at 3 -> 6 channels)."""
+    conv = lambda x, w, padding: jax.lax.conv_general_dilated(x, w, (1, 1), padding,
+                                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    pool = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    x = pool(jax.nn.relu(conv(images, params["conv1"]["w"], "SAME") + params["conv1"]["b"]))
+    x = pool(jax.nn.relu(conv(x, params["conv2"]["w"], "VALID") + params["conv2"]["b"]))
+    x = x.reshape(x.shape[0], -1)
+    x = jax.nn.relu(x @ params["fc1"]["w"] + params["fc1"]["b"])
+    x = jax.nn.relu(x @ params["fc2"]["w"] + params["fc2"]["b"])
+    return x @ params["out"]["w"] + params["out"]["b"]
+
+
 def text_encoder(params: dict, captions: jax.Array) -> jax.Array:
     """Linear text encoder f_T(t) = t W + b: (n, caption_dim) -> (n, embed_dim)."""
     return captions @ params["w"] + params["b"]
@@ -423,16 +438,18 @@ def logit_scale(params: dict, settings: PaperMnistSettings) -> jax.Array:
     return jnp.asarray(1.0 / settings.temperature, jnp.float32)
 
 
-def clip_loss(params: dict, images: jax.Array, captions: jax.Array, settings: PaperMnistSettings) -> jax.Array:
+def clip_loss(params: dict, images: jax.Array, captions: jax.Array, settings: PaperMnistSettings,
+              encoder=lenet) -> jax.Array:
     """The CLIP loss without normalisation: symmetric cross-entropy over the batch logits
-    L_ij = <f_I(x_i), f_T(t_j)> / temperature, (CE(L, diag) + CE(L^T, diag)) / 2 (losses.infonce_loss)."""
-    return infonce_loss(lenet(params["image"], images), text_encoder(params["text"], captions),
+    L_ij = <f_I(x_i), f_T(t_j)> / temperature, (CE(L, diag) + CE(L^T, diag)) / 2 (losses.infonce_loss);
+    encoder: the image encoder (lenet, or plain_lenet for the benchmark's baseline)."""
+    return infonce_loss(encoder(params["image"], images), text_encoder(params["text"], captions),
                         logit_scale(params, settings))
 
 
-def sl_loss(params: dict, images: jax.Array, labels: jax.Array) -> jax.Array:
+def sl_loss(params: dict, images: jax.Array, labels: jax.Array, encoder=lenet) -> jax.Array:
     """Mean softmax cross-entropy of LeNet's 2-way logits against the class labels."""
-    return optax.softmax_cross_entropy_with_integer_labels(lenet(params["image"], images), labels).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(encoder(params["image"], images), labels).mean()
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,11 +467,12 @@ def optimiser(settings: PaperMnistSettings) -> optax.GradientTransformation:
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_step(kind: str, settings: PaperMnistSettings, rgb_key: str, composite_name: str):
+def compiled_step(kind: str, settings: PaperMnistSettings, rgb_key: str, composite_name: str, encoder=lenet):
     """jit of one optimiser step, step(params, opt_state, grey, shades, targets, rows) -> (params, opt_state,
     loss), on the minibatch rows (batch_size,) int: the images composite(grey[rows], SHADE_RGBS[rgb_key][
     shades[rows]]) against targets[rows] (captions (n, caption_dim) for zero-shot, labels (n,) for supervised);
-    params and opt_state are donated. The step, not the epoch, is the compiled unit: XLA on CPU runs LeNet's
+    params and opt_state are donated; encoder: the image encoder (lenet; plain_lenet in bench/lenet_step.py).
+    The step, not the epoch, is the compiled unit: XLA on CPU runs LeNet's
     convolutions several times slower inside a lax.scan body than at the top level of a program.
     """
     rgb = jnp.asarray(SHADE_RGBS[rgb_key])
@@ -462,8 +480,8 @@ def compiled_step(kind: str, settings: PaperMnistSettings, rgb_key: str, composi
 
     def loss_fn(params, images, targets):
         if kind == ZERO_SHOT:
-            return clip_loss(params, images, targets, settings)
-        return sl_loss(params, images, targets)
+            return clip_loss(params, images, targets, settings, encoder)
+        return sl_loss(params, images, targets, encoder)
 
     def step(params, opt_state, grey, shades, targets, rows):
         images = composite(grey[rows], rgb[shades[rows]], composite_name)

@@ -200,19 +200,6 @@ def test_conv_relu_pool_is_a_cross_correlation_by_hand():
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
 
 
-def _reference_lenet(params, images):
-    """LeNet-5 with XLA's convolution and reduce_window pooling, the plain layer-by-layer form."""
-    conv = lambda x, w, padding: jax.lax.conv_general_dilated(x, w, (1, 1), padding,
-                                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    pool = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-    x = pool(jax.nn.relu(conv(images, params["conv1"]["w"], "SAME") + params["conv1"]["b"]))
-    x = pool(jax.nn.relu(conv(x, params["conv2"]["w"], "VALID") + params["conv2"]["b"]))
-    x = x.reshape(x.shape[0], -1)
-    x = jax.nn.relu(x @ params["fc1"]["w"] + params["fc1"]["b"])
-    x = jax.nn.relu(x @ params["fc2"]["w"] + params["fc2"]["b"])
-    return x @ params["out"]["w"] + params["out"]["b"]
-
-
 def test_block_lenet_is_the_plain_lenet_and_its_gradient():
     """The 2 x 2-block conv-relu-pool (space-to-depth) against XLA's convolution and pooling: in float64 the output
     and every parameter's gradient agree to 1e-12 (the same sums, regrouped); the float32 output is within 1e-5
@@ -225,9 +212,9 @@ def test_block_lenet_is_the_plain_lenet_and_its_gradient():
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
         x64 = jnp.asarray(images, jnp.float64)
-        got, expected = np.asarray(pm.lenet(p64, x64)), np.asarray(_reference_lenet(p64, x64))
+        got, expected = np.asarray(pm.lenet(p64, x64)), np.asarray(pm.plain_lenet(p64, x64))
         grads = jax.tree.map(np.asarray, jax.grad(objective(pm.lenet))(p64, x64))
-        expected_grads = jax.tree.map(np.asarray, jax.grad(objective(_reference_lenet))(p64, x64))
+        expected_grads = jax.tree.map(np.asarray, jax.grad(objective(pm.plain_lenet))(p64, x64))
     scale = np.abs(expected).max()
     assert np.abs(got - expected).max() < 1e-12 * scale and np.abs(got32 - expected).max() < 1e-5 * scale
     for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
