@@ -51,23 +51,36 @@ class LaunchOptions:
     progress: bool = True
 
 
-def options_from_args(args) -> LaunchOptions:
-    """LaunchOptions from the sweep CLI's arguments; inconsistent options are a ConfigError (one line)."""
+SLURM_FLAGS = {"slurm_partition": "--slurm-partition", "time_min": "--time-min", "gpus_per_task": "--gpus-per-task",
+               "cpus_per_task": "--cpus-per-task", "slurm_extra": "--slurm-extra", "no_wait": "--no-wait"}
+
+
+def options_from_args(args) -> LaunchOptions | None:
+    """LaunchOptions from the sweep CLI's arguments, or None when none of its launcher options is given (the sweep
+    runs in this process); inconsistent options, or one that would be ignored, are a ConfigError (one line)."""
+    slurm_only = [flag for attr, flag in SLURM_FLAGS.items() if getattr(args, attr) not in (None, False, [])]
+    if not (args.launcher or args.parts or args.array_parallelism or slurm_only):
+        return None
+    if slurm_only and args.launcher != "slurm":
+        raise ConfigError(f"{', '.join(slurm_only)} {'is' if len(slurm_only) == 1 else 'are'} for --launcher slurm "
+                          + (f"(--launcher {args.launcher} would ignore it)" if args.launcher else
+                             "(without it the sweep runs here and would ignore it)"))
     if args.part:
         raise ConfigError("--part K/N runs one part here, --launcher runs all --parts N: give one of them")
     if not args.launcher:
-        raise ConfigError("--parts N needs --launcher local or --launcher slurm (or run one part with --part K/N)")
+        what = "--parts N" if args.parts else "--array-parallelism"
+        raise ConfigError(f"{what} needs --launcher local or --launcher slurm (or run one part with --part K/N)")
     if not args.parts:
         raise ConfigError(f"--launcher {args.launcher} needs --parts N, the number of parts to split the sweep into")
     if args.gpus_per_task and args.device != "gpu":
         raise ConfigError(f"--gpus-per-task {args.gpus_per_task} needs --device gpu (the parts would run on CPU)")
-    if args.no_wait and args.launcher != "slurm":
-        raise ConfigError("--no-wait is for --launcher slurm (local parts end with this process)")
     for item in args.slurm_extra:
-        split_override(item)  # KEY=VALUE or a ConfigError
+        split_override(item, "--slurm-extra")  # KEY=VALUE or a ConfigError
+    given = {"slurm_partition": args.slurm_partition, "time_min": args.time_min, "gpus_per_task": args.gpus_per_task,
+             "cpus_per_task": args.cpus_per_task}
     return LaunchOptions(args.launcher, args.parts, args.array_parallelism, args.device, not args.no_compile_cache,
-                         args.slurm_partition, args.time_min, args.gpus_per_task, args.cpus_per_task,
-                         tuple(args.slurm_extra), not args.no_wait, not args.no_progress)
+                         slurm_extra=tuple(args.slurm_extra), wait=not args.no_wait, progress=not args.no_progress,
+                         **{k: v for k, v in given.items() if v is not None})
 
 
 def import_submitit():
@@ -178,7 +191,7 @@ def slurm_executor(folder: Path, name: str, options: LaunchOptions):
     if options.cpus_per_task:
         params["cpus_per_task"] = options.cpus_per_task
     if options.slurm_extra:
-        params["slurm_additional_parameters"] = dict(split_override(i) for i in options.slurm_extra)
+        params["slurm_additional_parameters"] = dict(split_override(i, "--slurm-extra") for i in options.slurm_extra)
     executor.update_parameters(**params)
     return executor
 

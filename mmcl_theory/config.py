@@ -136,11 +136,11 @@ def parse_value(name: str, text: str, kind: Any = Any) -> Any:
     return value
 
 
-def split_override(item: str) -> tuple[str, str]:
-    """'key=value' -> ('key', 'value'); anything else is a ConfigError."""
+def split_override(item: str, option: str = "--set") -> tuple[str, str]:
+    """'key=value' -> ('key', 'value'); anything else is a ConfigError naming `option`, the flag it was given to."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r} must look like KEY=VALUE")
+        raise ConfigError(f"{option} {item!r} must look like KEY=VALUE")
     return key.strip(), value.strip()
 
 

@@ -248,6 +248,18 @@ def _population_infonce(cfg, test, prompt, settings):
     return infonce_population_accuracy(cfg, test, settings.temperature, prompt=prompt)
 
 
+def _memory_mmcl(cfg, settings):
+    from .theory import population_memory
+
+    return population_memory(cfg)
+
+
+def _memory_infonce(cfg, settings):
+    from .theory import infonce_memory
+
+    return infonce_memory(cfg)
+
+
 def _population_bayes_core(cfg, test, prompt, settings):
     from .theory import bayes_core_accuracy
 
@@ -257,7 +269,7 @@ def _population_bayes_core(cfg, test, prompt, settings):
 P = functools.partial
 ZS, SL = L.ZERO_SHOT, L.SUPERVISED
 LEARNERS = (  # the slots fix each trained learner's PRNG key (_learner_key)
-    L.Learner("theory_mmcl", ZS, population=_population_mmcl, theory=True),
+    L.Learner("theory_mmcl", ZS, population=_population_mmcl, theory=True, memory=_memory_mmcl),
     L.Learner("bayes_core", SL, population=_population_bayes_core, theory=True),
     L.Learner("mmcl_closed_form", ZS, _fit_mmcl_closed_form, _score_bilinear, linear=True),
     L.Learner("mmcl_linear_gd", ZS, P(_fit_mmcl_linear_gd, 0), _score_bilinear, trained=True, linear=True),
@@ -270,7 +282,7 @@ LEARNERS = (  # the slots fix each trained learner's PRNG key (_learner_key)
               linear=True),
     L.Learner("sl_mlp", SL, P(_fit_sl_cross_entropy, 4, True, False), _score_sl_network, trained=True),
 )
-M1_LEARNERS = (L.Learner("theory_infonce", ZS, population=_population_infonce, theory=True),)  # derived for M1 only
+M1_LEARNERS = (L.Learner("theory_infonce", ZS, population=_population_infonce, theory=True, memory=_memory_infonce),)  # derived for M1 only
 
 
 # ------------------------------------------------------------------ one point

@@ -1,7 +1,10 @@
 """The one I/O layer: atomic writes, JSON Lines with one torn-tail policy, the run header.
 
 Atomic: every file is written to a temporary sibling, flushed, fsynced and renamed over the target,
-so a reader (or a run killed with kill -9) sees the old file or the new one, never a half.
+so a reader (or a run killed with kill -9) sees the old file or the new one, never a half. The sibling's
+name (:func:`temp_path`: hidden, ending in ``.mmcl.tmp``, with the writer's host and process id) lets
+:func:`remove_stale_temps` delete what a killed writer left behind, and nothing a live one is writing.
+An OSError of a write (a read-only folder, a full disk) names the target file, never the sibling.
 
 JSON Lines: :func:`append_jsonl` writes one object per line and fsyncs. :func:`read_jsonl` is the
 one policy for a torn tail: a last line without its newline or that is not valid JSON (a write cut
@@ -21,6 +24,8 @@ import io as _io
 import json
 import math
 import os
+import re
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -49,17 +54,61 @@ def to_json(obj: Any, indent: int | None = 1) -> str:
     return json.dumps(obj, indent=indent, default=_json_default, allow_nan=False)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write bytes to path through a temporary sibling, fsync, rename."""
+TEMP_SUFFIX = ".mmcl.tmp"
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[^@/]+)" + re.escape(TEMP_SUFFIX))
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """The temporary sibling this process writes `path` through: .NAME.PID@HOST.mmcl.tmp."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    return path.with_name(f".{path.name}.{os.getpid()}@{socket.gethostname()}{TEMP_SUFFIX}")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete the temporary siblings in `folder` (temp_path) whose writer, a process of this host, is gone (a
+    write cut by kill -9); those of live processes and of other hosts stay. Returns how many were deleted."""
+    removed = 0
+    host = socket.gethostname()
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        match = _TEMP_NAME.fullmatch(tmp.name)
+        if not match or match["host"] != host or _alive(int(match["pid"])):
+            continue
+        try:
+            tmp.unlink()
+            removed += 1
+        except FileNotFoundError:  # another process cleaned it first
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
     try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process (or a pid no process can have)
+        return False
+    except PermissionError:  # a process of another user
+        return True
+    return True
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """`error` as the same kind of OSError naming `path` (a failed write says which file, not its sibling)."""
+    return OSError(error.errno, error.strerror or str(error), str(path))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes to path through a temporary sibling (temp_path), fsync, rename; an OSError names path."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise _naming(e, path) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -105,12 +154,15 @@ def atomic_save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any)
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON object as a line, flushed and fsynced (NaN and inf refused)."""
+    """Append one JSON object as a line, flushed and fsynced (NaN and inf refused); an OSError names path."""
     line = to_json(record, indent=None) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a cut line is the torn tail that read_jsonl drops
+        raise _naming(e, Path(path)) from None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -54,6 +54,9 @@ class Learner:
                 records one: M1, M2, DM2, paper_mnist); False for closed forms.
     linear:     its class scores are affine in the input (x W + b), so a Gaussian test distribution's
                 accuracy has a closed form (evaluate.py, route 'exact').
+    memory:     for a population prediction, (config, settings) -> (bytes, how they were counted) of the largest
+                arrays it holds at once, which the sweep checks before any work starts (sweep/memory.py);
+                None where they are negligible.
 
     The signatures of fit and scorers belong to the model, which documents them: the synthetic
     models in evaluate.py, digits in digits_learners.py, paper_mnist in paper_mnist.py.
@@ -67,6 +70,7 @@ class Learner:
     theory: bool = False
     trained: bool = False
     linear: bool = False
+    memory: Callable | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -253,6 +253,17 @@ def population_zero_shot_accuracy(cfg: Config, test: str | float, *, rank: int |
                for w, label, mean, var in test_groups(cfg, test))
 
 
+def population_memory(cfg: Config) -> tuple[int, str]:
+    """(bytes, how they were counted) of the float64 arrays population_zero_shot_accuracy holds at once for cfg:
+    about 6 of l x l (Cov(z_I, z_T), its SVD, the prompts, the class weights, one test group's covariance and score
+    differences; l = cfg.latent_dim) and, for the Gaussian test groups of M1 and M2 (test_groups; DM2's discrete
+    test needs none), a mean and a variance of length l per group: 4 groups for M1, K^2 for M2."""
+    l = cfg.latent_dim
+    groups = 0 if isinstance(cfg, DM2Config) else 4 if isinstance(cfg, M1Config) else cfg.num_classes ** 2
+    how = f"6 float64 arrays of l x l (l = {l})" + (f" + {groups} test groups of 2 x l" if groups else "")
+    return 8 * (6 * l * l + 2 * groups * l), how
+
+
 def population_zero_shot_accuracy_mc(cfg: Config, test: str | float, key, n_samples: int = 1_000_000, *,
                                      rank: int | None = None, prompt: str = "core") -> tuple[float, float]:
     """Monte Carlo over test latents only (no d-dimensional data): returns (accuracy, standard error).
@@ -525,6 +536,15 @@ def _infonce_population_optimum(cfg, tau, batch, samples, seed) -> dict:
     return {"b_image": b_i, "b_text": b_t, "M": m / np.linalg.norm(m), "loss": float(best.fun / tau + math.log(batch)),
             "grad_norm": float(np.linalg.norm(grad)), "batches": zb_i.shape[0],
             "rank_ratio": float(min(s[-1] / s[0] for s in sv))}
+
+
+def infonce_memory(cfg: M1Config, batch: int | None = None, samples: int = INFONCE_SAMPLES) -> tuple[int, str]:
+    """(bytes, how they were counted) of the float64 arrays infonce_population_optimum holds at once: the
+    logits, their exponentials, the two softmaxes, the gradient and a temporary, each (samples // batch) x batch x
+    batch (infonce_batch_loss), batch = cfg.n by default."""
+    batch = min(cfg.n if batch is None else int(batch), samples)
+    return 8 * 6 * (samples // batch) * batch * batch, (f"6 float64 arrays of {samples // batch} batches x batch^2 "
+                                                       f"(batch = n = {batch})")
 
 
 def infonce_score_weights(b_image: np.ndarray, b_text: np.ndarray, prompts: np.ndarray) -> np.ndarray:

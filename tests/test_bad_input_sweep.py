@@ -2,8 +2,10 @@
 stderr line naming the input and what is allowed (never a traceback), and leaves --out usable."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,10 +58,31 @@ CASES = [
     (["caption_richness", "--seeds", "0"], "--seeds = 0"),
     (["caption_richness", "--seeds", "-3"], "--seeds = -3"),
     (["caption_richness", "--seeds", "two"], "invalid int value"),
+    (["caption_richness", "--seeds", "1000000000"], "--seeds = 1000000000 is out of range: allowed integers in [1, 10000]"),
     (["caption_richness", "--route", "magic"], "allowed exact, sampled"),
     (["caption_richness", "--device", "tpu"], "invalid choice"),
     (["caption_richness", "--out", "/proc/forbidden/x"], "cannot write to --out"),
     (["caption_richness", "--bogus-flag"], "unrecognized arguments"),
+    # a --set that a variant overrides used to be recorded in sweep.json but not applied (and so not range-checked)
+    (["temperature", "--quick", "--set", "steps=-5"],
+     "--set steps would be overwritten: variant(s) steps200, steps5000, d10 of sweep 'temperature' set steps themselves"),
+    (["temperature", "--quick", "--set", "steps=1000000000"], "--set steps would be overwritten: variant(s) steps200"),
+    (["temperature", "--quick", "--set", "d=50"], "--set d would be overwritten: variant(s) d10 of sweep"),
+    (["paper_mnist", "--quick", "--set", "pi_spu=0.3"], "--set pi_spu would be overwritten: variant(s) pi_spu_1, "
+                                                        "pi_spu_0.5, pi_spu_0 of sweep 'paper_mnist' set pi_spu"),
+    # launcher options that the sweep would ignore, and a malformed --slurm-extra named as such
+    (["caption_richness", "--slurm-extra", "account=proj"], "--slurm-extra is for --launcher slurm (without it"),
+    (["caption_richness", "--launcher", "local", "--parts", "2", "--slurm-extra", "qos=long"],
+     "--slurm-extra is for --launcher slurm (--launcher local would ignore it)"),
+    (["caption_richness", "--time-min", "5", "--slurm-partition", "gpu"],
+     "--slurm-partition, --time-min are for --launcher slurm"),
+    (["caption_richness", "--no-wait"], "--no-wait is for --launcher slurm"),
+    (["caption_richness", "--array-parallelism", "2"], "--array-parallelism needs --launcher local or"),
+    (["caption_richness", "--part", "1/2", "--cpus-per-task", "4"], "--cpus-per-task is for --launcher slurm"),
+    (["caption_richness", "--launcher", "slurm", "--parts", "2", "--slurm-extra", "account"],
+     "--slurm-extra 'account' must look like KEY=VALUE"),
+    # a sweep definition given as a path that is not a file
+    (["/no/such/dir/x.toml"], "sweep definition /no/such/dir/x.toml is not a file"),
 ]
 
 
@@ -162,6 +185,38 @@ def test_same_seed_same_bytes(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_damaged_sweep_json_is_one_line(tmp_path, capsys):
+    """A sweep.json without a plan hash ({} used to be taken for "a different sweep configuration (plan None)"), not
+    JSON, or a folder: one line naming it."""
+    out = tmp_path / "cr"
+    argv = ["caption_richness", "--quick", "--learners", "theory_mmcl", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    for text in ("{}", '{"hash": 3}', "[1]", "{not json"):
+        (out / "sweep.json").write_text(text)
+        capsys.readouterr()
+        _one_line_exit_2(capsys, argv, f"{out / 'sweep.json'} is corrupt: delete it")
+    (out / "sweep.json").unlink()
+    (out / "sweep.json").mkdir()
+    _one_line_exit_2(capsys, argv, f"{out / 'sweep.json'}: Is a directory")
+
+
+def test_rows_with_values_of_the_wrong_kind_are_refused(tmp_path, capsys):
+    """A line of this plan whose rows hold a null, NaN or out-of-range accuracy or a seed that is a string: one line
+    naming the file and line (a null accuracy used to be a TypeError traceback in the table, NaN a line about a
+    result CSV)."""
+    out = tmp_path / "ss"
+    assert main(_quick(out)) == 0
+    points = out / "points.jsonl"
+    lines = points.read_text().splitlines()
+    for field, value in (("accuracy", None), ("accuracy", float("nan")), ("accuracy", 1.5), ("seed", "0")):
+        first = json.loads(lines[0])
+        first["rows"][-1][field] = value
+        points.write_text("\n".join([*lines[:-1], json.dumps(first)]) + "\n")
+        capsys.readouterr()
+        line = _one_line_exit_2(capsys, _quick(out), f"{points}, line {len(lines)}: not a point of this plan")
+        assert "accuracy a number in [0, 1]" in line
+
+
 # ------------------------------------------------------------------ broken sweep definitions
 
 
@@ -171,9 +226,25 @@ def test_same_seed_same_bytes(tmp_path, capsys):
     ('model = "M1"\nparam = "r"\nvalues = []\n', "values = [] is not allowed: a non-empty list"),
     ('model = "M1"\nparam = "r"\nvalue = [0.5]\nvalues = [0.5]\n', "unknown key(s) value: allowed name, model"),
     ('model = "M1"\nparam = 3\nvalues = [0.5]\n', "param = 3 is not allowed"),
-    ('model = "M1"\nparam = "r"\nvalues = [0.5]\nseeds = 0\n', "seeds = 0 is not allowed: an integer >= 1"),
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\nseeds = 0\n', "seeds = 0 is not allowed: an integer in [1, 10000]"),
     ('model = "M1"\nparam = "r"\nvalues = [0.5]\nbase = 1\n', "base = 1 is not allowed: a table"),
     ("model = M1\n", "is not valid TOML"),
+    # tables whose keys the model lacks, of the wrong kind, or that leave no point (TypeError tracebacks before)
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\n[base]\nbogus = 1\n', "unknown key(s) bogus in [base]: allowed sigma_core"),
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\n[settings]\nn = 1\n', "unknown key(s) n in [settings]: allowed rank"),
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\n[quick]\nlearners = ["x"]\n', "unknown key(s) learners in [quick]"),
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\n[quick]\nsettings = 3\n', "quick.settings = 3 is not allowed: a table"),
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\n[variants.a]\nbogus = 1\n', "unknown key(s) bogus in [variants.a]"),
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\nvariants = {a = 3}\n', "variants.a = 3 is not allowed: a table"),
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\n[variants.a]\nvalues = 3\n',
+     "variants.a.values = 3 is not allowed: a non-empty list"),
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\n[variants.a]\nlearners = "sl_min_norm"\n',
+     "variants.a.learners = 'sl_min_norm' is not allowed: a non-empty list of learner names"),
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\n[variants.a]\nlearners = ["sl_nope"]\n',
+     "variants.a.learners: unknown learner(s) sl_nope for model M1"),
+    ('model = "M1"\nparam = "r"\nvalues = [0.5]\n[variants.a]\nlearners = ["bayes_core"]\n',
+     "broken.toml: no point to run: none of its variants runs any of the learners theory_mmcl"),
+    ('model = "M9"\nparam = "r"\nvalues = [0.5]\n', "unknown model 'M9': allowed M1"),
 ])
 def test_broken_sweep_definition_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, text, needle):
     import mmcl_theory.sweep as sweep
@@ -225,3 +296,156 @@ def test_memory_estimate_and_limit_in_the_line(tmp_path, monkeypatch, capsys):
     assert main(["caption_richness", "--quick", "--out", str(out), "--learners", "theory_mmcl", "--no-progress",
                  "--set", "n=100000000"]) == 0
     capsys.readouterr()
+
+
+# ------------------------------------------------------------------ a theory-only point is counted too
+
+
+def test_theory_only_point_too_large_for_memory_is_refused_up_front(tmp_path, capsys):
+    """Theory rows draw no sample, but M2's exact population accuracy holds K^2 test groups of 2K latents (and
+    several 2K x 2K matrices): at K = 10^4 that is about 29 TiB. It used to count 0 bytes, pass the check and run for
+    minutes with no output; now it is refused before --out is made, naming the learner."""
+    out = tmp_path / "fs"
+    base = ["feature_sharing", "--quick", "--out", str(out), "--learners", "theory_mmcl", "--no-progress"]
+    line = _one_line_exit_2(capsys, [*base, "--set", "K=10000", "--set", "d=20000"], "needs about")
+    assert "100000000 test groups of 2 x l" in line and "theory rows of theory_mmcl" in line, line
+    assert not out.exists()
+
+
+def test_theory_memory_counts_every_population_learner():
+    """The estimate is the larger of a point's theory arrays and its fitted learners' arrays (they never coexist):
+    DM2's theory holds l x l matrices (l = 2m) and no test groups; M1's population InfoNCE its batch^2 logits."""
+    from mmcl_theory.datamodel import make_config
+    from mmcl_theory.learners import LearnerSettings
+    from mmcl_theory.sweep import point_memory
+
+    fast = LearnerSettings()
+    need, how = point_memory(make_config("DM2", m=1000, d=2000), fast, ("theory_mmcl", "bayes_core"), "sampled")
+    assert need == 8 * 6 * 2000**2 and how.startswith("6 float64 arrays of l x l (l = 2000)"), how
+    need, how = point_memory(make_config("M1", n=10000), fast, ("theory_infonce",), "exact")
+    assert need == 8 * 6 * 2 * 10000**2 and "theory rows of theory_infonce" in how, how
+    cfg = make_config("M1", n=30, d=40, n_test=100)  # fitted arrays exceed M1's tiny theory: the old estimate
+    assert point_memory(cfg, fast, ("theory_mmcl", "sl_min_norm"), "exact")[0] == 4 * (6 * 30 * 40 + 2 * 30**2)
+
+
+# ------------------------------------------------------------------ a sweep given as a file path
+
+
+def test_sweep_file_path_writes_into_out_under_its_own_name(tmp_path, monkeypatch, capsys):
+    """A definition given as a path (ending in .toml) runs like a named sweep: the figure goes into --out (it used to
+    go beside the definition, overwritten at each run), and the sweep's name is the file's `name`, else its stem,
+    never the machine's absolute path; without --out it goes to runs/NAME[-quick] of the working folder."""
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    text = (Path(__file__).resolve().parents[1] / "mmcl_theory" / "sweeps" / "core_variance.toml").read_text()
+    named = defs / "x.toml"
+    named.write_text(text.replace('name = "core_variance"', 'name = "my_core"'))
+    stem_only = defs / "stem_only.toml"
+    stem_only.write_text(text.replace('name = "core_variance"\n', ""))
+    theory = ["--quick", "--learners", "theory_mmcl", "--no-progress"]
+    out = tmp_path / "out"
+    assert main([str(named), *theory, "--out", str(out)]) == 0
+    assert (out / "my_core.png").is_file() and sorted(p.name for p in defs.iterdir()) == ["stem_only.toml", "x.toml"]
+    meta = json.loads((out / "results.json").read_text())
+    assert meta["sweep"] == "my_core" and meta["config"]["name"] == "my_core"
+    assert json.loads((out / "sweep.json").read_text())["plan"]["name"] == "my_core"
+    assert str(tmp_path) not in (out / "results.csv").read_text() + (out / "results.json").read_text()
+    monkeypatch.chdir(tmp_path)
+    assert main([str(stem_only), *theory]) == 0
+    assert (tmp_path / "runs" / "stem_only-quick" / "stem_only.png").is_file()
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('name = "../up"\nmodel = "M1"\nparam = "r"\nvalues = [0.5]\n', "name = '../up' is not allowed: a name of letters"),
+    ('name = ""\nmodel = "M1"\nparam = "r"\nvalues = [0.5]\n', "name = '' is not allowed"),
+])
+def test_sweep_file_with_a_name_that_is_a_path_is_refused(tmp_path, capsys, text, needle):
+    definition = tmp_path / "bad.toml"
+    definition.write_text(text)
+    _one_line_exit_2(capsys, [str(definition), "--out", str(tmp_path / "o")], needle)
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ writes that fail, writes that were cut
+
+
+def _theory_parts(out):
+    """Parts 1/2 and 2/2 of caption_richness --quick, theory rows only (no compiling), into out."""
+    for k in (1, 2):
+        assert main(["caption_richness", "--quick", "--learners", "theory_mmcl", "--no-progress", "--part", f"{k}/2",
+                     "--out", str(out)]) == 0
+
+
+def test_merge_killed_mid_write_leaves_nothing_the_next_run_trips_over(tmp_path, capsys):
+    """A merge killed with kill -9 while writing results.csv leaves its temporary sibling in OUT (here a process that
+    writes it through io.temp_path and kills itself with SIGKILL). The next merge deletes it, and keeps those of a
+    live writer (this process's parent) and of another host, which may still be writing."""
+    import socket
+
+    from mmcl_theory.io import TEMP_SUFFIX
+
+    out = tmp_path / "parts"
+    _theory_parts(out)
+    killed = subprocess.run([sys.executable, "-c", "import os, signal, sys\nfrom mmcl_theory.io import temp_path\n"
+                             "temp_path(sys.argv[1]).write_text('half a csv')\nos.kill(os.getpid(), signal.SIGKILL)",
+                             str(out / "results.csv")], capture_output=True)
+    assert killed.returncode == -9
+    left = [p for p in out.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+    assert len(left) == 1 and left[0].name.startswith(".results.csv.")
+    live = out / f".results.json.{os.getppid()}@{socket.gethostname()}{TEMP_SUFFIX}"
+    live.write_text("being written")
+    other_host = out / f".results.json.{os.getpid()}@not-{socket.gethostname()}{TEMP_SUFFIX}"
+    other_host.write_text("another machine")
+    assert main(["merge", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(TEMP_SUFFIX)) == sorted([live.name, other_host.name])
+    assert (out / "results.csv").read_text().startswith("sweep,")
+    capsys.readouterr()
+
+
+def test_read_only_out_is_one_line_and_writes_nothing(tmp_path, capsys):
+    """sweep --out and merge --out in a folder without write permission: one line naming the folder and why."""
+    if os.geteuid() == 0:
+        pytest.skip("running as root, where a read-only folder stays writable; the other write failures are tested "
+                    "in test_failed_write_names_the_file_and_leaves_nothing_half_written")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        _one_line_exit_2(capsys, ["caption_richness", "--quick", "--learners", "theory_mmcl", "--out",
+                                  str(locked / "o")], f"cannot write to --out {locked / 'o'}: Permission denied")
+        parts = tmp_path / "parts"
+        _theory_parts(parts)
+        _one_line_exit_2(capsys, ["merge", str(parts), "--out", str(locked)],
+                         f"cannot write to --out {locked}: Permission denied")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["sweep", "merge"])
+def test_failed_write_names_the_file_and_leaves_nothing_half_written(tmp_path, monkeypatch, capsys, command):
+    """A write that fails after --out was checked (a full disk: ENOSPC at the fsync; a results.csv that is a folder)
+    used to be an OSError traceback; now it is one line naming the file and the reason, exit 2, with no temporary
+    file left and no results.csv."""
+    import errno
+
+    import mmcl_theory.io as mio
+
+    out = tmp_path / "o"
+    argv = ["caption_richness", "--quick", "--learners", "theory_mmcl", "--no-progress", "--out", str(out)]
+    if command == "merge":
+        _theory_parts(out)
+        argv = ["merge", str(out)]
+    (out / "results.csv").mkdir(parents=True)
+    _one_line_exit_2(capsys, argv, f"{out / 'results.csv'}: Is a directory")
+    (out / "results.csv").rmdir()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mio.os, "fsync", full)
+    line = _one_line_exit_2(capsys, argv, ": No space left on device")
+    assert line.startswith(f"error: {out}{os.sep}")
+    monkeypatch.undo()
+    assert not (out / "results.csv").exists() and not list(out.glob("*.tmp"))

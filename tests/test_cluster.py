@@ -108,7 +108,7 @@ def test_parts_in_separate_folders_merge(single, parts, tmp_path):
     ([*SWEEP, "--parts", "2"], "--parts N needs --launcher"),
     ([*SWEEP, "--launcher", "local"], "needs --parts N"),
     ([*SWEEP, "--launcher", "local", "--parts", "2", "--part", "1/2"], "give one of them"),
-    ([*SWEEP, "--launcher", "local", "--parts", "2", "--gpus-per-task", "1"], "needs --device gpu"),
+    ([*SWEEP, "--launcher", "slurm", "--parts", "2", "--gpus-per-task", "1"], "needs --device gpu"),
     ([*SWEEP, "--launcher", "local", "--parts", "2", "--no-wait"], "--no-wait is for --launcher slurm"),
     ([*SWEEP, "--launcher", "slurm", "--parts", "2", "--slurm-extra", "account"], "must look like KEY=VALUE"),
 ])

@@ -1,4 +1,4 @@
-"""`python -m mmcl_theory.sweep NAME`: run a named sweep (mmcl_theory/sweeps/NAME.toml), resumable.
+"""`python -m mmcl_theory.sweep NAME`: run a named sweep (mmcl_theory/sweeps/NAME.toml, or a TOML file by path), resumable.
 
 A sweep varies one or more parameters (`param`, a name or a list of names swept one at a time)
 over `values`, optionally for each value of a second parameter (`series`), or for each of its named

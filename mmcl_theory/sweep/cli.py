@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..cluster import options_from_args
 from ..config import ConfigError, option_type
 from ..runtime import default_cache_dir, error_exit, quiet_jax_logs, setup_jax
 from .launch import launch_parts
@@ -21,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ap = ArgumentParser(prog="python -m mmcl_theory.sweep", description=__doc__.split("\n")[0],
                         epilog="Models, learners and claims: docs/models.md, docs/learners.md, docs/claims.md.")
-    ap.add_argument("name", nargs="?", help="sweep name (see --list)")
+    ap.add_argument("name", nargs="?", help="sweep name (see --list), or the path of a TOML sweep definition "
+                                            "(its results are named by its `name`, else by the file's stem)")
     ap.add_argument("--list", action="store_true", help="list the named sweeps and exit")
     ap.add_argument("--quick", action="store_true",
                     help="the sweep's [quick] variant: fewer values, seeds and test points (timings in BENCHMARKS.md)")
@@ -30,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--learners", help="comma-separated learners to run (default: the sweep's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a model parameter or learner setting (repeatable; typed by the field)")
-    ap.add_argument("--route", help="evaluation route: exact (test-distribution accuracy; the synthetic models' "
-                                     "default) or sampled (test sets drawn; the digits model's only route)")
+    ap.add_argument("--route", help="evaluation route: exact (test-distribution accuracy; M1's and M2's default) "
+                                     "or sampled (test sets drawn; the only route of DM2, digits and paper_mnist)")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="JAX backend (default cpu)")
     ap.add_argument("--no-compile-cache", action="store_true",
                     help=f"do not use jax's persistent compilation cache (default folder {default_cache_dir()})")
@@ -47,10 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     cl.add_argument("--array-parallelism", type=option_type("--array-parallelism", int, 1, 10**6), metavar="M",
                     help="most parts running at once (default: all; local: at most the number of CPU cores)")
     cl.add_argument("--slurm-partition", metavar="NAME", help="SLURM partition (default: the cluster's)")
-    cl.add_argument("--time-min", type=option_type("--time-min", int, 1, 10**6), default=60, metavar="MINUTES",
+    cl.add_argument("--time-min", type=option_type("--time-min", int, 1, 10**6), metavar="MINUTES",
                     help="time limit of each SLURM part in minutes (default 60); a part stopped at the limit "
                          "or preempted is requeued and resumes from its points file")
-    cl.add_argument("--gpus-per-task", type=option_type("--gpus-per-task", int, 0, 64), default=0, metavar="G",
+    cl.add_argument("--gpus-per-task", type=option_type("--gpus-per-task", int, 0, 64), metavar="G",
                     help="GPUs of each SLURM part (default 0; >0 needs --device gpu)")
     cl.add_argument("--cpus-per-task", type=option_type("--cpus-per-task", int, 1, 1024), metavar="C",
                     help="CPU cores of each SLURM part (default: the cluster's)")
@@ -72,6 +74,13 @@ def _merge_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _fail(e: Exception) -> int:
+    """The one-line exit of bad input (runtime.error_exit); a file system error names its file and the reason."""
+    if isinstance(e, OSError) and e.filename:
+        return error_exit(f"{e.filename}: {e.strerror or e}")
+    return error_exit(e)
+
+
 def merge_main(argv) -> int:
     """`python -m mmcl_theory.sweep merge OUT... [--out DIR]`."""
     args = _merge_parser().parse_args(argv)
@@ -81,8 +90,8 @@ def merge_main(argv) -> int:
         prepare_out(out, plan)
         finish(rows, plan, out, seconds)
         return 0
-    except (ConfigError, SweepError, ValueError, FileNotFoundError) as e:
-        return error_exit(e)
+    except (ConfigError, SweepError, ValueError, OSError) as e:  # a read-only or full --out: an OSError
+        return _fail(e)
 
 
 def main(argv=None) -> int:
@@ -107,11 +116,10 @@ def main(argv=None) -> int:
         plan_args = dict(name=args.name, quick=args.quick, seeds=args.seeds, learners=learners,
                          overrides=list(args.set), route=args.route)
         plan = make_plan(**plan_args)
-        out = args.out or Path("runs") / (args.name + ("-quick" if args.quick else ""))
-        if args.launcher or args.parts:
-            from ..cluster import options_from_args
-
-            return launch_parts(plan, plan_args, out, options_from_args(args))
+        out = args.out or Path("runs") / (plan.name + ("-quick" if args.quick else ""))
+        options = options_from_args(args)  # None: no launcher option given, the sweep (or its --part) runs here
+        if options:
+            return launch_parts(plan, plan_args, out, options)
         setup_jax(args.device, not args.no_compile_cache)
         if part:
             plan, rows, seconds = run_part(plan_args, *part, out, progress=not args.no_progress)
@@ -123,5 +131,5 @@ def main(argv=None) -> int:
         rows = run_sweep(plan, out, progress=not args.no_progress)
         finish(rows, plan, out, time.perf_counter() - start, (out / "points.jsonl", out / "sweep.json"))
         return 0
-    except (ConfigError, SweepError, ValueError, FileNotFoundError) as e:
-        return error_exit(e)
+    except (ConfigError, SweepError, ValueError, OSError) as e:  # a read-only or full --out: an OSError
+        return _fail(e)

@@ -12,29 +12,43 @@ from .plan import SweepError
 # images and captions and their noise draws in n x d, working copies of the images (the centred images of the
 # closed form, the transposes and QR factors of min-norm SL), an n x n or d x d Gram or R factor, the d-dimensional
 # test sets of the sampled route, and for K > 2 classes on the exact route the score-space Monte Carlo of every
-# test group (K^2 groups x MC_DRAWS draws x K scores). A point whose estimate exceeds the memory available is
-# refused before anything is written, with the estimate and the limit, instead of failing out of memory mid-run.
+# test group (K^2 groups x MC_DRAWS draws x K scores). Its theory rows come first, one population record after
+# another, each holding the float64 arrays its record's `memory` counts (theory.py: Cov(z_I, z_T) and the test
+# groups, the population InfoNCE batches); a point needs the larger of the two. A point whose estimate exceeds the
+# memory available is refused before anything is written, with the estimate and the limit, instead of failing out
+# of memory (or running for hours) mid-run.
 
 ND_ARRAYS = 6  # n x d float32 arrays alive at once: images, captions, their two noise draws, two working copies
 BYTES = 4  # float32
 
 
 def point_memory(cfg, settings, learners, route: str) -> tuple[int, str]:
-    """(bytes, how it was counted) of the largest arrays one point allocates per seed; 0 when it draws no data
-    (theory rows only) or its config has no n and d (the digits models, whose data are fixed images)."""
-    from ..evaluate import MC_DRAWS
+    """(bytes, how it was counted) of the largest arrays one point holds at once: the larger of its theory rows'
+    (the largest `memory` of its population records) and its fitted learners' per seed (0 when none is fitted, or
+    its config has no n and d: the digits models, whose data are fixed images)."""
     from ..models import model_of
 
-    n, d, n_test = getattr(cfg, "n", None), getattr(cfg, "d", None), getattr(cfg, "n_test", 0)
     records = model_of(cfg).records(learners)
-    if not all(isinstance(x, int) for x in (n, d)) or all(l.population is not None for l in records):
+    counts = [_fitted_memory(cfg, settings, [l for l in records if l.population is None], route)]
+    for learner in records:
+        if learner.memory is not None:
+            need, how = learner.memory(cfg, settings)
+            counts.append((need, f"{how}, theory rows of {learner.name}"))
+    return max(counts, key=lambda c: c[0])
+
+
+def _fitted_memory(cfg, settings, fitted, route: str) -> tuple[int, str]:
+    """(bytes, how) of the arrays of the fitted learners `fitted` per seed (module comment)."""
+    from ..evaluate import MC_DRAWS
+
+    n, d, n_test = getattr(cfg, "n", None), getattr(cfg, "d", None), getattr(cfg, "n_test", 0)
+    if not all(isinstance(x, int) for x in (n, d)) or not fitted:
         return 0, "no sampled data"
     terms = [(ND_ARRAYS * n * d, f"{ND_ARRAYS} arrays of n x d (n = {n}, d = {d})"),
              (2 * min(n, d) ** 2, "2 of min(n, d)^2")]
     if route == "sampled":
         terms.append((6 * n_test * d, f"6 test arrays of n_test x d (n_test = {n_test})"))
     K = getattr(cfg, "num_classes", 2)
-    fitted = [l for l in records if l.population is None]
     if route == "exact" and K > 2 and any(l.linear for l in fitted):
         terms.append((K * K * (2 * MC_DRAWS * K + K * K), f"the score Monte Carlo of K^2 groups (K = {K})"))
     width = getattr(settings, "width", 0)
@@ -85,4 +99,4 @@ def check_memory(points, route: str, device: str = "cpu", at_once: int = 1) -> N
     where = f"{point.param} = {point.value}" + (f", {point.series}" if point.series else "")
     times = f" x {at_once} parts at once" if at_once > 1 else ""
     raise SweepError(f"point {where} needs about {_gib(need)} of memory{times} ({how}), more than the "
-                     f"{_gib(limit)} available here ({source}); lower n, d or n_test, or run it where there is more memory")
+                     f"{_gib(limit)} available here ({source}); lower the sizes it names, or run it where there is more memory")

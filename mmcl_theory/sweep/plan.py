@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -25,12 +27,22 @@ def available_sweeps() -> list[str]:
 
 
 # Top-level keys of a sweep definition (module doc): name -> what a value must be.
+MAX_SEEDS = 10_000  # seeds of one sweep: every point keeps a row per seed, learner, prompt and test
+NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"  # a sweep's name: its figure's and default --out's file name
 DEFINITION_KEYS = {
-    "name": "a string", "model": "a model name string (required)", "description": "a string",
+    "name": "a name of letters, digits, '_', '.' and '-' (default: the file's stem)",
+    "model": "a model name string (required)", "description": "a string",
     "param": "a parameter name or a non-empty list of them (required)", "values": "a non-empty list (required)",
-    "seeds": "an integer >= 1", "learners": "a non-empty list of learner names", "series": "a parameter name",
-    "series_values": "a list", "base": "a table", "settings": "a table", "quick": "a table", "variants": "a table",
+    "seeds": f"an integer in [1, {MAX_SEEDS}]", "learners": "a non-empty list of learner names",
+    "series": "a parameter name", "series_values": "a list", "base": "a table", "settings": "a table",
+    "quick": "a table", "variants": "a table",
 }
+_names = lambda v: isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)
+_GOOD = {"name": lambda v: isinstance(v, str) and re.fullmatch(NAME_PATTERN, v),
+         "model": lambda v: isinstance(v, str) and v, "description": lambda v: isinstance(v, str),
+         "param": lambda v: (isinstance(v, str) and v) or _names(v), "values": lambda v: isinstance(v, list) and v,
+         "series": lambda v: isinstance(v, str) and v, "learners": _names, "series_values": lambda v: isinstance(v, list),
+         "seeds": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SEEDS}  # the rest: tables
 
 
 def _definition_problem(spec: dict) -> str | None:
@@ -41,34 +53,72 @@ def _definition_problem(spec: dict) -> str | None:
     unknown = sorted(set(spec) - set(DEFINITION_KEYS))
     if unknown:
         return f"unknown key(s) {', '.join(unknown)}: allowed {', '.join(DEFINITION_KEYS)}"
-    names = lambda v: isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)
-    ok = {"name": lambda v: isinstance(v, str), "model": lambda v: isinstance(v, str) and v,
-          "description": lambda v: isinstance(v, str), "param": lambda v: (isinstance(v, str) and v) or names(v),
-          "values": lambda v: isinstance(v, list) and v, "series": lambda v: isinstance(v, str) and v,
-          "seeds": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "learners": names,
-          "series_values": lambda v: isinstance(v, list)}
     for key, value in spec.items():
-        good = ok.get(key, lambda v: isinstance(v, dict))(value)
-        if not good:
+        if not _GOOD.get(key, lambda v: isinstance(v, dict))(value):
             return f"{key} = {value!r} is not allowed: {DEFINITION_KEYS[key]}"
+    quick = spec.get("quick", {})
+    for where, table in [("quick", quick), *((f"variants.{v}", t) for v, t in spec.get("variants", {}).items())]:
+        if not isinstance(table, dict):
+            return f"{where} = {table!r} is not allowed: a table"
+        for key in ("values", "series_values", "seeds", "learners", "settings"):
+            if key in table and not _GOOD.get(key, lambda v: isinstance(v, dict))(table[key]):
+                return f"{where}.{key} = {table[key]!r} is not allowed: {DEFINITION_KEYS[key].removesuffix(' (required)')}"
     return None
 
 
+def _tables_problem(spec: dict, model) -> str | None:
+    """What is wrong with the tables of a parsed definition for its model, or None: a key that is none of the
+    model's parameters or learner settings (or not allowed in that table), a variant's learner the model lacks."""
+    config, settings = list(field_types(model.config_cls)), list(field_types(model.settings_cls))
+    quick = spec.get("quick", {})
+    tables = [("base", spec.get("base", {}), config), ("settings", spec.get("settings", {}), settings),
+              ("quick", quick, ["values", "series_values", "seeds", "settings", *config]),
+              ("quick.settings", quick.get("settings", {}), settings),
+              *((f"variants.{v}", t, ["values", "learners", *config, *settings]) for v, t in spec.get("variants", {}).items())]
+    for where, table, allowed in tables:
+        unknown = sorted(set(table) - set(allowed))
+        if unknown:
+            return f"unknown key(s) {', '.join(unknown)} in [{where}]: allowed {', '.join(allowed)}"
+        bad = [l for l in table.get("learners", []) if where.startswith("variants.") and l not in model.learner_names]
+        if bad:
+            return (f"{where}.learners: unknown learner(s) {', '.join(bad)} for model {model.name}: valid learners are "
+                    f"{', '.join(model.learner_names)}")
+    return None
+
+
+def definition_path(name: str) -> Path:
+    """The file of a sweep given by NAME (SWEEP_DIR/NAME.toml) or by a path to a TOML file (one holding a '/' or
+    ending in '.toml')."""
+    if name.endswith(".toml") or "/" in name or os.sep in name:
+        return Path(name)
+    return SWEEP_DIR / f"{name}.toml"
+
+
 def load_definition(name: str) -> dict:
-    """The parsed definition SWEEP_DIR/NAME.toml; an unknown name, a file that is not TOML, or one without the
-    required keys (model, param, values) or with keys or values of the wrong kind is a SweepError (one line)."""
-    path = SWEEP_DIR / f"{name}.toml"
+    """The parsed definition of sweep NAME, or of the TOML file at a path (definition_path), with its "name" set
+    (the file's own `name`, else the file's stem: a plain name, never a path). An unknown name or missing file, a
+    file that is not TOML, or one without the required keys (model, param, values) or with keys or values of the
+    wrong kind is a SweepError (one line)."""
+    path = definition_path(name)
     if not path.is_file():
-        raise SweepError(f"unknown sweep {name!r}: known sweeps are {', '.join(available_sweeps())}")
+        if path.parent == SWEEP_DIR:
+            raise SweepError(f"unknown sweep {name!r}: known sweeps are {', '.join(available_sweeps())}")
+        raise SweepError(f"sweep definition {path} is not a file: give a named sweep ({', '.join(available_sweeps())}) "
+                         "or the path of a TOML sweep definition")
     try:
         with open(path, "rb") as f:
             spec = tomllib.load(f)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SweepError(f"sweep definition {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise SweepError(f"sweep definition {path} cannot be read: {e.strerror or e}") from None
     problem = _definition_problem(spec)
     if problem:
         raise SweepError(f"sweep definition {path}: {problem}")
-    return spec
+    if "name" not in spec and not re.fullmatch(NAME_PATTERN, path.stem):
+        raise SweepError(f"sweep definition {path}: its file name {path.stem!r} is not a sweep name (letters, digits, "
+                         "'_', '.', '-'); give it a `name`")
+    return {**spec, "name": spec.get("name", path.stem)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,8 +175,15 @@ def make_plan(name: str, quick: bool = False, seeds: int | None = None, learners
     """
     from ..models import get_model
 
-    spec = load_definition(name)
-    model = get_model(spec["model"])
+    spec, path = load_definition(name), definition_path(name)
+    name = spec["name"]  # the definition's name, also for a sweep given as a file path
+    try:
+        model = get_model(spec["model"])
+    except ValueError as e:
+        raise SweepError(f"sweep definition {path}: {e}") from None
+    problem = _tables_problem(spec, model)
+    if problem:
+        raise SweepError(f"sweep definition {path}: {problem}")
     config_types, settings_types = field_types(model.config_cls), field_types(model.settings_cls)
     quick_table = dict(spec.get("quick", {})) if quick else {}
     pick = lambda key, default=None: quick_table.pop(key, spec.get(key, default))
@@ -134,15 +191,20 @@ def make_plan(name: str, quick: bool = False, seeds: int | None = None, learners
     default_seeds = pick("seeds", 3)
     quick_settings = quick_table.pop("settings", {})
     n_seeds = default_seeds if seeds is None else seeds
-    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
-        raise SweepError(f"--seeds = {n_seeds!r} is out of range: allowed integers >= 1")
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or not 1 <= n_seeds <= MAX_SEEDS:
+        raise SweepError(f"--seeds = {n_seeds!r} is out of range: allowed integers in [1, {MAX_SEEDS}]")
     base, settings = {**spec.get("base", {}), **quick_table}, {**spec.get("settings", {}), **quick_settings}
     params = spec["param"] if isinstance(spec["param"], list) else [spec["param"]]
     axes = params + ([spec["series"]] if spec.get("series") else [])
+    variants = spec.get("variants") or {}
     items = overrides.items() if isinstance(overrides, dict) else (split_override(i) for i in overrides or [])
     for key, text in items:
         if key in axes:
             raise SweepError(f"--set {key} would be overwritten: sweep {name!r} varies {key!r} itself")
+        setters = [v for v, table in variants.items() if key in table and key not in ("values", "learners")]
+        if setters:
+            raise SweepError(f"--set {key} would be overwritten: variant(s) {', '.join(setters)} of sweep {name!r} "
+                             f"set {key} themselves")
         if key in config_types:
             base[key] = parse_value(key, text, config_types[key]) if isinstance(text, str) else text
         elif key in settings_types:
@@ -162,11 +224,11 @@ def make_plan(name: str, quick: bool = False, seeds: int | None = None, learners
         model.records(chosen)  # the grid's own check of the list (a name given twice)
     except ValueError as e:
         raise SweepError(str(e)) from None
-    route = route or model.routes[0]
-    if route not in model.routes:
-        raise SweepError(f"unknown evaluation route {route!r} for model {model.name}: allowed {', '.join(model.routes)}")
+    try:
+        route = model.route(route)  # the grid's own check of the route
+    except ValueError as e:
+        raise SweepError(str(e)) from None
     # the second axis: a series parameter, or named variants (override tables), or nothing
-    variants = spec.get("variants")
     if variants:
         axis = [(f"variant={v}", dict(t)) for v, t in variants.items()]
     elif spec.get("series"):
@@ -190,4 +252,7 @@ def make_plan(name: str, quick: bool = False, seeds: int | None = None, learners
                 set_kw = {**settings, **{k: x for k, x in swept.items() if k not in config_types}}
                 points.append(Point(param, v, label, model.config_cls(**cfg_kw), model.settings_cls(**set_kw),
                                     own_learners))
+    if not points:
+        raise SweepError(f"sweep definition {path}: no point to run: none of its variants runs any of the learners "
+                         f"{', '.join(chosen)}")
     return dataclasses.replace(plan, points=tuple(points))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from ..io import CorruptFileError, append_jsonl, atomic_write_csv, atomic_write_json, read_jsonl, run_header
+from ..io import (CorruptFileError, append_jsonl, atomic_write_csv, atomic_write_json, read_jsonl, remove_stale_temps,
+                  run_header, temp_path)
 from ..results import CONTRACT, ROW_KEYS, format_table
 from .memory import check_memory
 from .plan import Plan, Point, SweepError, make_plan
@@ -18,21 +18,26 @@ from .plan import Plan, Point, SweepError, make_plan
 
 
 def prepare_out(out: Path, plan: Plan) -> None:
+    """Make `out` (or check it) for `plan`: writable, temporary files of killed writers removed, sweep.json of this
+    plan (written here, or refused when it names another plan)."""
     if out.exists() and not out.is_dir():
         raise SweepError(f"--out {out} is a file: give a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write_test.{os.getpid()}"  # one per process: parts probe the same folder at once
+        probe = temp_path(out / ".write_test")  # one per process: parts probe the same folder at once
         probe.write_text("")
         probe.unlink()
     except OSError as e:
         raise SweepError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    remove_stale_temps(out)
     ident_file = out / "sweep.json"
     if ident_file.exists():
         try:
             previous = json.loads(ident_file.read_text()).get("hash")
         except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-            raise SweepError(f"{ident_file} is corrupt: delete it (points.jsonl keeps the finished points)") from None
+            previous = None
+        if not isinstance(previous, str):
+            raise SweepError(f"{ident_file} is corrupt: delete it (points.jsonl keeps the finished points)")
         if previous != plan.hash:
             raise SweepError(f"{out} holds results of a different sweep configuration (plan {previous}, this run "
                              f"{plan.hash}); use another --out or delete it")
@@ -56,12 +61,18 @@ def read_done(points_file: Path, plan: Plan) -> dict[str, list[dict]]:
         if rec.get("plan") != plan.hash:
             raise SweepError(f"{points_file}, line {i}: a point of another sweep plan ({rec.get('plan')!r}, "
                              f"this run {plan.hash}); use another --out or delete the file")
-        if rec.get("point") not in ids or not isinstance(rows, list) or not all(
-                isinstance(r, dict) and set(ROW_KEYS) <= set(r) for r in rows):
-            raise SweepError(f"{points_file}, line {i}: not a point of this plan with rows {list(ROW_KEYS)}; "
-                             "delete the file to start afresh")
+        if rec.get("point") not in ids or not isinstance(rows, list) or not all(map(_is_row, rows)):
+            raise SweepError(f"{points_file}, line {i}: not a point of this plan with rows {list(ROW_KEYS)} (accuracy "
+                             "a number in [0, 1], seed and n integers); delete the file to start afresh")
         done[rec["point"]] = rows
     return done
+
+
+def _is_row(row) -> bool:
+    """A result row as run_point writes it: the ROW_KEYS, the accuracy a number in [0, 1], seed and n integers."""
+    return (isinstance(row, dict) and set(ROW_KEYS) <= set(row) and type(row["seed"]) is int and type(row["n"]) is int
+            and type(row["accuracy"]) in (int, float) and 0 <= row["accuracy"] <= 1
+            and all(isinstance(row[k], str) for k in ("learner", "prompt", "test", "route")))
 
 
 def run_sweep(plan: Plan, out: Path, progress: bool = True, points_name: str = "points.jsonl") -> list[dict]:
