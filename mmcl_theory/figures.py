@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ArgumentParser
-from .io import atomic_write_csv, atomic_write_text, load_module_from_path
+from .io import atomic_write_csv, atomic_write_text
 from .runtime import error_exit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,9 +111,9 @@ SWEEP_FIGURES = {
         "60,000 MNIST training images, 3 MMCL and 3 SL epochs (a reduced budget), 3 seeds; one variant per choice, "
         "the rest at the defaults (Fig. 4 shades, white digit, drawn once, temperature 1)"),
 }
-CUSTOM_PLOTS = {"paper_mnist": "plot_paper_mnist"}  # figure -> plotting function (default plot_sweep)
+CUSTOM_PLOTS: dict = {}  # figure -> plotting function (default plotting.plot_sweep); filled below
 REAL_DATA_NAME = "real_data_ood_vs_id"
-MECHANISMS_NAME = "real_data_mechanisms"  # drawn by real_data/mechanisms_analysis.py from its committed CSV
+MECHANISMS_NAME = "real_data_mechanisms"  # drawn by clip.robustness.mechanisms from its committed CSV
 
 
 TEMPERATURE_SERIES = {  # series of mmcl_theory/sweeps/temperature.toml -> (legend label, colour, marker)
@@ -173,6 +173,19 @@ def plot_temperature(rows: list[dict], path, title: str, caption: str = "") -> N
 
 
 CUSTOM_PLOTS["temperature"] = plot_temperature
+
+
+def plot_paper_mnist(rows: list[dict], path, title: str, caption: str = "") -> None:
+    """The paper_mnist figure: plotting.plot_paper_mnist given the model's data, the rows as Fig. 2's curves
+    (paper_mnist.fig2_curves) and the paper's values (paper_mnist.PAPER_FIG2, PAPER_FIG5)."""
+    from .paper_mnist import PAPER_FIG2, PAPER_FIG5, fig2_curves
+    from .plotting import plot_paper_mnist as draw
+
+    draw(rows, path, title, caption, curves={test: fig2_curves(rows, test) for test in ("independent", "aligned")},
+         paper={"independent": PAPER_FIG2, "aligned": PAPER_FIG5})
+
+
+CUSTOM_PLOTS["paper_mnist"] = plot_paper_mnist
 
 
 def available() -> list[str]:
@@ -347,12 +360,13 @@ def main(argv=None) -> int:
                 entries.append({"name": name, "title": title, "png": None,
                                 "note": "no figures/real_data_mechanisms.csv: run real_data/mechanisms_experiment.py"})
                 continue
-            analysis = load_module_from_path(ROOT / "real_data" / "mechanisms_analysis.py", "mechanisms_analysis")
-            analysis.figure_from_csv(src, out_dir / f"{name}.png")
+            from .clip.robustness.mechanisms import figure_from_csv
+
+            figure_from_csv(src, out_dir / f"{name}.png")
             entries.append({"name": name, "title": title, "png": f"{name}.png", "csv": os.path.relpath(src, out_dir),
                             "caption": "OOD against ID accuracy per arm, with each baseline arm's trend "
                                        "(real_data/README.md); CPU setting, 2-3 seeds per arm.",
-                            "note": "drawn from the committed CSV by real_data/mechanisms_analysis.py"})
+                            "note": "drawn from the committed CSV by mmcl_theory/clip/robustness/mechanisms.py"})
             continue
         if name == REAL_DATA_NAME:
             png, note = draw_real_data(out_dir)

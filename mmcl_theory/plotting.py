@@ -147,46 +147,49 @@ def plot_sweep(rows: list[dict], path, title: str, caption: str = "") -> None:
         plt.close(fig)
 
 
-def plot_paper_mnist(rows: list[dict], path, title: str, caption: str = "") -> None:
+def plot_paper_mnist(rows: list[dict], path, title: str, caption: str = "", *, curves: dict, paper: dict) -> None:
     """The paper's App. G.1 experiment (sweep paper_mnist) beside its Fig. 2 and Fig. 5.
 
     Left, OOD (the paper's P*, shades uniform), and middle, ID (built like training): measured accuracy (%)
     against pi_core at pi_spu = 1 and against pi_spu at pi_core = 1, mean +- s.e. over seeds; SL as a
-    horizontal band (mean +- s.e.); the paper's values (paper_mnist.PAPER_FIG2, PAPER_FIG5) as hollow markers on
-    dotted lines and a dotted SL line. Right, when the rows carry accuracy against epoch ('curve'): OOD (solid)
-    and the off-colour images (the flipped test, dashed) against epoch for MMCL at pi_core = 0 and 1 (pi_spu = 1)
-    and for SL, mean +- s.e.
+    horizontal band (mean +- s.e.); the paper's values as hollow markers on dotted lines and a dotted SL line.
+    Right, when the rows carry accuracy against epoch ('curve'): OOD (solid) and the off-colour images (the
+    flipped test, dashed) against epoch for MMCL at pi_core = 0 and 1 (pi_spu = 1) and for SL, mean +- s.e.
+
+    The model's data come in with the call, so that this module imports no model (figures.plot_paper_mnist
+    passes them): curves, per test ('independent' and 'aligned'), the rows as Fig. 2's curves
+    ({'pi_core': {x: {seed: accuracy}}, 'pi_spu': {...}, 'supervised': {seed: accuracy}}, paper_mnist.fig2_curves);
+    paper, per test, the paper's values in % ({'pi_core': {x: %}, 'pi_spu': {x: %}, 'supervised': %};
+    paper_mnist.PAPER_FIG2 for 'independent', PAPER_FIG5 for 'aligned').
     """
     import numpy as np
 
-    from .paper_mnist import PAPER_FIG2, PAPER_FIG5, fig2_curves
-
     curve_style = {"pi_core": ("tab:blue", "o", r"MMCL, $\pi_{spu}$ = 1, varying $\pi_{core}$"),
                    "pi_spu": ("tab:green", "s", r"MMCL, $\pi_{core}$ = 1, varying $\pi_{spu}$")}
-    panels = (("independent", "OOD test (P*: shades uniform)", PAPER_FIG2, "Fig. 2"),
-              ("aligned", "ID test (built like training)", PAPER_FIG5, "Fig. 5"))
+    panels = (("independent", "OOD test (P*: shades uniform)", paper["independent"], "Fig. 2"),
+              ("aligned", "ID test (built like training)", paper["aligned"], "Fig. 5"))
     n_train, seeds = sorted({int(r["n"]) for r in rows}), len({int(r["seed"]) for r in rows})
     ours = f"Ours: n_train {', '.join(map(str, n_train))}, {seeds} seed{'s' * (seeds > 1)}."
     caption = f"{caption} {ours}".strip()
     with_curves = any(r.get("curve") for r in rows)
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 3 if with_curves else 2, figsize=(7.2 if not with_curves else 9.6, 4.1))
-        for ax, (test, panel_title, paper, figure) in zip(axes, panels):
-            curves = fig2_curves(rows, test)
+        for ax, (test, panel_title, reported, figure) in zip(axes, panels):
+            measured = curves[test]
             for name, (colour, marker, label) in curve_style.items():
-                pts = sorted(curves[name].items())
+                pts = sorted(measured[name].items())
                 if pts:
                     stats = [mean_se(100 * np.array(list(by_seed.values()))) for _, by_seed in pts]
                     ax.errorbar([x for x, _ in pts], [m for m, _ in stats], yerr=[s for _, s in stats], color=colour,
                                 marker=marker, capsize=2, linewidth=1.2, label=f"{label} (ours)")
-                values = sorted(paper[name].items())
+                values = sorted(reported[name].items())
                 ax.plot([x for x, _ in values], [y for _, y in values], color=colour, marker=marker, linestyle=":",
                         markerfacecolor="white", linewidth=1.0, label=f"{label} (paper, Fig. 2 / 5)")
-            if curves["supervised"]:
-                m, se = mean_se(100 * np.array(list(curves["supervised"].values())))
+            if measured["supervised"]:
+                m, se = mean_se(100 * np.array(list(measured["supervised"].values())))
                 ax.axhspan(m - se, m + se, color="tab:red", alpha=0.2, linewidth=0)
                 ax.axhline(m, color="tab:red", linestyle="--", linewidth=1.2, label="SL (ours, mean +- s.e.)")
-            ax.axhline(paper["supervised"], color="tab:red", linestyle=":", linewidth=1.0, label="SL (paper, Fig. 2 / 5)")
+            ax.axhline(reported["supervised"], color="tab:red", linestyle=":", linewidth=1.0, label="SL (paper, Fig. 2 / 5)")
             ax.set_title(f"{panel_title}; paper: {figure}")
             ax.set_xlabel(r"$\pi_{core}$ or $\pi_{spu}$")
             ax.set_xlim(-0.05, 1.05)

@@ -245,6 +245,17 @@ def test_figure_and_csv_round_trip(tmp_path):
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_figures_draws_the_mechanism_figure_from_the_package(tmp_path):
+    """python -m mmcl_theory.figures draws the committed CSV with the package's function (no script loaded);
+    the script re-exports the same objects, so the experiment writes the CSV the package reads."""
+    from mmcl_theory import figures
+    from mmcl_theory.clip.robustness import mechanisms as package
+
+    assert mechanisms.figure_from_csv is package.figure_from_csv and mechanisms.ARMS is package.ARMS
+    assert figures.main(["--only", figures.MECHANISMS_NAME, "--out", str(tmp_path)]) == 0
+    assert (tmp_path / f"{figures.MECHANISMS_NAME}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_csv_label_column_errors_and_skips(tmp_path):
     img = tmp_path / "a.png"
     from PIL import Image

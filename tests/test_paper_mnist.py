@@ -427,7 +427,7 @@ def test_g1_is_not_run_without_a_full_run(tmp_path, monkeypatch):
 
 
 def test_figure_draws_ours_beside_the_paper(tmp_path):
-    from mmcl_theory.plotting import plot_paper_mnist
+    from mmcl_theory.figures import plot_paper_mnist  # plotting's, given the model's curves and the paper's values
 
     path = tmp_path / "paper_mnist.png"
     plot_paper_mnist(_rows(PAPER_LIKE, 0.69), path, "G.1", "a caption")

@@ -24,7 +24,8 @@ series (``--baseline label``) and draws the OOD-vs-ID figure.
 
 Modules, one way down: ``trend`` (transforms, line fits, ER, bootstrap) -> ``tables`` (reading CSV
 results) -> ``testbed`` (imagenet-testbed baselines) and ``series`` (checkpoint series, figure) ->
-``cli``. The names below are the package's public API.
+``cli``; ``mechanisms`` (the real-image mechanism experiment's arms and OOD-vs-ID figure, drawn by
+``python -m mmcl_theory.figures``) reads ``trend`` only. The names below are the package's public API.
 """
 
 from .cli import main
