@@ -36,7 +36,7 @@ import optax
 
 from mmcl_theory.config import ConfigError, as_floats, check_range
 from mmcl_theory.digits import NUM_CLASSES, PROMPTS, TESTS, DigitsConfig, build_split
-from mmcl_theory.learners import SUPERVISED, ZERO_SHOT, Learner, apply_mlp, fit, init_mlp, sl_min_norm
+from mmcl_theory.learners import SUPERVISED, ZERO_SHOT, Learner, apply_mlp, fit, init_mlp, learner_key, sl_min_norm
 from mmcl_theory.losses import infonce_loss, l2_normalise
 from mmcl_theory.theory import truncate_rank
 
@@ -225,7 +225,7 @@ def run_point(config: DigitsConfig, seeds: list[int], learners: tuple[Learner, .
             stack = lambda get: jnp.asarray(np.stack([get(sp) for sp in splits]))
             prompts = stack(lambda sp: np.stack([sp.prompts[p] for p in PROMPTS]))
             acc = np.asarray(compiled_train_eval(learner, settings)(
-                jnp.stack([jax.random.key(s) for s in seeds]), stack(lambda sp: sp.train.x_image),
+                jnp.stack([learner_key(jax.random.key(s), learner.name) for s in seeds]), stack(lambda sp: sp.train.x_image),
                 stack(lambda sp: sp.train.x_text), stack(lambda sp: sp.train.label),
                 stack(lambda sp: sp.tests.x_image), stack(lambda sp: sp.tests.label), prompts))
             for j, prompt in enumerate(PROMPTS if learner.kind == ZERO_SHOT else ("",)):

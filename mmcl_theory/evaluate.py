@@ -136,8 +136,8 @@ def hidden_test_draws(key: jax.Array, cfg: Config, d_image: jax.Array, w1: jax.A
 # Each is a learners.Learner record (LEARNERS below, and M1_LEARNERS for M1 alone); the model registry
 # (models.py) hands the chosen records to run_point. For these models the record's functions are
 #   fit(key, train, cfg, settings) -> (params, (final loss, loss floor, converged) or None for a closed form):
-#       key is the point's training key; a trained learner draws its own from it by a fixed slot
-#       (_learner_key), so adding a learner never changes another's draws; train is a datamodel.Dataset.
+#       key is the learner's own key, learners.learner_key(the point's training key, its name), so adding a
+#       learner never changes another's draws; train is a datamodel.Dataset.
 #   scorers(params, prompts) -> {prompt: Scorer}: prompts {prompt set: (K, d) observed prompts} for a
 #       zero-shot learner, {} for a supervised one, which returns {"": Scorer}.
 #   population(cfg, test, prompt, settings) -> accuracy, for the theory rows.
@@ -160,12 +160,6 @@ class Scorer:
     hidden: tuple | None = None
 
 
-def _learner_key(key: jax.Array, slot: int) -> jax.Array:
-    """A trained learner's PRNG key: slot 0-4 from one split of five (the package's earlier keys), later
-    slots by fold_in(key, slot)."""
-    return jax.random.split(key, 5)[slot] if slot < 5 else jax.random.fold_in(key, slot)
-
-
 def _fit_mmcl_closed_form(key, train, cfg, settings):
     return L.mmcl_closed_form(train.x_image, train.x_text, settings.rank, settings.rho), None
 
@@ -174,22 +168,22 @@ def _fit_sl_min_norm(key, train, cfg, settings):
     return L.sl_min_norm(train.x_image, train.label, cfg.num_classes), None
 
 
-def _fit_mmcl_linear_gd(slot, key, train, cfg, settings):
-    params, losses = L.mmcl_linear_gd(_learner_key(key, slot), train.x_image, train.x_text, settings.embed_dim,
+def _fit_mmcl_linear_gd(key, train, cfg, settings):
+    params, losses = L.mmcl_linear_gd(key, train.x_image, train.x_text, settings.embed_dim,
                                       settings.rho, settings.gd_steps, settings.gd_lr, with_trace=True)
     return params, L.fit_summary(losses, L.loss_floor_linear(train.x_image, train.x_text, settings.embed_dim,
                                                              settings.rho))
 
 
-def _fit_mmcl_infonce(slot, hidden, key, train, cfg, settings):
-    params, losses = L.mmcl_infonce(_learner_key(key, slot), train.x_image, train.x_text, settings, hidden=hidden,
+def _fit_mmcl_infonce(hidden, key, train, cfg, settings):
+    params, losses = L.mmcl_infonce(key, train.x_image, train.x_text, settings, hidden=hidden,
                                     with_trace=True)
     tau = L.MIN_TEMPERATURE if settings.learn_temperature else settings.temperature
     return params, L.fit_summary(losses, L.loss_floor_infonce(train.x_image.shape[0], tau))
 
 
-def _fit_sl_cross_entropy(slot, hidden, plain_gd, key, train, cfg, settings):
-    params, losses = L.sl_cross_entropy(_learner_key(key, slot), train.x_image, train.label, cfg.num_classes,
+def _fit_sl_cross_entropy(hidden, plain_gd, key, train, cfg, settings):
+    params, losses = L.sl_cross_entropy(key, train.x_image, train.label, cfg.num_classes,
                                         settings, hidden=hidden, plain_gd=plain_gd, with_trace=True)
     return params, L.fit_summary(losses, 0.0)
 
@@ -268,19 +262,19 @@ def _population_bayes_core(cfg, test, prompt, settings):
 
 P = functools.partial
 ZS, SL = L.ZERO_SHOT, L.SUPERVISED
-LEARNERS = (  # the slots fix each trained learner's PRNG key (_learner_key)
+LEARNERS = (
     L.Learner("theory_mmcl", ZS, population=_population_mmcl, theory=True, memory=_memory_mmcl),
     L.Learner("bayes_core", SL, population=_population_bayes_core, theory=True),
     L.Learner("mmcl_closed_form", ZS, _fit_mmcl_closed_form, _score_bilinear, linear=True),
-    L.Learner("mmcl_linear_gd", ZS, P(_fit_mmcl_linear_gd, 0), _score_bilinear, trained=True, linear=True),
-    L.Learner("mmcl_infonce_linear", ZS, P(_fit_mmcl_infonce, 1, False), _score_infonce, trained=True, linear=True),
-    L.Learner("mmcl_infonce_mlp", ZS, P(_fit_mmcl_infonce, 2, True), _score_infonce, trained=True),
+    L.Learner("mmcl_linear_gd", ZS, _fit_mmcl_linear_gd, _score_bilinear, trained=True, linear=True),
+    L.Learner("mmcl_infonce_linear", ZS, P(_fit_mmcl_infonce, False), _score_infonce, trained=True, linear=True),
+    L.Learner("mmcl_infonce_mlp", ZS, P(_fit_mmcl_infonce, True), _score_infonce, trained=True),
     L.Learner("sl_min_norm", SL, _fit_sl_min_norm, _score_sl_min_norm, linear=True),
-    L.Learner("sl_logistic", SL, P(_fit_sl_cross_entropy, 3, False, False), _score_sl_network, trained=True,
+    L.Learner("sl_logistic", SL, P(_fit_sl_cross_entropy, False, False), _score_sl_network, trained=True,
               linear=True),
-    L.Learner("sl_logistic_gd", SL, P(_fit_sl_cross_entropy, 5, False, True), _score_sl_network, trained=True,
+    L.Learner("sl_logistic_gd", SL, P(_fit_sl_cross_entropy, False, True), _score_sl_network, trained=True,
               linear=True),
-    L.Learner("sl_mlp", SL, P(_fit_sl_cross_entropy, 4, True, False), _score_sl_network, trained=True),
+    L.Learner("sl_mlp", SL, P(_fit_sl_cross_entropy, True, False), _score_sl_network, trained=True),
 )
 M1_LEARNERS = (L.Learner("theory_infonce", ZS, population=_population_infonce, theory=True, memory=_memory_infonce),)  # derived for M1 only
 
@@ -306,7 +300,7 @@ def fit_and_score(key: jax.Array, cfg: Config, settings: L.LearnerSettings, lear
         tests = [sample_dataset(k, cfg, dicts, cfg.n_test, t) for k, t in zip(test_keys, TESTS)]
     out, fits = {}, {}
     for learner in learners:
-        params, fit = learner.fit(k_fit, train, cfg, settings)
+        params, fit = learner.fit(L.learner_key(k_fit, learner.name), train, cfg, settings)
         if fit is not None:
             fits[learner.name] = fit
         scorers = learner.scorers(params, prompts if learner.kind == L.ZERO_SHOT else {})

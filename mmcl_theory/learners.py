@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import zlib
 from typing import Callable
 
 import jax
@@ -79,6 +80,13 @@ class Learner:
             raise ValueError(f"Learner {self.name}: give either fit (with scorers) or population, not both or neither")
         if self.population is not None and not self.theory:
             raise ValueError(f"Learner {self.name}: a population prediction is theory (theory=True)")
+
+
+def learner_key(key: jax.Array, name: str) -> jax.Array:
+    """A learner's own PRNG key, derived from the point's key and the learner's name:
+    fold_in(key, crc32(name) mod 2^31). Two learners draw independently, and adding or removing a learner never
+    changes another's draws, with no table of key slots (docs/learners.md#plug-in)."""
+    return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,9 @@ on a learner's name."""
 import ast
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from mmcl_theory import evaluate as E
@@ -61,11 +63,32 @@ def test_grid_checks_learners_routes_and_configs_against_the_model():
         evaluate_grid([cfg], [0], ("sl_min_norm",), digits_settings)
 
 
-def test_trained_synthetic_learners_draw_from_distinct_key_slots():
-    """Each trained M1/M2/DM2 learner takes its PRNG key from its own slot (evaluate._learner_key), the first
-    argument bound in its fit; two learners on one slot would share their random draws."""
-    slots = [l.fit.args[0] for l in E.LEARNERS if l.trained]
-    assert len(slots) == 6 and sorted(slots) == list(range(6))
+def test_trained_learners_draw_from_keys_derived_from_their_names():
+    """learner_key(key, name) = fold_in(key, crc32(name) mod 2^31) (docs/learners.md#plug-in): every trained
+    learner of every model that uses it gets a distinct key, and the key depends only on the point key and the
+    name, so it is the same whichever other learners run beside it."""
+    import zlib
+
+    from mmcl_theory.digits_learners import LEARNERS as DIGITS_LEARNERS
+    from mmcl_theory.learners import learner_key
+
+    key = jax.random.key(7)
+    names = sorted({l.name for l in (*E.LEARNERS, *DIGITS_LEARNERS) if l.trained})
+    draws = {name: tuple(np.asarray(jax.random.key_data(learner_key(key, name)))) for name in names}
+    assert len(set(draws.values())) == len(names) == 6  # digits reuses five of the synthetic names
+    expected = jax.random.fold_in(key, zlib.crc32(b"sl_mlp") % 2**31)
+    assert draws["sl_mlp"] == tuple(np.asarray(jax.random.key_data(expected)))
+
+
+def test_a_learners_rows_do_not_depend_on_the_learners_beside_it():
+    """The runner hands each trained learner learner_key(point key, name): mmcl_infonce_linear's rows are the same
+    bytes alone and beside sl_logistic (whose draw it would share or shift under slot tables)."""
+    cfg = make_config("M1", n=40, d=80, n_test=200)
+    settings = LearnerSettings(steps=20)
+    alone = E.run_point(cfg, [0, 1], E.LEARNERS[4:5], settings, "exact")
+    beside = E.run_point(cfg, [0, 1], (E.LEARNERS[7], E.LEARNERS[4]), settings, "exact")
+    assert E.LEARNERS[4].name == "mmcl_infonce_linear" and E.LEARNERS[7].name == "sl_logistic"
+    assert alone == [r for r in beside if r["learner"] == "mmcl_infonce_linear"]
 
 
 def test_a_learner_added_as_a_record_runs_through_the_synthetic_runner():
