@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 
-from ..io import (CorruptFileError, append_jsonl, atomic_write_csv, atomic_write_json, read_jsonl, remove_stale_temps,
-                  run_header, temp_path)
-from ..results import CONTRACT, ROW_KEYS, format_table
+from ..io import (CorruptFileError, append_jsonl, atomic_write_csv, atomic_write_json, atomic_write_text, read_jsonl,
+                  remove_stale_temps, run_header, temp_path)
+from ..results import CONTRACT, ROW_KEYS, SUMMARY_WIDTH, format_summary, format_table
 from .memory import check_memory
 from .plan import Plan, Point, SweepError, make_plan
 
@@ -273,12 +274,18 @@ def merge_parts(outs: list[Path]) -> tuple[Plan, list[dict], float]:
 
 
 def finish(rows: list[dict], plan: Plan, out: Path, seconds: float, also: tuple[Path, ...] = ()) -> None:
-    """Write results.csv, results.json and the figure of a whole sweep, and print its table (and the
-    paths written, then `also`)."""
+    """Write results.csv, results.json, the full table (table.txt: every test, learner and value) and the
+    figure of a whole sweep, and print its summary (results.format_summary, at most 100 columns) and the
+    files written (then `also`)."""
     from ..plotting import plot_sweep
 
     written = write_results(rows, plan, out, seconds)
+    table = out / "table.txt"
+    atomic_write_text(table, f"sweep {plan.name} ({plan.model}): {plan.description}\n{format_table(rows)}\n")
     figure = out / f"{plan.name}.png"
     plot_sweep(rows, figure, f"sweep {plan.name} ({plan.model})", plan.description)
-    print(format_table(rows))
-    print(f"\n{len(rows)} rows in {seconds:.1f} s; wrote " + ", ".join(str(p) for p in [*written, figure, *also]))
+    print(format_summary(rows, table=str(table), figure=str(figure)))
+    paths = [*written, table, figure, *also]
+    names = ", ".join(p.name if p.parent == out else str(p) for p in paths)
+    print("\n".join(textwrap.wrap(f"{len(rows)} rows in {seconds:.1f} s; wrote {names} in {out}", SUMMARY_WIDTH,
+                                   break_long_words=False, break_on_hyphens=False)))
