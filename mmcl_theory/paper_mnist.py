@@ -624,6 +624,17 @@ def run_point(config: PaperMnistConfig, seeds: list[int], learners: tuple[Learne
 # --------------------------------------------------------------------------------------------
 
 
+def diverged(row) -> bool:
+    """Whether a row's training run stopped at a non-finite loss (_loss_columns' "no: ..." in `converged`)."""
+    return str(row.get("converged", "")).startswith("no:")
+
+
+def diverged_runs(rows) -> list[str]:
+    """The diverged training runs among the rows, one line each: 'series, param value, learner, seed N: why'."""
+    return list(dict.fromkeys(f"{r['series']}, {r['param']} {float(r['value']):g}, {r['learner']}, seed {r['seed']}: "
+                              f"{str(r['converged']).removeprefix('no: ')}" for r in rows if diverged(r)))
+
+
 def fig2_curves(rows, test: str = "independent") -> dict:
     """Rows of the sweep paper_mnist (mmcl_theory/sweeps/paper_mnist.toml) as Fig. 2's curves on one test, per seed.
 
@@ -631,10 +642,13 @@ def fig2_curves(rows, test: str = "independent") -> dict:
     {'pi_core': {pi_core: {seed: accuracy}} at pi_spu = 1 (variant pi_spu_1),
      'pi_spu': {pi_spu: {seed: accuracy}} at pi_core = 1 (the pi_core = 1 point of each variant pi_spu_X),
      'supervised': {seed: accuracy}} (the SL rows).
+    A run whose training diverged (its `converged` column starts with "no:", _loss_columns) is left out: it was
+    scored before the epochs the protocol asks for, so it is not a measurement of the trained learner;
+    diverged_runs lists them.
     """
     curves: dict = {"pi_core": {}, "pi_spu": {}, "supervised": {}}
     for r in rows:
-        if r["test"] != test:
+        if r["test"] != test or diverged(r):
             continue
         seed, accuracy = int(r["seed"]), float(r["accuracy"])
         variant = str(r["series"]).partition("=")[2]

@@ -13,6 +13,10 @@ three qualitative claims, with tolerances of Z standard errors of the seed mean 
   (3) pi_spu barely matters:  |D_spu| + Z s.e.(D_spu) < D_core - Z s.e.(D_core),
                               D_spu = OOD(pi_spu = 1) - OOD(pi_spu = 0) at pi_core = 1
       (the paper's own numbers: |D_spu| = 4.06 points against D_core = 17.27).
+
+A seed whose training diverged (a non-finite loss; its row says so in `converged`) is left out of every curve
+and every paired difference (paper_mnist.fig2_curves), and the check lists it: it is a failed run, scored
+before the protocol's epochs, not a measurement of the trained learner. The paper reports no such run.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def paired(a: dict[int, float], b: dict[int, float]) -> np.ndarray:
 def assess(rows: list[dict]) -> tuple[str, str, str, list[str]]:
     """(verdict, measured, why, details) of the three claims from the sweep's rows (see the module doc)."""
     from mmcl_theory.figures import SWEEP_FIGURES
-    from mmcl_theory.paper_mnist import PAPER_FIG2, PAPER_FIG5, fig2_curves
+    from mmcl_theory.paper_mnist import PAPER_FIG2, PAPER_FIG5, diverged_runs, fig2_curves
 
     ood, iid = fig2_curves(rows, "independent"), fig2_curves(rows, "aligned")
     core, spu, sl = ood["pi_core"], ood["pi_spu"], ood["supervised"]
@@ -54,7 +58,8 @@ def assess(rows: list[dict]) -> tuple[str, str, str, list[str]]:
               "reducing pi_core hurts": d_core - Z * d_core_se > 0}
     has_spu = 0.0 in spu and 1.0 in spu
     if has_spu:  # claim (3) needs the pi_spu = 0 point; without it the verdict is at most 'not run'
-        d_spu, d_spu_se = mean_se(paired(spu[1.0], spu[0.0]))
+        d_spu_by_seed = paired(spu[1.0], spu[0.0])
+        d_spu, d_spu_se = mean_se(d_spu_by_seed)
         checks["pi_spu has a smaller effect than pi_core"] = abs(d_spu) + Z * d_spu_se < d_core - Z * d_core_se
     pct = lambda by_seed: mean_se(100 * np.array(list(by_seed.values())))
     seeds = len(sl)
@@ -69,8 +74,11 @@ def assess(rows: list[dict]) -> tuple[str, str, str, list[str]]:
         why += "; pi_spu has a smaller effect than pi_core: not run (no pi_spu = 0 point)"
     id_means = [pct(by_seed)[0] for curve in ("pi_core", "pi_spu") for by_seed in iid[curve].values()]
     why += (f" (MMCL - SL {beat:+.2f} +- {beat_se:.2f} points; D_core {d_core:+.2f} +- {d_core_se:.2f}; "
-            + (f"D_spu {d_spu:+.2f} +- {d_spu_se:.2f}; " if has_spu else "") + f"paired by seed, tolerance {Z:g} s.e.; ID accuracy MMCL "
+            + (f"D_spu {d_spu:+.2f} +- {d_spu_se:.2f} over {len(d_spu_by_seed)} seeds; " if has_spu else "") + f"paired by seed, tolerance {Z:g} s.e.; ID accuracy MMCL "
             f"{min(id_means):.1f}-{max(id_means):.1f}%, SL {pct(iid['supervised'])[0]:.1f}%)")
+    failed = diverged_runs(rows)
+    if failed:
+        why += f"; {len(failed)} diverged run{'s' * (len(failed) != 1)} left out: " + "; ".join(failed)
     off = fig2_curves(rows, "flipped")  # the off-colour images: P*'s images whose shade is the other family's
     table = ["| point | paper OOD % (Fig. 2) | ours OOD % (mean +- s.e.) | paper ID % (Fig. 5) | ours ID % | "
              "ours off-colour % |", "| --- | --- | --- | --- | --- | --- |"]

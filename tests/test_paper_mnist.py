@@ -409,6 +409,27 @@ def test_g1_verdict_follows_the_three_claims():
     assert flat[0] == "fail" and "reducing pi_core hurts: FAILS" in flat[2]
 
 
+def test_a_diverged_run_is_left_out_of_the_curves_and_named():
+    """A seed whose training stopped at a non-finite loss (converged "no: ...") is not a point of any curve, so the
+    claims are paired over the other seeds; G1 names it. Here seed 1 at pi_spu = 0 diverged with a low accuracy
+    that, kept, would make pi_spu's effect as large as pi_core's."""
+    from paper_checks.check_g1 import assess
+
+    rows = _rows(PAPER_LIKE, 0.69)
+    why = "non-finite loss in epoch 6, scored as after epoch 5"
+    for r in rows:
+        if r["series"] == "variant=pi_spu_0" and r["seed"] == 1:
+            r.update(accuracy=0.40, converged="no: " + why, param="pi_core")
+    curves = pm.fig2_curves(rows)
+    assert curves["pi_spu"][0.0] == {0: 0.72, 2: pytest.approx(0.71)} and len(curves["pi_spu"][1.0]) == 3
+    assert pm.diverged_runs(rows) == [f"variant=pi_spu_0, pi_core 1, mmcl_lenet, seed 1: {why}"]
+    verdict, _, reason, _ = assess(rows)
+    assert verdict == "pass", reason
+    assert "over 2 seeds" in reason and "1 diverged run left out: variant=pi_spu_0, pi_core 1" in reason
+    kept = [{**r, "converged": ""} for r in rows]
+    assert assess(kept)[0] == "fail"
+
+
 def test_g1_is_not_run_without_a_full_run(tmp_path, monkeypatch):
     import csv
 
