@@ -94,14 +94,14 @@ SWEEP_FIGURES = {
         "sklearn digits, p 0.99, sigma 0.01 (and 0.1), n 1200, 3 seeds; one line style per variant"),
     "paper_mnist": (
         "The paper's semi-synthetic MNIST experiment (App. G.1, Fig. 2)",
-        "At the paper's scale (60,000 training images, 100 MMCL epochs) Fig. 2 is reproduced: OOD 61.4 -> 76.9, "
-        "77.4, 75.8% over pi_core 0, 0.25, 0.5, 1 (paper 58.9 -> 72.4, 75.0, 76.2); MMCL at pi_core 1 beats SL by "
-        "13.6 +- 1.0 points. SL reaches 62.1% (paper 69.0), its off-colour accuracy still rising at epoch 40 "
-        "(0% at epochs 10-20, 24% at 40); MMCL's ID at pi_core 1 is 66.4% (paper's Fig. 5: 70.6), below its OOD as "
-        "in the paper. pi_spu 0 and 0.5 and pi_core 0.75 not yet run (pi_spu 0 diverged, rerun pending). "
-        "Paper's Fig. 2 / 5 values dotted, hollow.",
+        "At the paper's scale (60,000 training images, 100 MMCL epochs) Fig. 2 is reproduced within 3 points "
+        "except at pi_core 0.25 (+4.5) and for SL: OOD 61.4 -> 76.9, 77.4, 76.8, 75.8% over pi_core 0 -> 1 (paper "
+        "58.9 -> 72.4, 75.0, 75.9, 76.2); 71.4, 75.8% at pi_spu 0, 0.5 (paper 72.2, 75.4). MMCL at pi_core 1 beats "
+        "SL by 13.6 +- 1.0 points; SL reaches 62.1% (paper 69.0), its off-colour accuracy still rising at epoch 40. "
+        "One of 21 MMCL runs diverged (pi_spu 0, seed 1, epoch 6) and is left out. Paper's Fig. 2 / 5 values "
+        "dotted, hollow.",
         "60,000 MNIST training images, the 10,000 test images recoloured per test; MMCL 100 epochs, SL 40; momentum "
-        "SGD as the paper; Fig. 4 shades, white digit, temperature 1; 5 of the 8 points"),
+        "SGD as the paper; Fig. 4 shades, white digit, temperature 1; all 8 points, 3 seeds (2 at pi_spu 0: one diverged)"),
     "paper_mnist_choices": (
         "The paper's MNIST experiment: the choices it leaves open",
         "At 3 epochs (1,404 steps) no open choice moves OOD far from the defaults: pure channels instead of Fig. "
