@@ -197,17 +197,20 @@ def available() -> list[str]:
 
 
 def fresh_rows(name: str, quick: bool, runs: Path) -> tuple[list[dict], dict]:
-    """Run (or resume) sweep `name` into runs/NAME; returns (rows, meta)."""
+    """Run (or resume) sweep `name` into runs/NAME; returns (rows, meta). meta["provenance"]: the source hash the
+    rows were computed with (provenance.begin_sweep_run refuses a folder of points computed with other code)."""
+    from . import provenance
     from .sweep import make_plan, run_sweep, write_results
 
     plan = make_plan(name, quick)
     out = runs / name
+    started = provenance.begin_sweep_run(name, out)
     start = time.perf_counter()
     rows = run_sweep(plan, out)
     seconds = time.perf_counter() - start
     write_results(rows, plan, out, seconds)
     return rows, {"seeds": len(plan.seeds), "seconds": seconds, "source": str(out / "results.json"),
-                  "learners": list(plan.learners)}
+                  "learners": list(plan.learners), "provenance": provenance.end_sweep_run(name, started)}
 
 
 def stored_rows(name: str, directory: Path) -> tuple[list[dict], dict]:
@@ -222,8 +225,11 @@ def stored_rows(name: str, directory: Path) -> tuple[list[dict], dict]:
         rows = meta["rows"]
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise ValueError(f"{path} is not a sweep results.json (no rows); rerun the sweep") from None
+    from .provenance import stored_part
+
     return rows, {"seeds": len(meta.get("config", {}).get("seeds", [])) or len({r["seed"] for r in rows if r.get("route") != "theory"}),
-                  "seconds": meta.get("seconds"), "source": str(path), "learners": sorted({r["learner"] for r in rows})}
+                  "seconds": meta.get("seconds"), "source": str(path), "learners": sorted({r["learner"] for r in rows}),
+                  "provenance": stored_part(path)}
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -352,6 +358,18 @@ def main(argv=None) -> int:
     runs = args.runs or Path("runs") / ("figures-quick" if args.quick else "figures")
     entries, failed = [], []
     quick_for = {n.strip() for n in args.quick_for.split(",") if n.strip()}
+    from . import provenance
+    from .io import portable_argument
+
+    command = " ".join(["python -m mmcl_theory.figures", *map(portable_argument, map(str, argv if argv is not None
+                                                                                   else sys.argv[1:]))])
+    try:  # a runs folder of points computed with other code is refused before anything runs
+        for name in ([] if args.from_dir else [n for n in chosen if n in available()]):
+            quick = args.quick or name in quick_for
+            folder = runs.with_name(runs.name + "-quick") if quick and not args.quick else runs
+            provenance.begin_sweep_run(name, folder / name, write=False)
+    except provenance.ProvenanceError as e:
+        return error_exit(e)
     for name in chosen:
         if name == MECHANISMS_NAME:
             src = FIGURES_DIR / f"{MECHANISMS_NAME}.csv"
@@ -394,6 +412,10 @@ def main(argv=None) -> int:
             entries.append({"name": name, "title": SWEEP_FIGURES[name][0], "png": None, "note": str(e)})
             continue
         png = draw_sweep(name, rows, out_dir, meta["seeds"], quick and not args.from_dir)
+        for csv_name in (f"{name}.csv", f"{name}_epochs.csv"):  # the record beside each CSV this run wrote
+            if (out_dir / csv_name).is_file() and (csv_name == f"{name}.csv" or any(r.get("curve") for r in rows)):
+                provenance.stamp_figure(name, out_dir / csv_name, command, meta["provenance"],
+                                        "QUICK variant" if quick and not args.from_dir else "")
         note = (("QUICK variant of the sweep (fewer values and seeds, shorter training); " if quick and not args.from_dir
                  else "") + f"{meta['seeds']} seeds, learners {', '.join(meta['learners'])}; "
                 + (f"from stored results {meta['source']}" if args.from_dir else

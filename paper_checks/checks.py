@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from .common import (DERIVED, FAIL, NOT_RUN, PAPER, PASS, SAGAWA, TEST_INDEX, TESTS, Z, Record, evaluate, fmt, mean_se,
-                     verdict)
+from .common import (DERIVED, FAIL, NOT_RUN, PAPER, PASS, SAGAWA, TEST_INDEX, TESTS, Z, Margins, Record, evaluate, fmt,
+                     mean_se, seed, seed_list, verdict)
 
 from .check_g1 import check_G1
 from .temperature import check_T1
@@ -62,8 +62,8 @@ def _sagawa_minority_accuracy(cfg, seeds: int) -> dict[str, np.ndarray]:
     from mmcl_theory.learners import sl_min_norm
 
     out = {"erm": [], "balanced": []}
-    for seed in range(seeds):
-        k_dict, k_train, k_test = jax.random.split(jax.random.key(seed), 3)
+    for s in seed_list(seeds):
+        k_dict, k_train, k_test = jax.random.split(jax.random.key(s), 3)
         dicts = dictionaries(k_dict, cfg)
         train = sample_dataset(k_train, cfg, dicts, cfg.n)
         group = 2 * train.label + train.spurious
@@ -91,12 +91,14 @@ def check_C1(quick: bool) -> Record:
     (m_lo, se_lo), (m_hi, se_hi) = mean_se(acc[lo]["balanced"]), mean_se(acc[hi]["balanced"])
     drop, drop_se = m_lo - m_hi, math.hypot(se_lo, se_hi)
     ok = drop > Z * drop_se
+    margins = Margins()
+    margins.effect(drop, Z * drop_se, f"drop d {lo} -> {hi}")
     table = ["| d | d / n | SL min-norm, group-balanced | SL min-norm, ERM | MMCL closed form (r = 1) | MMCL theory |",
              "| --- | --- | --- | --- | --- | --- |"]
     for d in dims:
         table.append(f"| {d} | {d / n:.2f} | {fmt(*mean_se(acc[d]['balanced']))} | {fmt(*mean_se(acc[d]['erm']))} | "
                      f"{fmt(*mean_se(acc[d]['mmcl']))} | {theory[d]:.3f} |")
-    return Record(
+    return margins.stamp(Record(
         "C1", "In Sagawa et al. (2020)'s toy setting (n = 3000, p = 0.9, core ~ N(y, 1), spurious ~ N(a, 0.01), "
               "noise features of variance 1/d each), upweighting the minority groups helps the SL classifier only "
               "while d < n: past n the minimum-norm (max-margin) interpolator ignores the weights and its "
@@ -118,7 +120,7 @@ def check_C1(quick: bool) -> Record:
          "MMCL in the same setting: closed form on rich captions (r = 1); its theory column is the population "
          "closed form written out in this check.",
          *table,
-         "Quick mode: n = 300, d in (30, 300, 1000)." if quick else "Quick mode uses n = 300, d in (30, 300, 1000)."])
+         "Quick mode: n = 300, d in (30, 300, 1000)." if quick else "Quick mode uses n = 300, d in (30, 300, 1000)."]))
 
 
 # ================================================================== C2
@@ -138,7 +140,10 @@ def check_C2(quick: bool) -> Record:
     diff, diff_se = mean_se(mm - sl)
     match = abs(m - pop) <= Z * se
     beats = diff - Z * diff_se >= 0.3
-    return Record(
+    margins = Margins()
+    margins.equal(m - pop, Z * se, "MMCL - theory")
+    margins.at_least(diff, 0.3 + Z * diff_se, "MMCL - SL >= 0.3 + 3 s.e.")
+    return margins.stamp(Record(
         "C2", "With rich captions (r=1) at the M1 defaults, MMCL's flipped-test accuracy matches the population "
               "closed form within sampling error and exceeds SL's by at least 0.3.",
         PAPER,
@@ -150,9 +155,9 @@ def check_C2(quick: bool) -> Record:
         (f"|MMCL - theory| = {abs(m - pop):.4f} {'<=' if match else '>'} 3 s.e. = {Z * se:.4f}; "
          f"difference - 3 s.e. = {diff - Z * diff_se:.3f} {'>=' if beats else '<'} 0.3"),
         ["Learners: models.evaluate_grid with mmcl_closed_form (full rank, rho=1) and sl_min_norm, "
-         "seeds 0..S-1; each seed draws new dictionaries, training and test sets.",
+         f"seeds {seed(0)}..{seed(seeds - 1)}; each seed draws new dictionaries, training and test sets.",
          "The population value is the n -> infinity limit; at n=200 the reference 5-seed simulation (docs/theory.md#m1-reference) gave "
-         "0.702 against 0.709, so a small finite-sample bias is possible and would show up here as a failure."])
+         "0.702 against 0.709, so a small finite-sample bias is possible and would show up here as a failure."]))
 
 
 # ================================================================== C3
@@ -175,8 +180,8 @@ def _c3_spreads(sc: float, n: int, seeds: int, n_test: int, on_data: bool):
     var = np.array([cfg.sigma_core**2, cfg.sigma_spu**2])
     e = cfg.sigma_xi**2 / cfg.d
     mmcl, sl, exact = [], [], []
-    for seed in range(seeds):
-        k_dict, k_train, k_test = jax.random.split(jax.random.key(1000 + seed), 3)
+    for s in seed_list(seeds):
+        k_dict, k_train, k_test = jax.random.split(jax.random.key(1000 + s), 3)
         dicts = dictionaries(k_dict, cfg)
         train = sample_dataset(k_train, cfg, dicts, cfg.n)
         prompts = np.asarray(prompt_latents(cfg) @ dicts[1].T, np.float64)
@@ -222,6 +227,12 @@ def check_C3(quick: bool) -> Record:
                          big=b, big_se=b_se, small=float(np.mean(small_exact)), near=near_spu))
     grows = all(b["mm"] - Z * b["mm_se"] > a["mm"] + Z * a["mm_se"] for a, b in zip(rows, rows[1:]))
     sl_near = all(r["near"] for r in rows)
+    margins = Margins()
+    for a, b in zip(rows, rows[1:]):
+        margins.effect(b["mm"] - a["mm"], Z * (a["mm_se"] + b["mm_se"]), f"MMCL spread sigma_core {a['sc']} -> {b['sc']}")
+    for r in rows:  # SL nearer (log ratio) the spurious-only scale than the core-only scale
+        margins.at_most(abs(math.log(r["s"] / r["spu"])), abs(math.log(r["s"] / r["core"])),
+                        f"SL spread nearer spurious scale, sigma_core {r['sc']}")
     table = ["| sigma_core | MMCL spread, n=200 | MMCL exact spread given its direction, n=200 / n=" + str(n_large) +
              " | MMCL closed form (n -> inf) | "
              "SL spread, n=200 | spurious-only sqrt(sigma_spu^2+e) | core-only sqrt(sigma_core^2+e) |",
@@ -234,7 +245,7 @@ def check_C3(quick: bool) -> Record:
            "MMCL spread does NOT increase significantly at every step",
            "SL spread nearer the spurious-only than the core-only scale at every sigma_core" if sl_near else
            "SL spread nearer the core-only scale at some sigma_core"]
-    return Record(
+    return margins.stamp(Record(
         "C3", "Non-collapse: the within-class spread of MMCL image representations along the learned core "
               "direction grows with sigma_core, while SL's projection of the majority group stays at sigma_spu scale.",
         PAPER,
@@ -267,7 +278,7 @@ def check_C3(quick: bool) -> Record:
          "form is an n -> infinity limit, so it is reported here beside the verdict rather than used as the "
          "expectation at finite n. The claim itself (growth; SL at spurious scale) does not depend on it.",
          "SL's spread is small because its min-norm direction is mostly spent memorising noise and, within the "
-         "latent plane, mostly spurious; it does not grow with sigma_core, while MMCL's grows roughly as sigma_core."])
+         "latent plane, mostly spurious; it does not grow with sigma_core, while MMCL's grows roughly as sigma_core."]))
 
 
 # ================================================================== C4
@@ -298,8 +309,15 @@ def check_C4(quick: bool) -> Record:
     label_only = all(abs(m - ref) <= Z * se + REFERENCE_ROUNDING for (m, se), ref in zip(r0, M1_REFERENCE_TABLE[0.0]))
     pop_r0 = [population_zero_shot_accuracy(make_config("M1", r=0.0), t) for t in TESTS]
     ok = theory_mono and no_drop and rises and label_only
+    margins = Margins()
+    margins.holds(theory_mono, "closed form increasing in r")
+    for a, b, d, d_se in steps:  # no step down beyond 3 s.e.: -d <= 3 s.e.
+        margins.add(-d / (Z * d_se) if d_se > 0 else (0.0 if d >= 0 else math.inf), f"no step down r {a} -> {b}")
+    margins.effect(rise, Z * rise_se, "rise r 0 -> 1")
+    for (m_, se_), ref, test in zip(r0, M1_REFERENCE_TABLE[0.0], TESTS):
+        margins.equal(m_ - ref, Z * se_ + REFERENCE_ROUNDING, f"r = 0 {test} vs label-only row")
     meas = ", ".join(f"r={r}: {fmt(*mean_se(flipped[r]))}" for r in rs)
-    return Record(
+    return margins.stamp(Record(
         "C4", "Richer captions help: flipped accuracy rises monotonically in caption richness r, and at r=0 "
               "MMCL falls to label-only behaviour.",
         PAPER,
@@ -320,7 +338,7 @@ def check_C4(quick: bool) -> Record:
          f"Population (theory.population_zero_shot_accuracy, exact Gaussian) at r=0: "
          f"{', '.join(f'{x:.4f}' for x in pop_r0)}; the reference label-only row is the expectation used.",
          "At r=0 every caption states the class only (z_T,core = y), so r=0 *is* the label-only caption model; "
-         "the check is that its accuracy is the reference label-only row."])
+         "the check is that its accuracy is the reference label-only row."]))
 
 
 # ================================================================== C5
@@ -334,6 +352,7 @@ def check_C5(quick: bool) -> Record:
     seeds, n_test, betas = (3, 500, (0.4,)) if quick else (6, 2000, (0.2, 0.4))
     ok = True
     lines, meas, why = [], [], []
+    margins = Margins()
     for beta in betas:
         res = {}
         for ann in (0.0, 1.0):
@@ -346,6 +365,8 @@ def check_C5(quick: bool) -> Record:
         d2, d2_se = mean_se(ann_acc - sl_acc)
         good = d1 > Z * d1_se and d2 > Z * d2_se
         ok &= good
+        margins.effect(d1, Z * d1_se, f"beta {beta}: annotated - unannotated")
+        margins.effect(d2, Z * d2_se, f"beta {beta}: annotated - SL")
         pops = {a: population_zero_shot_accuracy(make_config("M2", sigma_core=1.0, beta=beta, annotate=a), "flipped")
                 for a in (0.0, 1.0)}
         meas.append(f"beta={beta}: annotated {fmt(*mean_se(ann_acc))}, unannotated {fmt(*mean_se(un_acc))}, "
@@ -355,7 +376,7 @@ def check_C5(quick: bool) -> Record:
         lines.append(f"beta={beta}: population closed form {pops[0.0]:.3f} (unannotated) / {pops[1.0]:.3f} "
                      f"(annotated); reference n=500 {M2_REFERENCE_N500[(beta, 0.0)]:.2f} / {M2_REFERENCE_N500[(beta, 1.0)]:.2f}, "
                      f"SL {M2_REFERENCE_SL_N500[beta]:.2f}")
-    return Record(
+    return margins.stamp(Record(
         "C5", "In M2, annotating the other classes' objects that appear in an image (inter-class feature sharing) "
               "raises MMCL's shifted-test accuracy above MMCL without those annotations and above SL.",
         PAPER,
@@ -364,7 +385,7 @@ def check_C5(quick: bool) -> Record:
         "; ".join(meas) + f" ({seeds} seeds, K=5, p=0.9, sigma_core=1, n=500, d=3000, n_test={n_test}, flipped test)",
         verdict(ok), "; ".join(why),
         ["Learners: mmcl_closed_form (full rank) and sl_min_norm through models.evaluate_grid; the shifted test "
-         "has a != y always and no details (docs/models.md#m2). Differences are paired by seed.", *lines])
+         "has a != y always and no details (docs/models.md#m2). Differences are paired by seed.", *lines]))
 
 
 # ================================================================== C6
@@ -401,7 +422,7 @@ def _mean_er_bootstrap_se(label_pts: np.ndarray, cap_pts: np.ndarray, samples: i
     """
     from mmcl_theory.clip.robustness import bootstrap_er_samples
 
-    er = bootstrap_er_samples(label_pts[:, 0], label_pts[:, 1], cap_pts[:, 0], cap_pts[:, 1], "logit", samples, 0)
+    er = bootstrap_er_samples(label_pts[:, 0], label_pts[:, 1], cap_pts[:, 0], cap_pts[:, 1], "logit", samples, seed(0))
     return float(np.std(er.mean(axis=1), ddof=1))
 
 
@@ -427,6 +448,7 @@ def check_C6(quick: bool) -> Record:
         rep = series_effective_robustness(series, [label])  # bootstrap CIs over the label checkpoints
         lab = np.array(pts[label])
         ok, texts, details = True, [], []
+        margins = Margins()
         for k in caps:
             cks = rep["series"][k]["checkpoints"]
             er = np.array([c["er"] for c in cks])  # percentage points
@@ -435,6 +457,7 @@ def check_C6(quick: bool) -> Record:
             se = math.hypot(se_ck, se_fit)
             above = sum(c["ci"][0] > 0 for c in cks)
             ok &= m - Z * se > 0
+            margins.effect(m, Z * se, f"{k}: mean ER > 3 s.e.")
             ids = np.array(pts[k])[:, 0]
             texts.append(f"{k}: mean ER {m:+.2f} +- {se:.2f} points over {len(er)} checkpoints (s.e. from "
                          f"checkpoints {se_ck:.2f} and from the trend fit {se_fit:.2f}; {above} of {len(er)} "
@@ -445,7 +468,7 @@ def check_C6(quick: bool) -> Record:
                            f"{lab[:, 0].max():.3f}: the label trend is extrapolated below its range where they do not "
                            "overlap.")
         summary = [f for f in _find_real_data() if f.name == "er_summary.txt"]
-        return Record("C6", claim, PAPER, expected,
+        return margins.stamp(Record("C6", claim, PAPER, expected,
                       "; ".join(texts) + f"; baseline: {len(lab)} label checkpoints (file {path.relative_to(ROOT)})",
                       verdict(ok), ("caption series above the label trend by > 3 s.e." if ok else
                                     "not confirmed: the caption series' mean ER is not above 0 by 3 s.e. (with a "
@@ -458,7 +481,7 @@ def check_C6(quick: bool) -> Record:
                        "Caveats: one training seed per variant; checkpoints of one run are correlated, so the s.e. "
                        "over checkpoints understates the uncertainty; accuracies are low (ID 9-17%), far below the "
                        "regime of the paper's CLIP models."
-                       + (f" Per-shift ERs: see {summary[0].relative_to(ROOT)}." if summary else "")])
+                       + (f" Per-shift ERs: see {summary[0].relative_to(ROOT)}." if summary else "")]))
     looked = "figures/real_data_*.csv, real_data/results/**/*.csv|json"
     reason = (f"no real-data series results found (looked for {looked}; found "
               f"{', '.join(str(p.relative_to(ROOT)) for p in files) or 'nothing'}): the real-data track "
@@ -482,7 +505,7 @@ def check_C7(quick: bool) -> Record:
                 detail="class_axis", detail_scale=2.0, n_train=600 if quick else 1200, n_test=500)
     res = {}
     for r in (0.0, 1.0):
-        rows = evaluate_grid([DigitsConfig(r=r, **base)], list(range(seeds)), ("theory_mmcl", "mmcl_closed_form", "sl_mlp"))[0]
+        rows = evaluate_grid([DigitsConfig(r=r, **base)], seed_list(seeds), ("theory_mmcl", "mmcl_closed_form", "sl_mlp"))[0]
         pick = lambda l, p: np.array([x["accuracy"] for x in rows if x["learner"] == l and x["prompt"] == p
                                       and x["test"] == "flipped"])
         res[r] = {"theory": pick("theory_mmcl", "word"), "closed": pick("mmcl_closed_form", "word"),
@@ -491,9 +514,14 @@ def check_C7(quick: bool) -> Record:
                 + 0.005 for r in res)
     rise, rise_se = mean_se(res[1.0]["closed"] - res[0.0]["closed"])
     ok = match and rise > Z * rise_se
+    margins = Margins()
+    for r in res:
+        d, d_se = mean_se(res[r]["closed"] - res[r]["theory"])
+        margins.equal(d, Z * d_se + 0.005, f"r = {r}: closed form - E[S]")
+    margins.effect(rise, Z * rise_se, "rise r 0 -> 1")
     lines = [f"r = {r}: theory (E[S]) {fmt(*mean_se(v['theory']))}, closed form (sampled S) {fmt(*mean_se(v['closed']))}, "
              f"SL MLP {fmt(*mean_se(v['sl']))}" for r, v in res.items()]
-    return Record(
+    return margins.stamp(Record(
         "C7", "On real digits with a spurious colour under which same-backbone SL fails, captions whose per-image "
               "detail reaches the prompt raise closed-form MMCL's flipped accuracy with r, as the closed form on the "
               "same design predicts.",
@@ -508,7 +536,7 @@ def check_C7(quick: bool) -> Record:
         ["Design: docs/models.md#m3 (tint 0.5, sigma 0.01, p 0.99, class-axis detail, kappa 2, bare-word prompt).",
          "Independent expectation: theory_mmcl, E[S] computed exactly over the colour and caption draws for the "
          "same training images (digits.expected_cross_covariance); the closed form uses the sampled S.",
-         *lines])
+         *lines]))
 
 
 # ================================================================== C8
@@ -557,6 +585,7 @@ def check_Q1(quick: bool) -> Record:
     table = ["| row | test | reference | measured (mean +- s.e.) | |diff| | tolerance 0.02 + 3 s.e. | exact theory |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     theory_ok = True
+    margins = Margins()
     for r, ref in M1_REFERENCE_TABLE.items():
         cfg = make_config("M1", r=r, n=n, n_test=n_test)
         acc = evaluate(cfg, seeds, ("mmcl_closed_form",))["mmcl_closed_form"]
@@ -566,6 +595,7 @@ def check_Q1(quick: bool) -> Record:
             exact = population_zero_shot_accuracy(make_config("M1", r=r), test)
             theory_ok &= abs(exact - ref[i]) <= REFERENCE_ROUNDING + 1e-9
             ok &= abs(m - ref[i]) <= tol
+            margins.equal(m - ref[i], tol, f"MMCL r = {r} {test}")
             worst_gap = max(worst_gap, abs(m - ref[i]))
             table.append(f"| MMCL r={r} | {test} | {ref[i]:.3f} | {fmt(m, se, 4)} | {abs(m - ref[i]):.4f} | "
                          f"{tol:.4f} | {exact:.4f} |")
@@ -575,11 +605,13 @@ def check_Q1(quick: bool) -> Record:
         m, se = mean_se(sl[:, i])
         tol = Q1_TOLERANCE + Z * se
         ok &= abs(m - M1_REFERENCE_SL[i]) <= tol
+        margins.equal(m - M1_REFERENCE_SL[i], tol, f"SL min-norm {test}")
         worst_gap = max(worst_gap, abs(m - M1_REFERENCE_SL[i]))
         table.append(f"| SL min-norm (n=200) | {test} | {M1_REFERENCE_SL[i]:.3f} | {fmt(m, se, 4)} | "
                      f"{abs(m - M1_REFERENCE_SL[i]):.4f} | {tol:.4f} | - |")
     ok &= theory_ok
-    return Record(
+    margins.holds(theory_ok, "exact theory = reference within rounding")
+    return margins.stamp(Record(
         "Q1", "The M1 reference table (docs/theory.md#m1-reference) is reproduced within +-0.02 (n large enough).",
         DERIVED,
         "reference table (independent NumPy simulation/closed form), +-0.02 + 3 s.e.",
@@ -589,7 +621,7 @@ def check_Q1(quick: bool) -> Record:
         ("every cell within tolerance; exact theory within 0.0005 of every reference MMCL cell" if ok else
          "some cell outside tolerance" + ("" if theory_ok else " (exact theory differs from the reference beyond rounding)")),
         ["MMCL rows: closed form (full rank) at d=2000 and large n; SL row: min-norm at the defaults (n=200, where "
-         "the reference simulated it; min-norm needs d >> n).", *table])
+         "the reference simulated it; min-norm needs d >> n).", *table]))
 
 
 # ================================================================== Q2
@@ -604,12 +636,14 @@ def check_Q2(quick: bool) -> Record:
     sl = evaluate(cfg, seeds, ("mmcl_closed_form", "sl_min_norm"))["sl_min_norm"][:, TEST_INDEX["flipped"]]
     m, se = mean_se(sl)
     ok = m + Z * se < 0.10
-    return Record(
+    margins = Margins()
+    margins.at_most(m + Z * se, 0.10, "SL flipped mean + 3 s.e. < 0.10")
+    return margins.stamp(Record(
         "Q2", "SL (min-norm interpolator) flipped-test accuracy is below 0.10 at p = 0.95 in M1.",
         DERIVED, "< 0.10 (reference simulation: 0.001)",
         f"{fmt(m, se, 4)} (max over seeds {sl.max():.3f}; {seeds} seeds, n=200, d=2000, n_test={n_test})",
         verdict(ok), f"mean + 3 s.e. = {m + Z * se:.4f} {'<' if ok else '>='} 0.10",
-        ["SL min-norm W = X^+ Y (learners.sl_min_norm), flipped test (a != y for every point)."])
+        ["SL min-norm W = X^+ Y (learners.sl_min_norm), flipped test (a != y for every point)."]))
 
 
 # ================================================================== Q3
@@ -625,7 +659,7 @@ def check_Q3(quick: bool) -> Record:
 
     d, steps = (200, 1500) if quick else (2000, 3000)
     cfg = make_config("M1", d=d)
-    k_dict, k_train, k_gd = jax.random.split(jax.random.key(7), 3)
+    k_dict, k_train, k_gd = jax.random.split(jax.random.key(seed(7)), 3)
     train = sample_dataset(k_train, cfg, dictionaries(k_dict, cfg), cfg.n)
     S = contrastive_cross_covariance(train.x_image, train.x_text)
     sv = np.linalg.svd(S, compute_uv=False)
@@ -638,16 +672,18 @@ def check_Q3(quick: bool) -> Record:
         errs.append(err)
         lines.append(f"rank {rank}, rho {rho}: ||A_GD - A*||_F / ||A*||_F = {err:.2e}")
     ok = max(errs) < 1e-3
-    return Record(
+    margins = Margins()
+    margins.at_most(max(errs), 1e-3, "relative error < 1e-3")
+    return margins.stamp(Record(
         "Q3", "The closed-form minimiser A* of the linear contrastive loss equals the limit of gradient descent on "
               "that loss (same rank and rho).",
         DERIVED, "relative Frobenius error < 1e-3",
         f"max relative error {max(errs):.2e} over (rank, rho) in (1,1), (2,1), (2,0.5); M1 defaults n=200, d={d}, "
-        f"{steps} GD steps (momentum 0.9, lr 0.1, float32), one seed",
+        f"{steps} GD steps (momentum 0.9, lr 0.1, float32), one seed ({seed(7)})",
         verdict(ok), f"{max(errs):.2e} {'<' if ok else '>='} 1e-3",
         [*lines, f"Top singular values of S: {', '.join(f'{s:.4f}' for s in sv[:4])} (the gap after the second "
                  "sets the GD convergence rate).",
-         "A* from theory.closed_form_minimiser (float64 SVD of S); A_GD = W_I^T W_T from learners.mmcl_linear_gd."])
+         "A* from theory.closed_form_minimiser (float64 SVD of S); A_GD = W_I^T W_T from learners.mmcl_linear_gd."]))
 
 
 # ================================================================== Q4
@@ -662,9 +698,9 @@ def check_Q4(quick: bool) -> Record:
     from mmcl_theory.theory import contrastive_cross_covariance
 
     errs, lines = [], []
-    for seed, (n, d) in enumerate(((5, 8), (40, 30), (200, 100))):
+    for i, (n, d) in enumerate(((5, 8), (40, 30), (200, 100))):
         cfg = make_config("M1", n=n, d=d)
-        k_dict, k_train = jax.random.split(jax.random.key(seed))
+        k_dict, k_train = jax.random.split(jax.random.key(seed(i)))
         ds = sample_dataset(k_train, cfg, dictionaries(k_dict, cfg), n)
         xi, xt = np.asarray(ds.x_image, np.float64), np.asarray(ds.x_text, np.float64)
         S = contrastive_cross_covariance(xi, xt)
@@ -684,13 +720,16 @@ def check_Q4(quick: bool) -> Record:
                      f"learners.mmcl_closed_form (float32) W_I^T W_T vs np.cov {e3:.1e}")
     e = np.array(errs)
     ok = e[:, :2].max() < 1e-10 and e[:, 2].max() < 1e-4
-    return Record(
+    margins = Margins()
+    margins.at_most(e[:, :2].max(), 1e-10, "float64 identity < 1e-10")
+    margins.at_most(e[:, 2].max(), 1e-4, "float32 factors < 1e-4")
+    return margins.stamp(Record(
         "Q4", "The linear loss's S equals n/(n-1) times the centred cross-covariance of image and caption.",
         DERIVED, "max relative entry error < 1e-10 in float64 (< 1e-4 for the float32 learner's factors)",
         f"max {e[:, :2].max():.1e} (float64), {e[:, 2].max():.1e} (float32 factors); three (n, d) sizes",
         verdict(ok), "identity holds to rounding" if ok else "identity violated beyond rounding",
         [*lines, "theory.contrastive_cross_covariance computes the pairwise form; np.cov is an independent "
-                 "implementation of the centred form with the 1/(n-1) normalisation."])
+                 "implementation of the centred form with the 1/(n-1) normalisation."]))
 
 
 # ================================================================== Q5
@@ -704,19 +743,20 @@ def check_Q5(quick: bool) -> Record:
     from mmcl_theory.learners import mmcl_closed_form
 
     cfg = make_config("M1", n_test=1000 if quick else 2000)
-    k_dict, k_train, k_test, k_r = jax.random.split(jax.random.key(11), 4)
+    k_dict, k_train, k_test, k_r = jax.random.split(jax.random.key(seed(11)), 4)
     dicts = dictionaries(k_dict, cfg)
     train = sample_dataset(k_train, cfg, dicts, cfg.n)
     test = sample_dataset(k_test, cfg, dicts, cfg.n_test, "flipped")
     x = np.asarray(test.x_image, np.float64)
     label = np.asarray(test.label)
     prompts = np.asarray(prompt_latents(cfg) @ dicts[1].T, np.float64)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed(0))
 
     def logits(w_i, w_t):
         return (x @ w_i.T) @ (prompts @ w_t.T).T
 
     lines, ok = [], True
+    margins = Margins()
     for rank in (2, 0):
         base = [np.asarray(w, np.float64) for w in mmcl_closed_form(train.x_image, train.x_text, rank, 1.0)]
         ref = logits(*base)
@@ -736,16 +776,17 @@ def check_Q5(quick: bool) -> Record:
             # a flip is only allowed where the reference margin is at floating-point rounding level
             tiny = margin < 1e-9 * np.abs(ref).max()
             ok &= not np.any(changed & ~tiny)
+            margins.holds(not np.any(changed & ~tiny), f"rank {rank}, {name}: no prediction changed")
             lines.append(f"embedding dim {'n (full rank)' if rank == 0 else rank}, {name}: accuracy "
                          f"{np.mean(pred == label):.4f} vs {ref_acc:.4f}; {int(changed.sum())} of {len(pred)} "
                          f"predictions changed")
-    return Record(
+    return margins.stamp(Record(
         "Q5", "Zero-shot accuracy is invariant to the regulariser rho > 0 and to W_I -> R W_I, W_T -> R^{-T} W_T.",
         DERIVED, "identical predictions (apart from points whose margin is at rounding level)",
-        "; ".join(lines[:1] + lines[3:4]) + f" (one seed, M1 defaults, n_test={cfg.n_test}, flipped test)",
+        "; ".join(lines[:1] + lines[3:4]) + f" (one seed ({seed(11)}), M1 defaults, n_test={cfg.n_test}, flipped test)",
         verdict(ok), "no prediction changed" if ok else "some prediction changed beyond rounding",
         [*lines, "rho enters A* = S_p / rho as a positive scale, so every logit scales by 1/rho; R cancels in "
-                 "W_I^T W_T = W_I^T R^T R^{-T} W_T. The check applies both to learners.mmcl_closed_form's factors."])
+                 "W_I^T W_T = W_I^T R^T R^{-T} W_T. The check applies both to learners.mmcl_closed_form's factors."]))
 
 
 CHECKS = {  # the paper's theorems first, then the package's claims on its own models

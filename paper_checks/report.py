@@ -1,4 +1,10 @@
-"""Run the checks and render REPORT.md."""
+"""Run the checks and render REPORT.md.
+
+A finished check is saved (with --resume DIR, and always in paper_checks/records/ beside the committed report) as
+ID.json: {version, quick, seed_offset, inputs, record}; inputs = {source_hash, files, state, date} from
+paper_checks/inputs.py (the hash of the check's code and data, where the working tree stood against HEAD, when).
+A saved check is reused only when its version, mode, seed offset and inputs hash are this run's.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import traceback
 from mmcl_theory.io import atomic_write_json
 
 from .checks import CHECKS
-from .common import CRASHED, Record, json_kind
+from .common import CRASHED, Record, json_kind, seed_offset
 
 
 def run_one(check_id: str, quick: bool) -> Record:
@@ -30,59 +36,130 @@ class SaveError(OSError):
     """A finished check's record cannot be saved in the --resume folder (its message names the file and why)."""
 
 
-SAVED_KEYS = ("version", "quick", "record")
+SAVED_KEYS = ("version", "quick", "seed_offset", "inputs", "record")
+OLD_SAVED_KEYS = ("version", "quick", "record")  # saved before input hashes (2026-12-07): rerun, not damaged
+INPUT_KEYS = ("source_hash", "files", "state", "date")
 
 
-def load_saved(path, check_id: str, quick: bool) -> tuple[Record | None, str]:
-    """A record saved by run_all: (record, '') when it can be reused (same check, package version and mode);
-    (None, '') when it belongs to another version or mode (rerun); (None, what is wrong) when the file is
-    damaged: unreadable, not JSON, not {version, quick, record} or a record that Record.from_dict refuses."""
+def _inputs_problem(inputs) -> str | None:
+    if not isinstance(inputs, dict) or sorted(inputs) != sorted(INPUT_KEYS):
+        return f"'inputs' is not an object with keys {', '.join(INPUT_KEYS)}"
+    if not all(isinstance(inputs[k], str) for k in ("source_hash", "state", "date")):
+        return "'inputs' has a source_hash, state or date that is not a string"
+    if not isinstance(inputs["files"], dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                        for k, v in inputs["files"].items()):
+        return "'inputs.files' is not an object of path -> hash strings"
+    return None
+
+
+def load_saved(path, check_id: str, quick: bool, inputs_now: dict | None = None,
+               offset: int | None = None) -> tuple[Record | None, str, dict | None]:
+    """A record saved by run_all: (record, '', inputs) when it can be reused (same check, package version, mode,
+    seed offset and, when inputs_now is given, inputs hash); (None, '', None) when it belongs to another version,
+    mode, seed offset or inputs, or was saved before input hashes (rerun); (None, what is wrong, None) when the
+    file is damaged: unreadable, not JSON, not {version, quick, seed_offset, inputs, record} or a record that
+    Record.from_dict refuses."""
     import json
 
     import mmcl_theory
 
+    offset = seed_offset() if offset is None else offset
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as e:
-        return None, f"unreadable ({e.strerror or e})"
+        return None, f"unreadable ({e.strerror or e})", None
     except UnicodeDecodeError as e:
-        return None, f"not valid UTF-8 at byte {e.start}"
+        return None, f"not valid UTF-8 at byte {e.start}", None
     except json.JSONDecodeError as e:
-        return None, f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg}; a torn save?)"
+        return None, f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg}; a torn save?)", None
     except RecursionError:
-        return None, "JSON nested too deeply"
+        return None, "JSON nested too deeply", None
     if not isinstance(data, dict):
-        return None, f"a JSON {json_kind(data)}, not an object with keys {', '.join(SAVED_KEYS)}"
+        return None, f"a JSON {json_kind(data)}, not an object with keys {', '.join(SAVED_KEYS)}", None
+    if sorted(data) == sorted(OLD_SAVED_KEYS) and isinstance(data.get("record"), dict):
+        return None, "", None  # a save from before input hashes: its inputs are unknown, so it is rerun
     if sorted(data) != sorted(SAVED_KEYS):
-        return None, f"keys {', '.join(sorted(map(repr, data)))}, expected {', '.join(map(repr, SAVED_KEYS))}"
+        return None, f"keys {', '.join(sorted(map(repr, data)))}, expected {', '.join(map(repr, SAVED_KEYS))}", None
     if not isinstance(data["version"], str) or not isinstance(data["quick"], bool):
-        return None, "'version' is not a string or 'quick' not true/false"
+        return None, "'version' is not a string or 'quick' not true/false", None
+    off = data["seed_offset"]
+    if isinstance(off, bool) or not isinstance(off, int) or off < 0:
+        return None, f"'seed_offset' = {off!r} is not an integer >= 0", None
+    problem = _inputs_problem(data["inputs"])
+    if problem:
+        return None, problem, None
     try:
         rec = Record.from_dict(data["record"])
     except ValueError as e:
-        return None, str(e)
+        return None, str(e), None
     if rec.id != check_id:
-        return None, f"holds the record of check {rec.id!r}, not {check_id!r}"
-    if data["version"] != mmcl_theory.__version__ or data["quick"] != quick:
-        return None, ""
-    return rec, ""
+        return None, f"holds the record of check {rec.id!r}, not {check_id!r}", None
+    if data["version"] != mmcl_theory.__version__ or data["quick"] != quick or off != offset:
+        return None, "", None
+    if inputs_now is not None and data["inputs"]["source_hash"] != inputs_now["source_hash"]:
+        return None, "", None
+    return rec, "", data["inputs"]
 
 
-def run_all(quick: bool = False, only: list[str] | None = None, progress: bool = True,
-            resume_dir=None) -> list[Record]:
-    """Run the checks in order. With resume_dir, each finished record is saved there as ID.json and a
-    record already saved by the same package version and mode is reused (a killed run picks up), except a
-    crashed one. A damaged saved record is reported in one stderr line and its check rerun; a record that
-    cannot be saved raises SaveError (the records saved before it stay whole)."""
+def inputs_now(check_id: str, head=None) -> dict:
+    """This run's inputs of a check: {source_hash, files, state (against HEAD), date}."""
+    from .inputs import check_inputs, committed_state
+
+    now = check_inputs(check_id)
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return {**now, "state": committed_state(now["files"], head), "date": date}
+
+
+def save_record(folder, rec: Record, quick: bool, inputs: dict) -> None:
+    """Save a finished check as FOLDER/ID.json (atomic); SaveError naming the file and why."""
     from pathlib import Path
 
     import mmcl_theory
 
+    saved = Path(folder) / f"{rec.id}.json"
+    try:
+        atomic_write_json(saved, {"version": mmcl_theory.__version__, "quick": quick, "seed_offset": seed_offset(),
+                                  "inputs": inputs, "record": rec.as_dict()})
+    except OSError as e:
+        raise SaveError(f"cannot save the record of {rec.id} to {saved}: {e.strerror or e}") from None
+
+
+def _folders(first, more, skip=None) -> list:
+    """The folders of first + more, each once (by resolved path), leaving out `skip`."""
+    from pathlib import Path
+
+    seen, out = {Path(skip).resolve()} if skip else set(), []
+    for folder in [*first, *more]:
+        if Path(folder).resolve() not in seen:
+            seen.add(Path(folder).resolve())
+            out.append(folder)
+    return out
+
+
+def run_all(quick: bool = False, only: list[str] | None = None, progress: bool = True,
+            resume_dir=None, save_dirs=(), meta: dict | None = None) -> list[Record]:
+    """Run the checks in order. With resume_dir, each finished record is saved there as ID.json and a
+    record already saved by the same package version, mode and seed offset, with the same inputs hash
+    (paper_checks/inputs.py), is reused (a killed run picks up, and a run after a code change reruns only the
+    checks whose inputs changed), except a crashed one. A damaged saved record is reported in one stderr line and
+    its check rerun; a record that cannot be saved raises SaveError (the records saved before it stay whole).
+    Every record is also saved in each of save_dirs; meta, when given, gets {id: inputs} of every record."""
+    from pathlib import Path
+
+    from mmcl_theory.provenance import Tree, head_commit
+
+    commit = head_commit()
+    head = Tree(commit) if commit else None
+    ids = only or list(CHECKS)
+    # the inputs as this process imported them: a check whose input files change between now and its end ran
+    # code that is not known (modules imported at the start, or lazily later), so its record is marked unknown
+    at_start = {cid: inputs_now(cid, head)["source_hash"] for cid in ids}
     records = []
-    for cid in only or list(CHECKS):
+    for cid in ids:
+        now = inputs_now(cid, head)
         saved = Path(resume_dir) / f"{cid}.json" if resume_dir else None
         if saved is not None and saved.is_file():
-            rec, damage = load_saved(saved, cid, quick)
+            rec, damage, inputs = load_saved(saved, cid, quick, now)
             if damage:
                 print(f"[paper_checks] {saved}: damaged saved record, {' '.join(damage.split())}: not reused, "
                       f"{cid} is rerun", file=sys.stderr, flush=True)
@@ -91,17 +168,26 @@ def run_all(quick: bool = False, only: list[str] | None = None, progress: bool =
                     print(f"[paper_checks] {cid}: crashed in the saved run ({saved}): rerun", file=sys.stderr, flush=True)
             elif rec is not None:
                 if progress:
-                    print(f"[paper_checks] {cid}: {rec.verdict} (reused from {saved})", file=sys.stderr, flush=True)
+                    print(f"[paper_checks] {cid}: {rec.verdict} (reused from {saved}: inputs {inputs['source_hash']} "
+                          "unchanged)", file=sys.stderr, flush=True)
                 records.append(rec)
+                for folder in _folders([], save_dirs, skip=resume_dir):
+                    save_record(folder, rec, quick, inputs)
+                if meta is not None:
+                    meta[cid] = inputs
                 continue
         if progress:
-            print(f"[paper_checks] {cid} ...", file=sys.stderr, flush=True)
+            print(f"[paper_checks] {cid} ... (inputs {now['source_hash']})", file=sys.stderr, flush=True)
         rec = run_one(cid, quick)
-        if saved is not None:
-            try:
-                atomic_write_json(saved, {"version": mmcl_theory.__version__, "quick": quick, "record": rec.as_dict()})
-            except OSError as e:
-                raise SaveError(f"cannot save the record of {cid} to {saved}: {e.strerror or e}") from None
+        after = inputs_now(cid, head)
+        if not after["source_hash"] == now["source_hash"] == at_start[cid]:  # an input changed since the start
+            now = {**now, "source_hash": "changed-during-run",
+                   "state": now["state"] + "; an input file changed after this run started, so the code that "
+                                           "computed it is not known"}
+        for folder in _folders([resume_dir] if resume_dir else [], save_dirs):
+            save_record(folder, rec, quick, now)
+        if meta is not None:
+            meta[cid] = now
         if progress:
             print(f"[paper_checks] {cid}: {rec.verdict} ({rec.seconds:.1f} s) - {rec.why}", file=sys.stderr, flush=True)
         records.append(rec)
@@ -140,7 +226,58 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render(records: list[Record], quick: bool, seconds: float, only: list[str] | None = None) -> str:
+def command_line(quick: bool = False, only: list[str] | None = None, resume=None, offset: int = 0) -> str:
+    """The command of a run, as the report records it."""
+    return ("python -m paper_checks" + (" --quick" if quick else "") + (f" --only {','.join(only)}" if only else "")
+            + (f" --seed-offset {offset}" if offset else "") + (f" --resume {resume}" if resume else ""))
+
+
+def _ratio(r: Record) -> str:
+    return "-" if r.ratio is None else f"{r.ratio:.2f}"
+
+
+OTHER_SEEDS = "records-offset-*"  # paper_checks/records-offset-K/: the same checks saved on another seed set
+
+
+def seed_stability(records: list[Record], meta: dict, root=None) -> list[str]:
+    """The 'Seed stability' section of the committed report: each check's verdict and ratio on this run's seeds
+    beside those saved in paper_checks/records-offset-K/ (run with `--seed-offset K --resume` that folder). A saved
+    check whose inputs hash is not this run's is marked stale; a missing one 'not run'. [] when no such folder."""
+    import re
+    from pathlib import Path
+
+    root = Path(root) if root else Path(__file__).resolve().parent
+    folders = sorted((p for p in root.glob(OTHER_SEEDS) if p.is_dir() and re.fullmatch(r"records-offset-\d+", p.name)),
+                     key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    if not folders:
+        return []
+    offsets = [int(p.name.rsplit("-", 1)[1]) for p in folders]
+    out = ["## Seed stability", "",
+           "Each check on disjoint seed sets: this report's (seeds 0, 1, ...) and "
+           + ", ".join(f"seeds {k}, {k + 1}, ... (`python -m paper_checks --seed-offset {k} --resume "
+                       f"paper_checks/records-offset-{k}`)" for k in offsets)
+           + ". Ratio: the largest over the check's judged comparisons of |diff| / tolerance, tolerance / effect or "
+           "value / bound (<= 1 exactly when it passes; 'at' names the comparison). G1, C6 and C8 read stored "
+           "results, so a seed set changes nothing there (C6's bootstrap aside).", "",
+           "| id | seeds 0.. | ratio | at | " + " | ".join(f"seeds {k}.. | ratio | at" for k in offsets) + " |",
+           "| --- | --- | --- | --- | " + " | ".join("--- | --- | ---" for _ in offsets) + " |"]
+    for r in records:
+        cells = [r.verdict, _ratio(r), _cell(r.ratio_at) or "-"]
+        for folder, k in zip(folders, offsets):
+            other, damage, inputs = load_saved(folder / f"{r.id}.json", r.id, False, None, k) \
+                if (folder / f"{r.id}.json").is_file() else (None, "", None)
+            if other is None:
+                cells += ["not run" if not damage else "damaged record", "-", "-"]
+            else:
+                stale = meta.get(r.id) and inputs["source_hash"] != meta[r.id]["source_hash"]
+                cells += [other.verdict + (" (stale: inputs changed)" if stale else ""), _ratio(other),
+                          _cell(other.ratio_at) or "-"]
+        out.append(f"| {r.id} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
+def render(records: list[Record], quick: bool, seconds: float, only: list[str] | None = None,
+           meta: dict | None = None, command: str | None = None) -> str:
     import jax
     import numpy
     import scipy
@@ -158,7 +295,13 @@ def render(records: list[Record], quick: bool, seconds: float, only: list[str] |
         f"- Date: {date}. Mode: {'QUICK (CI: smaller n, fewer seeds)' if quick else 'full'}. "
         f"Time: {sum(r.seconds for r in records):.0f} s summed over the checks ({seconds:.0f} s in this invocation; "
         "the machine is a shared 2-core CPU, so timings are noisy).",
-        f"- Command: `python -m paper_checks{' --quick' if quick else ''}{' --only ' + ','.join(only) if only else ''}`",
+        f"- Command: `{command or command_line(quick, only, offset=seed_offset())}`",
+        f"- Seeds: every check draws seeds {seed_offset()}, {seed_offset() + 1}, ... (seed offset {seed_offset()}"
+        + ("; the committed report's set)." if seed_offset() == 0 else "; a second, disjoint seed set).")
+        + (" Inputs: each check's section gives the source hash of its inputs (paper_checks/inputs.py: its module "
+           "and what it imports, the models it runs, the files it reads; mmcl_theory/provenance.py); "
+           "`python -m paper_checks --resume paper_checks/records` reruns only the checks whose inputs changed, "
+           "and tests/test_provenance.py fails when a committed check's hash is not today's." if meta else ""),
         f"- Verdicts: {counts['pass']} pass, {counts['fail']} fail, {counts['not run']} not run, "
         f"{counts['crashed']} crashed.",
         "- The paper's errata, each with its test: [docs/paper_errata.md](../docs/paper_errata.md).",
@@ -172,20 +315,32 @@ def render(records: list[Record], quick: bool, seconds: float, only: list[str] |
         "Every expectation is independent of the code it checks: a closed form written out in the check, "
         "a second method, or the reference tables of docs/theory.md (which came from an independent NumPy simulation). "
         "Tolerances are 3 standard errors of the seed mean, plus the rounding of quoted numbers; "
-        "the quick mode's tolerances are wider only because its standard errors are.",
+        "the quick mode's tolerances are wider only because its standard errors are. "
+        "*Ratio* = the largest, over the check's judged comparisons, of |diff| / tolerance (an equality), "
+        "tolerance / effect (an effect that must exceed 3 s.e.) or value / bound (a bound): the verdict is pass "
+        "exactly when it is <= 1, and a ratio near 1 is a verdict that a seed draw can flip (common.Margins; "
+        "'-' where nothing is judged).",
         "",
-        "| id | claim | source | expected | measured | verdict |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| id | claim | source | expected | measured | verdict | ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
         out.append(f"| {r.id} | {_cell(r.claim)} | {_cell(r.source)} | {_cell(r.expected)} | {_cell(r.measured)} | "
-                   f"**{r.verdict}** |")
+                   f"**{r.verdict}** | {_ratio(r)} |")
     out.append("")
+    if meta and not quick and not only and seed_offset() == 0:
+        out += seed_stability(records, meta)
     out += [WHERE_THE_THEORY_STOPS]
     for r in records:
         out += [f"## {r.id}: {r.verdict}", "", f"**Claim.** {r.claim}", "", f"**Source.** {r.source}", "",
                 f"**Expected.** {r.expected}", "", f"**Measured.** {r.measured}", "",
-                f"**Verdict.** {r.verdict}: {r.why}", "", f"Time: {r.seconds:.1f} s.", ""]
+                f"**Verdict.** {r.verdict}: {r.why}", "",
+                f"Ratio: {_ratio(r)}" + (f" ({r.ratio_at})." if r.ratio_at else "."), "",
+                f"Time: {r.seconds:.1f} s.", ""]
+        if meta and r.id in meta:
+            m = meta[r.id]
+            out += [f"Inputs: source hash `{m['source_hash']}` over {len(m['files'])} files, run {m['date']}, "
+                    f"{m['state']}.", ""]
         for line in r.details:
             out.append(line if line.startswith("|") or line.startswith("```") else f"- {line}")
         out.append("")

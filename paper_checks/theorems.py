@@ -16,7 +16,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from .common import Record, TEST_INDEX, Z, evaluate, fmt, mean_se, verdict
+from .common import Margins, Record, TEST_INDEX, Z, evaluate, fmt, mean_se, seed_list, verdict
 
 THM = "paper theorem: Xue et al. 2024, "
 
@@ -56,13 +56,16 @@ def check_T43(quick: bool) -> Record:
         table.append(f"| {n} | {4 * n} | " + " | ".join(cells) + " |")
     top = ns[-1]
     within = {}
+    margins = Margins()
     for l in learners:
         (p_star, se1), (minority, se2) = (mean_se(acc[top][l][:, TEST_INDEX[t]]) for t in ("independent", "flipped"))
         within[l] = (p_star - Z * se1 <= 2 / 3) and (minority - Z * se2 <= 1 / 3)
+        margins.at_most(p_star - Z * se1, 2 / 3, f"{l} P* - 3 s.e. <= 2/3")
+        margins.at_most(minority - Z * se2, 1 / 3, f"{l} a != y - 3 s.e. <= 1/3")
     unmet = [k for k, (ok, _) in sagawa_conditions(_dm1(top)).items() if not ok]
     ok = all(within.values())
     mn = acc[top]["sl_min_norm"]
-    return Record(
+    return margins.stamp(Record(
         "T4.3", "SL (max margin) trained on Data Model 1 under Assumption 4.2 has accuracy <= 2/3 on the true "
                 "distribution P* and <= 1/3 on the examples with a != y, for n and d large.",
         THM + "Thm 4.3 (Sagawa et al. 2020, Thm 1)",
@@ -78,7 +81,7 @@ def check_T43(quick: bool) -> Record:
          *table,
          "Sagawa et al.'s explicit conditions (theory.sagawa_conditions) not met at the largest n: "
          + (", ".join(unmet) if unmet else "none") + ". The theorem's constants (p >= 1 - 1/2001, n_min >= 100) "
-         "need n > 2e5; the finite-n values here sit far below the bounds already."])
+         "need n > 2e5; the finite-n values here sit far below the bounds already."]))
 
 
 # ================================================================== Thm 4.4 and Cor 4.5
@@ -111,7 +114,11 @@ def check_T44(quick: bool) -> Record:
     sl_id_bound = stats.norm.cdf(2.51)  # App. E.1: Phi(1 + R) with R > 1.51
     cor_ok = cor_star >= 0.81 and bayes <= 0.85 and round(cor_minority, 2) == 0.69
     ok = thm_ok and cor_ok
-    return Record(
+    margins = Margins()
+    margins.at_least(star + Z * s1, bound_star, "P* + 3 s.e. >= bound")
+    margins.at_least(minority + Z * s2, bound_minority, "a != y + 3 s.e. >= bound")
+    margins.holds(cor_ok, "Cor. 4.5's figures")
+    return margins.stamp(Record(
         "T4.4", "MMCL (the linear-loss minimiser) on Data Model 1: zero-shot accuracy on P* >= 1 - Phi(k1)/2 - "
                 "Phi(k2)/2 - o(1) and on a != y >= 1 - Phi(k1) - o(1) (Thm 4.4); at sigma_core = 1 this is >= 81% "
                 "against a Bayes ceiling of 85%, 69% on a != y, and SL's ID accuracy is slightly higher (Cor. 4.5, "
@@ -137,7 +144,7 @@ def check_T44(quick: bool) -> Record:
          f"follow from its own formula (1 - Phi(-1.5) = 93.32%; found, not tuned). SL: Phi(2.51) = "
          f"{sl_id_bound:.4f} (paper 99.4%, a lower bound from R > 1.51). Measured ID above: SL min-norm "
          f"{fmt(*mean_se(_id_accuracy(acc[ns[-1]]['sl_min_norm'], cfg.p)))} vs MMCL "
-         f"{fmt(*mean_se(_id_accuracy(top, cfg.p)))} at n = {ns[-1]}: SL higher, as the paper says."])
+         f"{fmt(*mean_se(_id_accuracy(top, cfg.p)))} at n = {ns[-1]}: SL higher, as the paper says."]))
 
 
 # ================================================================== Thm 5.2
@@ -151,6 +158,7 @@ def check_T52(quick: bool) -> Record:
     e = cfg0.sigma_xi**2 / cfg0.d
     rows, worst, spreads = [], 0.0, []
     flipped = {}
+    margins = Margins()
     for pc in pis_core:
         k1, _ = _kappa(cfg0.p, cfg0.sigma_core, cfg0.sigma_spu, pc)
         expected = 1 - stats.norm.cdf(k1)
@@ -163,15 +171,20 @@ def check_T52(quick: bool) -> Record:
             flipped[pc, ps] = a[:, TEST_INDEX["flipped"]]
             mean, se = mean_se(flipped[pc, ps])
             worst = max(worst, abs(mean - expected) - Z * se - abs(with_noise - expected))
+            margins.equal(mean - expected, Z * se + abs(with_noise - expected), f"pi_core {pc}, pi_spu {ps}: formula")
             values.append(f"{fmt(mean, se)}")
         spread = [mean_se(flipped[pc, ps] - flipped[pc, 1.0]) for ps in pis_spu[:-1]]  # paired by seed
         spreads.append(max(abs(d) - Z * s for d, s in spread))
+        for (d, s), ps in zip(spread, pis_spu):
+            margins.equal(d, Z * s, f"pi_core {pc}: pi_spu {ps} vs 1")
         rows.append(f"| {pc} | {expected:.4f} | " + " | ".join(values) + " |")
     rise = [mean_se(flipped[b, 1.0] - flipped[a, 1.0]) for a, b in zip(pis_core, pis_core[1:])]
     rising = all(d > Z * s for d, s in rise)
+    for (d, s), a, b in zip(rise, pis_core, pis_core[1:]):
+        margins.effect(d, Z * s, f"rise pi_core {a} -> {b}")
     match, flat = worst <= 0, max(spreads) <= 0
     ok = match and flat and rising
-    return Record(
+    return margins.stamp(Record(
         "T5.2", "MMCL on Data Model 1 with captions masked as in Def. 5.1: accuracy on a != y is "
                 "1 - Phi((2p - 2 - pi_core sigma_core^2) / sqrt((1 + pi_core sigma_core^2)^2 sigma_core^2 + "
                 "(2p-1)^2 sigma_spu^2)) +- o(1); it rises with pi_core and does not depend on pi_spu.",
@@ -192,7 +205,7 @@ def check_T52(quick: bool) -> Record:
          "not only up to o(1): the score x^T S t_y = x^T sum_i (x_I,i - mean) (x_T,i . t_y) / (n-1) reads each "
          "caption only through its core coordinate, which pi_spu never changes (the table's columns agree to every "
          "digit). A rank-limited or trained encoder can depend on pi_spu; the paper's MNIST experiment (G1) measures "
-         "that case."])
+         "that case."]))
 
 
 # ================================================================== Thm 5.4
@@ -208,6 +221,7 @@ def check_T54(quick: bool) -> Record:
     settings = ({"m": 20, "alpha": 1.2, "beta": 0.5}, {"m": 4, "alpha": 0.7, "beta": 0.5})
     ns, seeds = ((2000, 20000), 2) if quick else ((2000, 20000, 200000), 3)
     lines, above_ok, below_ok, exact_ok, found = [], True, True, True, []
+    margins = Margins()
     for s in settings:
         base = make_config("DM2", **s)
         # pi~ and pi_1 written from the paper's Thm 5.4 and its Eq. 31
@@ -225,23 +239,28 @@ def check_T54(quick: bool) -> Record:
             cells = []
             for n in ns:
                 cfg = make_config("DM2", **s, pi=pi, n=n, n_test=20000)
-                rows = evaluate_grid([cfg], list(range(seeds)), ("mmcl_closed_form",), route="sampled")[0]
+                rows = evaluate_grid([cfg], seed_list(seeds), ("mmcl_closed_form",), route="sampled")[0]
                 mean, se = mean_se(seed_accuracies(rows, "mmcl_closed_form")[:, TEST_INDEX["independent"]])
                 cells.append(fmt(mean, se, 4))
             lines.append(f"| {pi} | {'100%' if pi > pi_tilde else '<= 50%'} | {exact:.6f} | " + " | ".join(cells) + " |")
             if pi in far:  # largest n; 3 s.e., with the sampled test's resolution 1/n_test as its floor
                 tol = Z * max(se, 1 / 20000)
                 exact_ok &= abs(mean - exact) <= tol
+                where = f"m = {s['m']}, pi = {pi}"
+                margins.equal(mean - exact, tol, f"{where}: closed form - exact")
                 if pi > pi_tilde:
                     above_ok &= mean >= 1 - tol
-                elif mean > 0.5 + tol:
+                    margins.at_least(mean, 1 - tol, f"{where}: >= 1 - 3 s.e.")
+                else:
+                    margins.at_most(mean, 0.5 + tol, f"{where}: <= 0.5 + 3 s.e.")
+                if pi < pi_tilde and mean > 0.5 + tol:
                     below_ok = False
                     found.append(f"m = {s['m']}, pi = {pi}: {fmt(mean, se, 4)} > 0.5 (exact {exact:.4f})")
     ok = above_ok and below_ok and exact_ok
     why = "; ".join(["100% above pi~ holds" if above_ok else "100% above pi~ NOT reached at the largest n",
                      "<= 50% below pi~ holds" if below_ok else "'<= 50%' below pi~ FAILS: " + ", ".join(found),
                      "closed form = package exact value" if exact_ok else "closed form differs from the exact value"])
-    return Record(
+    return margins.stamp(Record(
         "T5.4", "MMCL on Data Model 2 with captions masked as in Def. 5.3 (psi_j ~ Bernoulli(pi) off the class's own "
                 "core) is 100% accurate on P* if pi > pi~ = ((1+beta) alpha^2 - 1 + beta) / ((1-beta) beta^2 (m-1)) "
                 "and at most 50% accurate if pi < pi~.",
@@ -259,7 +278,7 @@ def check_T54(quick: bool) -> Record:
          "when pi > pi~ (Eq. 32); between the two it wins exactly when each of the m - 1 other classes draws the "
          "weaker of its two score values, probability 2^-(m-1), so the accuracy is 1/2 + 2^-m rather than <= 1/2. "
          "For m = 20 the excess (1e-6) is invisible; for m = 4 it is 0.0625.",
-         "Near pi~ the finite-n closed form needs large n: the margin it must resolve shrinks to 0 at pi~."])
+         "Near pi~ the finite-n closed form needs large n: the margin it must resolve shrinks to 0 at pi~."]))
 
 
 CHECKS = {"T4.3": check_T43, "T4.4": check_T44, "T5.2": check_T52, "T5.4": check_T54}

@@ -39,8 +39,10 @@ def one_line_error(code, err, *parts):
 
 
 def good_save(quick=True) -> dict:
+    """A saved record that run_all reuses: this version, quick mode, seed offset 0, the inputs of CHEAP as they are."""
     rec = Record(CHEAP, "claim", "paper claim", "expected", "measured", "pass", "why", ["a detail"], 1.5)
-    return {"version": mmcl_theory.__version__, "quick": quick, "record": rec.as_dict()}
+    return {"version": mmcl_theory.__version__, "quick": quick, "seed_offset": 0, "inputs": report.inputs_now(CHEAP),
+            "record": rec.as_dict()}
 
 
 def _drop(key):
@@ -74,6 +76,9 @@ DAMAGE = {  # name -> the saved file's text
     "another check's record": json.dumps(_set("id", "C1")(good_save())),
     "quick not a bool": json.dumps(_set("quick", "yes", outer=True)(good_save())),
     "outer key added": json.dumps(_set("extra", 1, outer=True)(good_save())),
+    "inputs not an object": json.dumps(_set("inputs", "abc", outer=True)(good_save())),
+    "seed offset negative": json.dumps(_set("seed_offset", -1, outer=True)(good_save())),
+    "ratio a string": json.dumps(_set("ratio", "0.5")(good_save())),
 }
 
 
@@ -111,6 +116,22 @@ def test_good_saved_record_is_reused_and_other_mode_is_rerun_quietly(tmp_path, c
     assert rec.claim == "claim" and rec.seconds == 1.5 and capsys.readouterr().err == ""
     (rec,) = report.run_all(quick=False, only=[CHEAP], progress=False, resume_dir=d)  # saved in quick mode
     assert rec.claim != "claim" and capsys.readouterr().err == ""
+
+
+def test_saved_record_of_other_inputs_seed_offset_or_format_is_rerun_quietly(tmp_path, capsys):
+    """A saved check is reused only with this run's inputs hash and seed offset; a save from before input hashes
+    ({version, quick, record}) is rerun, not reported as damaged."""
+    d = tmp_path / "r"
+    d.mkdir()
+    other = good_save()
+    other["inputs"] = {**other["inputs"], "source_hash": "0" * 16}
+    old = {k: good_save()[k] for k in ("version", "quick", "record")}
+    for saved in (other, _set("seed_offset", 1020, outer=True)(good_save()), old):
+        (d / f"{CHEAP}.json").write_text(json.dumps(saved))
+        (rec,) = report.run_all(quick=True, only=[CHEAP], progress=False, resume_dir=d)
+        assert rec.claim != "claim" and capsys.readouterr().err == ""
+        again = json.loads((d / f"{CHEAP}.json").read_text())
+        assert again["inputs"]["source_hash"] == report.inputs_now(CHEAP)["source_hash"] and again["seed_offset"] == 0
 
 
 def test_crashed_saved_record_is_rerun_not_reused(tmp_path, capsys):

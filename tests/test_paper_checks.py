@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # paper_checks/ sits at the repository root
 
 from paper_checks import CHECKS, FAIL, NOT_RUN, PASS, render, run_all
+from paper_checks.temperature import QUICK_TAUS
 
 DATA_DEPENDENT = {"C6", "C8", "G1"}  # read stored results (the real-data track; G1: figures/paper_mnist.csv);
 # 'not run' without them, and their verdict is a finding, not a code property
@@ -49,17 +50,30 @@ def test_thm_5_4_finding(records):
 
 
 def test_tau_verdict_follows_from_its_table(records):
-    """TAU's rule: pass iff every judged cell (d 10 << n; aligned and flipped, independent being their mean) has
-    |trained - predicted| <= its 3 s.e. tolerance. In quick
-    mode (3 seeds, 2000 steps) the aligned cell at tau 0.1 sits just outside (the finite-n aligned residual of
-    docs/temperature.md), so the verdict is checked against the numbers, not assumed."""
+    """TAU's rule: pass iff every judged cell (n 800, d 10 << n; aligned and flipped, independent being their mean)
+    has |trained - predicted| <= its 3 s.e. tolerance. The verdict is checked against the numbers, not assumed."""
     r = records["TAU"]
-    rows = re.findall(r"^\| d \d+ \(judged\) \| [^|]+ \| (\w+) \| [^|]+ \| [^|]+ \| ([+-]?\d+\.\d+) \| (\d+\.\d+) \|",
+    rows = re.findall(r"^\| n \d+, d \d+ \(judged\) \| [^|]+ \| (\w+) \| [^|]+ \| [^|]+ \| ([+-]?\d+\.\d+) \| (\d+\.\d+) \|",
                       "\n".join(r.details), re.M)
-    assert len(rows) == 9, r.details  # 3 temperatures x 3 tests
+    assert len(rows) == 3 * len(QUICK_TAUS), r.details  # the quick mode's temperatures x 3 tests
     cells = [(abs(float(diff)), float(tol)) for test, diff, tol in rows if test in ("aligned", "flipped")]
     if all(abs(d - t) > 2e-4 for d, t in cells):  # the table rounds to 4 decimals: decide away from the boundary
         assert r.verdict == (PASS if all(d <= t for d, t in cells) else FAIL), cells
+
+
+@pytest.mark.parametrize("check_id", list(CHECKS))
+def test_ratio_agrees_with_the_verdict(records, check_id):
+    """The largest margin ratio (common.Margins) covers every judged comparison: a check with one passes exactly when
+    it is <= 1 (decided away from the boundary, where the rounding of the ratio to 4 decimals cannot flip it). Only
+    G1 and C8, whose rules live in check_g1.py and the mechanisms analysis, and checks that did not measure, have
+    none."""
+    r = records[check_id]
+    if r.ratio is None:
+        assert check_id in ("G1", "C8") or r.verdict == NOT_RUN, (check_id, r.verdict)
+        return
+    assert r.ratio >= 0 and r.ratio_at, (check_id, r.ratio, r.ratio_at)
+    if abs(r.ratio - 1) > 1e-3:
+        assert (r.verdict == PASS) == (r.ratio <= 1), (check_id, r.verdict, r.ratio, r.ratio_at)
 
 
 @pytest.mark.parametrize("check_id", [c for c in CHECKS if c not in DATA_DEPENDENT | FINDINGS])
