@@ -44,10 +44,6 @@ KNOWN_STALE = {
     "figures/real_data_mechanisms.csv": (
         "trained CLIPs on real images (CPU setting, 2026-12-02, commit b2fc5bb); the CLIP track's code has "
         "changed since", P.REAL_DATA_COMMANDS["figures/real_data_mechanisms.csv"]),
-    **{f"figures/{name}.csv": ("not regenerated in the session that landed the provenance records (2026-12-07: the "
-                               "other synthetic figures were; this one did not finish in its CPU time)",
-                               f"python -m mmcl_theory.figures --only {name} --runs runs/figures-fresh")
-       for name in ("temperature",)},
     "paper_checks/REPORT.md": ("the full rerun at HEAD did not finish in the session that landed the provenance "
                                "records (5 of 19 checks); G1's row was recomputed and spliced in by hand",
                                "python -m paper_checks --resume paper_checks/records"),
