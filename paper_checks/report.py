@@ -256,8 +256,9 @@ def seed_stability(records: list[Record], meta: dict, root=None) -> list[str]:
            "Each check on disjoint seed sets: this report's (seeds 0, 1, ...) and "
            + ", ".join(f"seeds {k}, {k + 1}, ... (`python -m paper_checks --seed-offset {k} --resume "
                        f"paper_checks/records-offset-{k}`)" for k in offsets)
-           + ". Ratio: the largest over the check's judged comparisons of |diff| / tolerance, tolerance / effect or "
-           "value / bound (<= 1 exactly when it passes; 'at' names the comparison). G1, C6 and C8 read stored "
+           + ". Ratio: the largest over the check's judged comparisons of |diff| / tolerance, tolerance / effect, "
+           "the distance past a bound in tolerances, or value / bound for a fixed threshold (<= 1 exactly when it "
+           "passes; 'at' names the comparison). G1, C6 and C8 read stored "
            "results, so a seed set changes nothing there (C6's bootstrap aside).", "",
            "| id | seeds 0.. | ratio | at | " + " | ".join(f"seeds {k}.. | ratio | at" for k in offsets) + " |",
            "| --- | --- | --- | --- | " + " | ".join("--- | --- | ---" for _ in offsets) + " |"]
@@ -317,7 +318,9 @@ def render(records: list[Record], quick: bool, seconds: float, only: list[str] |
         "Tolerances are 3 standard errors of the seed mean, plus the rounding of quoted numbers; "
         "the quick mode's tolerances are wider only because its standard errors are. "
         "*Ratio* = the largest, over the check's judged comparisons, of |diff| / tolerance (an equality), "
-        "tolerance / effect (an effect that must exceed 3 s.e.) or value / bound (a bound): the verdict is pass "
+        "tolerance / effect (an effect that must exceed 3 s.e.), (value - bound) / tolerance past a bound that "
+        "may be missed by 3 s.e. (T4.3, T4.4, T5.4; 0 inside it) or value / bound for a fixed threshold (Q2-Q4, "
+        "C2, C3): the verdict is pass "
         "exactly when it is <= 1, and a ratio near 1 is a verdict that a seed draw can flip (common.Margins; "
         "'-' where nothing is judged).",
         "",

@@ -40,6 +40,16 @@ def _id_accuracy(acc: np.ndarray, p: float) -> np.ndarray:
     return p * acc[:, TEST_INDEX["aligned"]] + (1 - p) * acc[:, TEST_INDEX["flipped"]]
 
 
+def past_bound(margins: Margins, x: float, bound: float, tol: float, label: str, upper: bool) -> None:
+    """Add how far x lies past a bound it may miss by tol (3 s.e.), in tolerances: (x - bound) / tol for an upper
+    bound x <= bound, (bound - x) / tol for a lower one. It is <= 1 exactly when the bound holds within tol and 0 at
+    or inside the bound, so it reads like Margins.equal's |diff| / tol. (Margins.at_most's x / bound has no scale:
+    an accuracy of 0.5626 against 0.5 + 3 s.e. = 0.5027 reads 1.12, though it is 23 tolerances past the bound, and
+    a value 4 s.e. inside a bound of 0.81 reads 1.00.) tol = 0: 0 when the bound holds, else RATIO_CAP."""
+    past = (x - bound) if upper else (bound - x)
+    margins.add(past / tol if tol > 0 else (0.0 if past <= 0 else math.inf), label)
+
+
 # ================================================================== Thm 4.3
 
 
@@ -60,8 +70,8 @@ def check_T43(quick: bool) -> Record:
     for l in learners:
         (p_star, se1), (minority, se2) = (mean_se(acc[top][l][:, TEST_INDEX[t]]) for t in ("independent", "flipped"))
         within[l] = (p_star - Z * se1 <= 2 / 3) and (minority - Z * se2 <= 1 / 3)
-        margins.at_most(p_star - Z * se1, 2 / 3, f"{l} P* - 3 s.e. <= 2/3")
-        margins.at_most(minority - Z * se2, 1 / 3, f"{l} a != y - 3 s.e. <= 1/3")
+        past_bound(margins, p_star, 2 / 3, Z * se1, f"{l} P* <= 2/3 + 3 s.e.", upper=True)
+        past_bound(margins, minority, 1 / 3, Z * se2, f"{l} a != y <= 1/3 + 3 s.e.", upper=True)
     unmet = [k for k, (ok, _) in sagawa_conditions(_dm1(top)).items() if not ok]
     ok = all(within.values())
     mn = acc[top]["sl_min_norm"]
@@ -115,8 +125,8 @@ def check_T44(quick: bool) -> Record:
     cor_ok = cor_star >= 0.81 and bayes <= 0.85 and round(cor_minority, 2) == 0.69
     ok = thm_ok and cor_ok
     margins = Margins()
-    margins.at_least(star + Z * s1, bound_star, "P* + 3 s.e. >= bound")
-    margins.at_least(minority + Z * s2, bound_minority, "a != y + 3 s.e. >= bound")
+    past_bound(margins, star, bound_star, Z * s1, "P* + 3 s.e. >= bound", upper=False)
+    past_bound(margins, minority, bound_minority, Z * s2, "a != y + 3 s.e. >= bound", upper=False)
     margins.holds(cor_ok, "Cor. 4.5's figures")
     return margins.stamp(Record(
         "T4.4", "MMCL (the linear-loss minimiser) on Data Model 1: zero-shot accuracy on P* >= 1 - Phi(k1)/2 - "
@@ -250,9 +260,9 @@ def check_T54(quick: bool) -> Record:
                 margins.equal(mean - exact, tol, f"{where}: closed form - exact")
                 if pi > pi_tilde:
                     above_ok &= mean >= 1 - tol
-                    margins.at_least(mean, 1 - tol, f"{where}: >= 1 - 3 s.e.")
+                    past_bound(margins, mean, 1.0, tol, f"{where}: >= 1 - 3 s.e.", upper=False)
                 else:
-                    margins.at_most(mean, 0.5 + tol, f"{where}: <= 0.5 + 3 s.e.")
+                    past_bound(margins, mean, 0.5, tol, f"{where}: <= 0.5 + 3 s.e.", upper=True)
                 if pi < pi_tilde and mean > 0.5 + tol:
                     below_ok = False
                     found.append(f"m = {s['m']}, pi = {pi}: {fmt(mean, se, 4)} > 0.5 (exact {exact:.4f})")
