@@ -55,6 +55,7 @@ import ast
 import dataclasses
 import datetime
 import hashlib
+import re
 import json
 import subprocess
 import sys
@@ -258,8 +259,29 @@ def module_parts(path: str, names: frozenset | None, tree: Tree) -> tuple[list[a
             used = {x.id for x in ast.walk(body[i]) if isinstance(x, ast.Name)}
             todo += [j for name in used & set(defines) for j in defines[name] if j not in keep]
     kept = [body[i] for i in sorted(keep)]
-    tree._cache[key] = kept, "\n".join(ast.get_source_segment(text, n, padded=False) or "" for n in kept)
+    lines = tree._cache.setdefault(("lines", path), source_lines(text))
+    tree._cache[key] = kept, "\n".join(source_segment(lines, n) for n in kept)
     return tree._cache[key]
+
+
+def source_lines(text: str) -> list[str]:
+    """text split into lines as the parser splits them (at \r\n, \r or \n, each kept; a form feed is not a
+    break), the input of source_segment."""
+    return re.findall(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z", text)
+
+
+def source_segment(lines: list[str], node: ast.AST) -> str:
+    """The source text of `node` (what ast.get_source_segment(text, node) gives, '' where that gives None), from
+    the file's lines split once: get_source_segment splits the whole file at every call, which made hashing a
+    module's parts quadratic in its length (seconds per artifact). Offsets are in UTF-8 bytes, as ast's are."""
+    end, end_col = getattr(node, "end_lineno", None), getattr(node, "end_col_offset", None)
+    if end is None or end_col is None:
+        return ""
+    first, col = node.lineno - 1, node.col_offset
+    if first == end - 1:
+        return lines[first].encode()[col:end_col].decode()
+    return "".join([lines[first].encode()[col:].decode(), *lines[first + 1:end - 1],
+                    lines[end - 1].encode()[:end_col].decode()])
 
 
 def imports_of(path: str, tree: Tree, names: frozenset | None = None) -> list[tuple[str, frozenset | None]]:

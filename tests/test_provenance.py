@@ -442,3 +442,19 @@ def test_sweep_runs_folder_of_other_code_is_refused_and_stored_rows_are_unknown(
         P.begin_sweep_run("caption_richness", out)
     assert P.stored_part(out / "results.json")["source_hash"] is None
     assert P.end_sweep_run("caption_richness", {**started, "source_hash": "x", "files": {}})["source_hash"] is None
+
+
+def test_source_segment_is_ast_get_source_segment_on_every_node_of_the_package():
+    """provenance.source_segment (lines split once) gives exactly ast.get_source_segment's text (which splits the
+    whole file at every call) for every top-level statement of every module here (what module_parts hashes) and for
+    every node of small texts with non-ASCII characters and \r\n and \r line ends, so the source hashes do not
+    depend on which of the two computed them."""
+    import ast
+
+    cases = [(p.read_text(encoding="utf-8"), False) for p in sorted((REPO / "mmcl_theory").rglob("*.py"))]
+    cases += [("x = 'é'  # ü\r\ny = (1,\r\n     2)\rz = f(y,\n      'ß')\n", True), ("def f():\n    return 1", True)]
+    for text, every_node in cases:
+        lines, module = P.source_lines(text), ast.parse(text)
+        for node in (ast.walk(module) if every_node else module.body):
+            if isinstance(node, (ast.stmt, ast.expr)):
+                assert P.source_segment(lines, node) == (ast.get_source_segment(text, node) or ""), ast.dump(node)[:80]
