@@ -11,10 +11,12 @@ exists, and skipped with a note otherwise. figures/README.md lists every figure 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime
 import glob
 import json
+import math
 import os
 import sys
 import time
@@ -214,6 +216,41 @@ def fresh_rows(name: str, quick: bool, runs: Path) -> tuple[list[dict], dict]:
                   "learners": list(plan.learners), "provenance": provenance.end_sweep_run(name, started)}
 
 
+def _number(x) -> bool:
+    return type(x) in (int, float) and math.isfinite(x)
+
+
+def _rows_problem(rows, name: str) -> str | None:
+    """What makes `rows` unusable as the stored rows of sweep `name` (the results contract, results.CONTRACT: the
+    keys drawn from, each of its kind, the accuracy and any curve point a number in [0, 1]), or None."""
+    from .results import TESTS
+
+    if not isinstance(rows, list) or not rows:
+        return "rows is not a non-empty list"
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r, dict):
+            return f"row {i} is not a JSON object"
+        missing = [k for k in ("sweep", "param", "value", "learner", "test", "seed", "n", "accuracy") if k not in r]
+        if missing:
+            return f"row {i} lacks {', '.join(missing)}"
+        if r["sweep"] != name:
+            return f"row {i} is of sweep {r['sweep']!r}"
+        bad = [k for k in ("param", "learner", "series", "prompt", "route") if not isinstance(r.get(k, ""), str)]
+        bad += [k for k in ("seed", "n") if type(r[k]) is not int]
+        bad += ["value"] * (not _number(r["value"]))
+        if bad:
+            return f"row {i} has {', '.join(bad)} of the wrong kind"
+        if r["test"] not in TESTS:
+            return f"row {i}: test {r['test']!r} is not one of {', '.join(TESTS)}"
+        if not (_number(r["accuracy"]) and 0 <= r["accuracy"] <= 1):
+            return f"row {i}: accuracy {r['accuracy']!r} is not a number in [0, 1]"
+        curve = r.get("curve", [])
+        if not isinstance(curve, list) or not all(isinstance(p, list) and len(p) == 2 and _number(p[0])
+                                                  and _number(p[1]) and 0 <= p[1] <= 1 for p in curve):
+            return f"row {i}: curve is not a list of [epoch, accuracy in [0, 1]] pairs"
+    return None
+
+
 def stored_rows(name: str, directory: Path) -> tuple[list[dict], dict]:
     """Rows from DIR/NAME/results.json (written by the sweep CLI)."""
     found = [directory / d / "results.json" for d in (name, f"{name}-quick") if (directory / d / "results.json").is_file()]
@@ -226,6 +263,13 @@ def stored_rows(name: str, directory: Path) -> tuple[list[dict], dict]:
         rows = meta["rows"]
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise ValueError(f"{path} is not a sweep results.json (no rows); rerun the sweep") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+    problem = _rows_problem(rows, name)
+    if not problem and not isinstance(meta.get("config", {}), dict):
+        problem = "its config is not a JSON object"
+    if problem:
+        raise ValueError(f"{path} is not a results.json of sweep {name}: {problem}; rerun the sweep")
     from .provenance import stored_part
 
     return rows, {"seeds": len(meta.get("config", {}).get("seeds", [])) or len({r["seed"] for r in rows if r.get("route") != "theory"}),
@@ -329,23 +373,41 @@ def write_readme(out_dir: Path, entries: list[dict], command: str) -> None:
     atomic_write_text(out_dir / "README.md", "\n".join(lines))
 
 
+def _path(flag: str):
+    """argparse type of a path option: '' (or blanks) is refused, not silently taken for the working folder."""
+
+    def parse(text: str) -> Path:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not allowed: a path ('.' for the working folder)")
+        return Path(text)
+
+    return parse
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # see sweep.main: jaxlib 0.9's false cache errors
     ap = ArgumentParser(prog="python -m mmcl_theory.figures", description=__doc__.split("\n")[0])
-    ap.add_argument("--from", dest="from_dir", type=Path,
+    ap.add_argument("--from", dest="from_dir", type=_path("--from"),
                     help="read DIR/NAME/results.json instead of running the sweeps")
     ap.add_argument("--quick", action="store_true", help="run the sweeps' quick variants (fresh runs only)")
     ap.add_argument("--only", help="comma-separated figure names (default: all available)")
     ap.add_argument("--quick-for", default="", metavar="NAMES",
                     help="comma-separated figures to run in their quick variant (the others full); noted in README")
-    ap.add_argument("--out", type=Path, default=FIGURES_DIR, help="output folder (default figures/)")
-    ap.add_argument("--runs", type=Path, help="where fresh sweeps run (default runs/figures[-quick])")
+    ap.add_argument("--out", type=_path("--out"), default=FIGURES_DIR, help="output folder (default figures/)")
+    ap.add_argument("--runs", type=_path("--runs"), help="where fresh sweeps run (default runs/figures[-quick])")
     args = ap.parse_args(argv)
     names = available() + [REAL_DATA_NAME, MECHANISMS_NAME]
-    chosen = [n.strip() for n in args.only.split(",")] if args.only else names
+    chosen = (list(dict.fromkeys(n.strip() for n in args.only.split(",") if n.strip())) if args.only is not None
+              else names)
+    if not chosen:  # '' would otherwise run every sweep
+        return error_exit(f"--only {args.only!r} names no figure: comma-separated names from {', '.join(names)}")
     unknown = [n for n in chosen if n not in SWEEP_FIGURES and n not in (REAL_DATA_NAME, MECHANISMS_NAME)]
     if unknown:
         return error_exit(f"unknown figure(s) {', '.join(unknown)}: known {', '.join(names)}")
+    quick_for = {n.strip() for n in args.quick_for.split(",") if n.strip()}
+    if quick_for - set(SWEEP_FIGURES):
+        return error_exit(f"--quick-for: unknown sweep figure(s) {', '.join(sorted(quick_for - set(SWEEP_FIGURES)))}: "
+                          f"known {', '.join(SWEEP_FIGURES)}")
     if args.from_dir and not args.from_dir.is_dir():
         return error_exit(f"--from {args.from_dir} is not a folder of sweep results")
     from .runtime import setup_jax
@@ -358,7 +420,6 @@ def main(argv=None) -> int:
         return error_exit(f"cannot write to --out {out_dir}: {e.strerror or e}")
     runs = args.runs or Path("runs") / ("figures-quick" if args.quick else "figures")
     entries, failed = [], []
-    quick_for = {n.strip() for n in args.quick_for.split(",") if n.strip()}
     from . import provenance
     from .io import portable_argument
 

@@ -449,3 +449,89 @@ def test_failed_write_names_the_file_and_leaves_nothing_half_written(tmp_path, m
     assert line.startswith(f"error: {out}{os.sep}")
     monkeypatch.undo()
     assert not (out / "results.csv").exists() and not list(out.glob("*.tmp"))
+
+
+# ------------------------------------------------------------------ empty paths (Path('') is the working folder)
+
+
+def test_empty_out_is_refused_not_taken_as_the_working_folder(tmp_path, monkeypatch, capsys):
+    """`sweep NAME --out ''` used to run the whole sweep into the working folder (points.jsonl, results.csv, ... in
+    the repository root); merge's OUT and --out likewise."""
+    parts = tmp_path / "parts"
+    _theory_parts(parts)
+    capsys.readouterr()
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    for argv, flag in ((["caption_richness", "--quick", "--learners", "theory_mmcl", "--no-progress", "--out", ""],
+                        "--out"), (["merge", str(parts), "--out", ""], "--out"), (["merge", " "], "OUT")):
+        _one_line_exit_2(capsys, argv, f"argument {flag}: {flag} {argv[-1]!r} is not allowed: a path")
+    assert os.listdir(cwd) == []
+
+
+# ------------------------------------------------------------------ figures: its options and --from's results
+
+
+def _figures(argv):
+    from mmcl_theory import figures
+
+    return figures.main(argv)
+
+
+@pytest.fixture
+def stored(tmp_path, capsys):
+    """A --from folder holding caption_richness --quick's results (theory rows only: no compiling)."""
+    assert main(["caption_richness", "--quick", "--learners", "theory_mmcl", "--no-progress", "--out",
+                 str(tmp_path / "from" / "caption_richness")]) == 0
+    capsys.readouterr()
+    return tmp_path / "from"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--from", ""], "argument --from: --from '' is not allowed: a path"),
+    (["--out", ""], "argument --out: --out '' is not allowed: a path"),
+    (["--runs", " "], "argument --runs: --runs ' ' is not allowed: a path"),
+    (["--only", ""], "--only '' names no figure: comma-separated names from caption_richness, "),
+    (["--only", " , "], "--only ' , ' names no figure"),
+    (["--quick-for", "caption_richnes"], "--quick-for: unknown sweep figure(s) caption_richnes: known caption_richness"),
+])
+def test_figures_bad_option_is_one_line_and_writes_nothing(stored, tmp_path, monkeypatch, capsys, argv, needle):
+    """Each used to be taken: '' for the working folder (--out '' drew the figure and its CSV there), --only '' for
+    every figure (without --from: every sweep, hours), an unknown --quick-for name ignored."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    opts = {"--from": str(stored), "--only": "caption_richness", "--out": str(tmp_path / "o")}
+    opts.update(zip(argv[::2], argv[1::2]))
+    _one_line_exit_2(capsys, [x for kv in opts.items() for x in kv], needle, run=_figures)
+    assert os.listdir(cwd) == [] and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda j: j.update(rows=[1, 2]), "row 1 is not a JSON object"),
+    (lambda j: j.update(rows=[]), "rows is not a non-empty list"),
+    (lambda j: [r.pop("learner") for r in j["rows"]], "row 1 lacks learner"),
+    (lambda j: j["rows"][3].update(accuracy=float("nan")), "row 4: accuracy nan is not a number in [0, 1]"),
+    (lambda j: j["rows"][0].update(accuracy=1.5), "row 1: accuracy 1.5 is not a number in [0, 1]"),
+    (lambda j: j["rows"][0].update(accuracy="0.5"), "row 1: accuracy '0.5' is not a number in [0, 1]"),
+    (lambda j: j["rows"][1].update(value=None), "row 2 has value of the wrong kind"),
+    (lambda j: j["rows"][2].update(test="ood"), "row 3: test 'ood' is not one of aligned, independent, flipped"),
+    (lambda j: j["rows"][0].update(curve=[[10, 2.0]]), "row 1: curve is not a list of [epoch, accuracy in [0, 1]]"),
+    (lambda j: [r.update(sweep="core_variance") for r in j["rows"]], "row 1 is of sweep 'core_variance'"),
+    (lambda j: j.update(config=5), "its config is not a JSON object"),
+], ids=["not-objects", "no-rows", "missing-key", "nan", "above-1", "string", "value", "test", "curve", "other-sweep",
+        "config"])
+def test_figures_from_damaged_results_is_a_reported_skip(stored, tmp_path, capsys, damage, needle):
+    """A results.json of the wrong shape under --from used to be a traceback (KeyError, TypeError, matplotlib's
+    ValueError) or, for a NaN or out-of-range accuracy or another sweep's rows, a figure and CSV drawn from it; now
+    the figure is skipped with one line naming the file and the problem (exit 1, like missing results)."""
+    path = stored / "caption_richness" / "results.json"
+    meta = json.loads(path.read_text())
+    damage(meta)
+    path.write_text(json.dumps(meta))
+    code = _figures(["--from", str(stored), "--only", "caption_richness", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("[figures] caption_richness: ")]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert f"{path} is not a results.json of sweep caption_richness: {needle}" in lines[0], lines
+    assert not (tmp_path / "o" / "caption_richness.csv").exists()
