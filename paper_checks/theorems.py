@@ -159,6 +159,14 @@ def check_T44(quick: bool) -> Record:
 
 # ================================================================== Thm 5.2
 
+# The exact route's accuracies are Phi of margins computed in float32. At full rank pi_spu changes no score in
+# exact arithmetic (the section's 'Found'), so its paired effect is rounding: 6e-8 measured at n 300 (quick mode),
+# and it moves with the machine's reduction order (one core or two); with equal per-seed differences its s.e. is 0,
+# so 3 s.e. alone would call rounding an effect. The tolerance adds this floor, 16x the rounding measured and 3000x
+# below the s.e. of the accuracies themselves (0.003 at n 1000).
+FLOAT32_ROUNDING = 1e-6
+
+
 
 def check_T52(quick: bool) -> Record:
     """Thm 5.2: a != y accuracy = 1 - Phi((2p - 2 - pi_core sigma^2)/...) +- o(1), rising in pi_core, independent of pi_spu."""
@@ -184,9 +192,9 @@ def check_T52(quick: bool) -> Record:
             margins.equal(mean - expected, Z * se + abs(with_noise - expected), f"pi_core {pc}, pi_spu {ps}: formula")
             values.append(f"{fmt(mean, se)}")
         spread = [mean_se(flipped[pc, ps] - flipped[pc, 1.0]) for ps in pis_spu[:-1]]  # paired by seed
-        spreads.append(max(abs(d) - Z * s for d, s in spread))
+        spreads.append(max(abs(d) - Z * s - FLOAT32_ROUNDING for d, s in spread))
         for (d, s), ps in zip(spread, pis_spu):
-            margins.equal(d, Z * s, f"pi_core {pc}: pi_spu {ps} vs 1")
+            margins.equal(d, Z * s + FLOAT32_ROUNDING, f"pi_core {pc}: pi_spu {ps} vs 1")
         rows.append(f"| {pc} | {expected:.4f} | " + " | ".join(values) + " |")
     rise = [mean_se(flipped[b, 1.0] - flipped[a, 1.0]) for a, b in zip(pis_core, pis_core[1:])]
     rising = all(d > Z * s for d, s in rise)
@@ -199,8 +207,8 @@ def check_T52(quick: bool) -> Record:
                 "1 - Phi((2p - 2 - pi_core sigma_core^2) / sqrt((1 + pi_core sigma_core^2)^2 sigma_core^2 + "
                 "(2p-1)^2 sigma_spu^2)) +- o(1); it rises with pi_core and does not depend on pi_spu.",
         THM + "Thm 5.2",
-        "the formula per pi_core within 3 s.e. (+ the test-noise shift); no pi_spu effect beyond 3 s.e. (paired by "
-        "seed); every pi_core step up > 3 s.e.",
+        "the formula per pi_core within 3 s.e. (+ the test-noise shift); no pi_spu effect beyond 3 s.e. + 1e-6 "
+        "(float32 rounding; paired by seed); every pi_core step up > 3 s.e.",
         f"closed-form MMCL, a != y, n = {n}, d = {4 * n}, {seeds} seeds: see the table",
         verdict(ok),
         "; ".join(["formula matches" if match else f"formula off by {worst:.4f} beyond 3 s.e.",
