@@ -94,8 +94,23 @@ def main(argv=None) -> int:
     p.add_argument("--write", action="store_true", help="rewrite the generated block of coarse_classes.py")
     p.add_argument("--counts", action="store_true", help="print the ancestor counts the list was chosen from")
     a = p.parse_args(argv)
-    noun = read_hypernyms(Path(a.data_noun))
-    wnids = Path(a.wnids).read_text().split()
+    for flag, path, hint in (("--data-noun", a.data_noun, " (WordNet 3.0: apt-get install -y wordnet-base)"),
+                             ("--wnids", a.wnids, " (Tiny ImageNet's wnids.txt)")):
+        if not Path(path).is_file():
+            print(f"error: {flag} {path}: no such file{hint}", file=sys.stderr)
+            return 2
+    try:
+        noun = read_hypernyms(Path(a.data_noun))
+    except (IndexError, ValueError) as e:
+        print(f"error: --data-noun {a.data_noun}: not WordNet 3.0's data.noun ({type(e).__name__}: {e})",
+              file=sys.stderr)
+        return 2
+    wnids = Path(a.wnids).read_text(errors="replace").split()
+    unknown = [w for w in wnids if w[1:] not in noun]
+    if unknown or not wnids:
+        print(f"error: --wnids {a.wnids}: " + (f"{len(unknown)} of {len(wnids)} entries are not noun synsets of "
+              f"{a.data_noun} (first {unknown[0]!r})" if unknown else "no wnids"), file=sys.stderr)
+        return 2
     rows = derive(wnids, noun)
     sizes = Counter(g for _, g, _ in rows)
     for name, _ in GROUPS:

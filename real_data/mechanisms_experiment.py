@@ -173,6 +173,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         return run(a)
+    except OSError as e:  # --runs, --out or --figures a file, or under one; a failed write: one line naming it
+        why = "is a file, not a folder" if isinstance(e, FileExistsError) else (e.strerror or str(e))
+        print(f"error: {e.filename or ''}: {why}" if e.filename else f"error: {e}", file=sys.stderr)
+        return 2
     except ValueError as e:  # bad data layout or config (DataLayoutError, ConfigError): one line
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
@@ -195,7 +199,12 @@ def run(a: argparse.Namespace) -> int:
                          "mosaic_names": a.mosaic_names, "extra_overrides": a.set},
                         [portable(x, data_root, base.parent) for x in sys.argv])
     status_path = out / "runs.json"
-    status = json.loads(status_path.read_text()) if status_path.is_file() else {}
+    try:
+        status = json.loads(status_path.read_text()) if status_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{status_path} is damaged ({e}); restore or delete it (it lists each run's state and time; the runs in --runs are kept)") from None
+    if not isinstance(status, dict):
+        raise ValueError(f"{status_path} is not a JSON object of run states; delete it")
     if not a.analyse_only:
         sets = write_mechanism_sets(data_root / "tiny_imagenet", base / "sets", setting["per_class"], seed=0,
                                     names=a.mosaic_names)

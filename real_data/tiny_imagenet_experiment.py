@@ -22,20 +22,35 @@ import time
 from pathlib import Path
 
 from mmcl_theory.clip import evaluate, train
+from mmcl_theory.config import ArgumentParser, option_type
+from mmcl_theory.runtime import error_exit
 
 HERE = Path(__file__).resolve().parent
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-root", required=True, help="folder holding tiny_imagenet/ and texture_vs_shape/")
     p.add_argument("--runs", required=True, help="folder for the training workdirs")
     p.add_argument("--out", required=True, help="folder for the CSV, metrics and eval JSON archive")
-    p.add_argument("--variants", nargs="+", default=["label", "rich"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--variants", nargs="+", default=["label", "rich"], choices=("label", "rich"))
+    p.add_argument("--seeds", type=option_type("--seeds", int, 0, 2**31 - 1), nargs="+", default=[0])
     p.add_argument("--set", action="append", default=[], help="extra config overrides for every run")
-    p.add_argument("--time-budget", type=float, default=0, help="seconds; skip runs not started by then (0 = none)")
+    p.add_argument("--time-budget", type=option_type("--time-budget", float, 0, 10**9), default=0,
+                   help="seconds; skip runs not started by then (0 = none)")
     a = p.parse_args(argv)
+    if not (Path(a.data_root) / "tiny_imagenet" / "wnids.txt").is_file():
+        return error_exit(f"--data-root {a.data_root}: expected tiny_imagenet/wnids.txt under it")
+    try:
+        return run(a)
+    except OSError as e:  # --runs or --out a file, or under one; a failed write: one line naming it
+        why = "is a file, not a folder" if isinstance(e, FileExistsError) else (e.strerror or str(e))
+        return error_exit(f"{e.filename}: {why}" if e.filename else e)
+    except ValueError as e:  # a bad --set (ConfigError) or data layout (DataLayoutError)
+        return error_exit(e)
+
+
+def run(a: argparse.Namespace) -> int:
     data = Path(a.data_root).resolve()
     tvs = data / "texture_vs_shape"
     runs, out = Path(a.runs), Path(a.out)

@@ -434,7 +434,35 @@ def test_evaluate_a_corrupt_checkpoint_is_one_line_from_the_real_cli(csv_run, ev
 
 def test_build_refuses_a_json_that_is_not_a_result(tmp_path, capsys):
     (tmp_path / "w" / "eval" / "step_00000001").mkdir(parents=True)
+    (tmp_path / "w" / "run.json").write_text("{}")
     (tmp_path / "w" / "eval" / "step_00000001" / "x__zeroshot.json").write_text('{"top1": 0.5}')
     rc, _, err = run_main(evaluate.main, ["build", "--workdir", tmp_path / "w", "--out", tmp_path / "r.csv"], capsys)
     assert "not an evaluation result" in one_error_line(rc, err)
     assert not (tmp_path / "r.csv").exists()
+
+
+RESULT = {"task": {"model": "m", "step": 1, "dataset": "d", "task": "zeroshot"}, "metrics": {"top1": 0.5},
+          "provenance": {"package_version": "x"}}
+
+
+@pytest.mark.parametrize("damage, out, needle", [
+    (lambda w: (w / "run.json").unlink(), "r.csv", "--workdir = '{w}': no run.json (not a training run folder)"),
+    (lambda w: shutil.rmtree(w / "eval"), "r.csv", "--workdir = '{w}': no evaluation results (eval/step_*/*.json)"),
+    (None, "", "--out = '' is not allowed: the path of the CSV file to write"),
+    (None, "{tmp}", "--out = '{tmp}' is not allowed: the path of the CSV file to write"),
+    (None, "{tmp}/w/run.json/r.csv", "--out = '{tmp}/w/run.json/r.csv': {tmp}/w/run.json is a file, not a folder"),
+], ids=["not-a-run", "not-evaluated", "empty-out", "out-a-folder", "out-under-a-file"])
+def test_build_bad_workdir_or_out_is_one_line(tmp_path, capsys, monkeypatch, damage, out, needle):
+    """`evaluate build` used to write a CSV without the rows of a folder that is no run, or a run not evaluated yet
+    (0 rows: '0 rows -> r.csv', exit 0); --out '' said "PosixPath('.') has an empty name", --out under a file
+    "[Errno 17] File exists" naming the CSV."""
+    work = tmp_path / "w"
+    (work / "eval" / "step_00000001").mkdir(parents=True)
+    (work / "run.json").write_text("{}")
+    (work / "eval" / "step_00000001" / "d__zeroshot.json").write_text(json.dumps(RESULT))
+    if damage:
+        damage(work)
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_main(evaluate.main, ["build", "--workdir", work, "--out", out.format(tmp=tmp_path)], capsys)
+    assert needle.format(w=work, tmp=tmp_path) in one_error_line(rc, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]

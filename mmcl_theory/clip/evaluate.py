@@ -107,7 +107,13 @@ def collect_results(workdirs: Sequence[str | os.PathLike]) -> list[dict]:
     for wd in workdirs:
         if not Path(wd).is_dir():
             raise ConfigError(f"--workdir = {str(wd)!r}: no such folder")
-        for path in sorted(Path(wd).glob("eval/step_*/*.json")):
+        if not (Path(wd) / "run.json").is_file():
+            raise ConfigError(f"--workdir = {str(wd)!r}: no run.json (not a training run folder)")
+        found = sorted(Path(wd).glob("eval/step_*/*.json"))
+        if not found:  # a run not evaluated yet would be missing from the CSV without a word
+            raise ConfigError(f"--workdir = {str(wd)!r}: no evaluation results (eval/step_*/*.json); run "
+                              f"`{PROG} --workdir {wd} --dataset ...` first")
+        for path in found:
             try:
                 r = json.loads(path.read_text(encoding="utf-8"))
                 task, metrics, prov = r["task"], r["metrics"], r["provenance"]
@@ -149,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--workdir", nargs="+", required=True, help="training run folders")
             p.add_argument("--out", required=True, help="CSV path")
             a = p.parse_args(argv[1:])
+            if not a.out.strip() or Path(a.out).is_dir():  # '' is the working folder; a folder is no CSV path
+                raise ConfigError(f"--out = {a.out!r} is not allowed: the path of the CSV file to write")
+            above = next(d for d in Path(a.out).absolute().parents if d.exists())
+            if not above.is_dir():  # the write would fail with a bare "File exists" naming the CSV
+                raise ConfigError(f"--out = {a.out!r}: {above} is a file, not a folder")
             print(f"{build_csv(a.workdir, a.out)} rows -> {a.out}")
             return 0
         p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
