@@ -31,6 +31,7 @@ import numpy as np
 
 from mmcl_theory.clip import models, objectives, state as st, train
 from mmcl_theory.clip.config import TrainSection
+from mmcl_theory.config import ArgumentParser, ConfigError, option_type
 
 PEAK_BF16_H100 = 989.4e12
 ANCHORS = {("ViT-B-32", 512): 5155.0, ("RN50", 256): 3379.0}
@@ -123,11 +124,12 @@ def bench_one(name: str, batch: int, steps: int, warmup: int, dtype_name: str) -
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", nargs="+", help="registry names (default: ViT-B-32 RN50 on GPU, ViT-test on CPU)")
-    p.add_argument("--batch", type=int, nargs="+", help="one per model (default 512 ViT-B-32, 256 RN50, 64 else)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch", type=option_type("--batch", int, 2, 2**31 - 1), nargs="+",
+                   help="one per model (default 512 ViT-B-32, 256 RN50, 64 else)")
+    p.add_argument("--steps", type=option_type("--steps", int, 1, 10**6), default=20)
+    p.add_argument("--warmup", type=option_type("--warmup", int, 0, 10**6), default=3)
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     p.add_argument("--out", help="write the results as JSON")
     p.add_argument("--flops-only", metavar="MODEL", help=argparse.SUPPRESS)
@@ -142,6 +144,12 @@ def main(argv=None) -> int:
     batches = a.batch or [default_batch.get(n, 64) for n in names]
     if len(batches) != len(names):
         print("error: --batch needs one value per --model", file=sys.stderr)
+        return 2
+    try:
+        for n in names:
+            models.model_config(n)
+    except ConfigError as e:  # an unknown model name, before anything is compiled
+        print(f"error: --model: {e}", file=sys.stderr)
         return 2
     rows = []
     for n, b in zip(names, batches):

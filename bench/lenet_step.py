@@ -22,7 +22,6 @@ ms a step divided by the processes run side by side.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
@@ -32,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmcl_theory import paper_mnist as pm
+from mmcl_theory.config import ArgumentParser, option_type
 from mmcl_theory.learners import SUPERVISED, ZERO_SHOT
 
 BATCH, N = 128, 4096
@@ -97,9 +97,10 @@ def step_seconds(step, kind: str, steps: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=100, help="timed steps per implementation and learner")
-    ap.add_argument("--parallel", type=int, default=1,
+    ap = ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=option_type("--steps", int, 1, 10**6), default=100,
+                    help="timed steps per implementation and learner")
+    ap.add_argument("--parallel", type=option_type("--parallel", int, 1, 1024), default=1,
                     help="processes run side by side in the projection (each timed alone here)")
     args = ap.parse_args()
     load = os.getloadavg()

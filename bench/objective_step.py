@@ -13,14 +13,15 @@ Compile time is the first call (compile + one step). Prints a Markdown table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
+import sys
 import time
 
 import jax
 
 from mmcl_theory.clip import config, models, objectives, state as st, train, train_data
+from mmcl_theory.config import ArgumentParser, ConfigError, option_type
 
 
 def build(objective: str, model_name: str, batch: int, queue_size: int):
@@ -49,14 +50,19 @@ def build(objective: str, model_name: str, batch: int, queue_size: int):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="ViT-test")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--queue-size", type=int, default=256)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--batch", type=option_type("--batch", int, 2, 2**31 - 1), default=32)
+    p.add_argument("--queue-size", type=option_type("--queue-size", int, 1, 2**31 - 1), default=256)
+    p.add_argument("--rounds", type=option_type("--rounds", int, 1, 10**6), default=5)
+    p.add_argument("--steps", type=option_type("--steps", int, 1, 10**6), default=5)
     p.add_argument("--json", default="", help="also write the numbers here")
     a = p.parse_args()
+    try:
+        models.model_config(a.model)
+    except ConfigError as e:  # an unknown model name, before anything is compiled
+        print(f"error: --model: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     runs, compile_s = {}, {}
     for name in objectives.OBJECTIVES:
         step, state, batch = build(name, a.model, a.batch, a.queue_size)

@@ -12,7 +12,6 @@ bounds the logits but the optimiser.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
@@ -21,15 +20,16 @@ import numpy as np
 import optax
 
 from mmcl_theory import paper_mnist as pm
+from mmcl_theory.config import ArgumentParser, option_type
 from mmcl_theory.learners import ZERO_SHOT
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pi-core", type=float, default=1.0)
-    parser.add_argument("--pi-spu", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=7)
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pi-core", type=option_type("--pi-core", float, 0, 1), default=1.0)
+    parser.add_argument("--pi-spu", type=option_type("--pi-spu", float, 0, 1), default=0.0)
+    parser.add_argument("--seed", type=option_type("--seed", int, 0, 2**31 - 1), default=1)
+    parser.add_argument("--epochs", type=option_type("--epochs", int, 1, 10**4), default=7)
     args = parser.parse_args()
     config = pm.PaperMnistConfig(pi_core=args.pi_core, pi_spu=args.pi_spu)
     settings = pm.PaperMnistSettings()

@@ -17,7 +17,6 @@ and prints Markdown tables:
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import subprocess
@@ -35,10 +34,13 @@ def end_to_end(route: str, cache: str, out: str, device: str) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from mmcl_theory.config import ArgumentParser, option_type
+
+    ap = ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end CLI runs")
-    ap.add_argument("--seeds-large", type=int, default=100)
-    ap.add_argument("--values-large", type=int, default=2, help="sweep values timed at --seeds-large seeds")
+    ap.add_argument("--seeds-large", type=option_type("--seeds-large", int, 1, 10**4), default=100)
+    ap.add_argument("--values-large", type=option_type("--values-large", int, 1, 10**4), default=2,
+                    help="sweep values timed at --seeds-large seeds")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     args = ap.parse_args()
 
