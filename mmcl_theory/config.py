@@ -204,3 +204,23 @@ def option_type(name: str, kind: Any, low: float | None = None, high: float | No
 
     parse.__name__ = getattr(kind, "__name__", "value")
     return parse
+
+
+def output_file_type(name: str):
+    """An argparse ``type=`` for the path of a file to write, whose error is one line: '' (which would mean the
+    working folder), an existing folder, and a path under a file (the write would fail with a bare 'File exists'
+    naming the output file, not the file in its way) are refused. Returns the text unchanged."""
+
+    import pathlib  # here, not at the top: an import there enters the source hash of every model's numbers
+
+    def parse(text: str) -> str:
+        path = pathlib.Path(text)
+        if not text.strip() or path.is_dir():
+            raise argparse.ArgumentTypeError(f"{name} {text!r} is not allowed: the path of a file to write")
+        above = next(d for d in path.absolute().parents if d.exists())
+        if not above.is_dir():
+            raise argparse.ArgumentTypeError(f"{name} {text!r}: {above} is a file, not a folder")
+        return text
+
+    parse.__name__ = "path"
+    return parse

@@ -448,9 +448,9 @@ RESULT = {"task": {"model": "m", "step": 1, "dataset": "d", "task": "zeroshot"},
 @pytest.mark.parametrize("damage, out, needle", [
     (lambda w: (w / "run.json").unlink(), "r.csv", "--workdir = '{w}': no run.json (not a training run folder)"),
     (lambda w: shutil.rmtree(w / "eval"), "r.csv", "--workdir = '{w}': no evaluation results (eval/step_*/*.json)"),
-    (None, "", "--out = '' is not allowed: the path of the CSV file to write"),
-    (None, "{tmp}", "--out = '{tmp}' is not allowed: the path of the CSV file to write"),
-    (None, "{tmp}/w/run.json/r.csv", "--out = '{tmp}/w/run.json/r.csv': {tmp}/w/run.json is a file, not a folder"),
+    (None, "", "--out '' is not allowed: the path of a file to write"),
+    (None, "{tmp}", "--out '{tmp}' is not allowed: the path of a file to write"),
+    (None, "{tmp}/w/run.json/r.csv", "--out '{tmp}/w/run.json/r.csv': {tmp}/w/run.json is a file, not a folder"),
 ], ids=["not-a-run", "not-evaluated", "empty-out", "out-a-folder", "out-under-a-file"])
 def test_build_bad_workdir_or_out_is_one_line(tmp_path, capsys, monkeypatch, damage, out, needle):
     """`evaluate build` used to write a CSV without the rows of a folder that is no run, or a run not evaluated yet

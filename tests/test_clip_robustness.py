@@ -121,3 +121,27 @@ def test_testbed_figure_from_evaluate_csv(testbed, shared_data, tmp_path):
     assert fig.stat().st_size > 10_000
     bx, by = rb.average_baseline_points(testbed)
     assert bx.size > 70 and np.all(by < bx)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--out", ""], "--out '' is not allowed: the path of a file to write"),
+    (["--figure", "   "], "--figure '   ' is not allowed: the path of a file to write"),
+    (["--points-out", "{tmp}"], "is not allowed: the path of a file to write"),
+    (["--out", "{tmp}/points.csv/er.json"], "points.csv is a file, not a folder"),
+    (["--id-dataset", "imagenet1k"], "series --points: --id-dataset apply to --results only"),
+])
+def test_series_output_paths_and_ignored_flags_are_one_line(tmp_path, capsys, args, says):
+    """'' used to be taken as 'no output' (exit 0, the report lost), a path under a file failed late with 'File
+    exists' naming the report, and --points ignored the dataset flags without a word: each is one line, exit 2,
+    before any work."""
+    points = tmp_path / "points.csv"
+    points.write_text("series,step,id_acc,ood_acc\na,1,0.5,0.3\na,2,0.6,0.35\nb,1,0.5,0.32\nb,2,0.6,0.4\n")
+    argv = ["series", "--points", str(points), *[a.replace("{tmp}", str(tmp_path)) for a in args]]
+    try:
+        code = rb.main(argv)
+    except SystemExit as e:  # argparse's own refusal (the package's ArgumentParser: one line, exit 2)
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and "\n" not in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["points.csv"]

@@ -27,7 +27,7 @@ from typing import Sequence
 
 from mmcl_theory.clip import state as st, zero_shot as zs
 from mmcl_theory.clip.config import CLASS_SPACES, portable_name
-from mmcl_theory.config import ArgumentParser, ConfigError, check_range, option_type
+from mmcl_theory.config import ArgumentParser, ConfigError, check_range, option_type, output_file_type
 from mmcl_theory.io import CorruptFileError, atomic_write_csv, run_header
 from mmcl_theory.runtime import error_exit
 
@@ -153,13 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "build":
             p = ArgumentParser(prog=f"{PROG} build", description="Gather result JSONs into one CSV.")
             p.add_argument("--workdir", nargs="+", required=True, help="training run folders")
-            p.add_argument("--out", required=True, help="CSV path")
+            p.add_argument("--out", required=True, type=output_file_type("--out"), help="CSV path")
             a = p.parse_args(argv[1:])
-            if not a.out.strip() or Path(a.out).is_dir():  # '' is the working folder; a folder is no CSV path
-                raise ConfigError(f"--out = {a.out!r} is not allowed: the path of the CSV file to write")
-            above = next(d for d in Path(a.out).absolute().parents if d.exists())
-            if not above.is_dir():  # the write would fail with a bare "File exists" naming the CSV
-                raise ConfigError(f"--out = {a.out!r}: {above} is a file, not a folder")
             print(f"{build_csv(a.workdir, a.out)} rows -> {a.out}")
             return 0
         p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],

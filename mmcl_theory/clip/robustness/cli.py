@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from mmcl_theory.config import ArgumentParser, option_type
+from mmcl_theory.config import ArgumentParser, option_type, output_file_type
 from mmcl_theory.io import atomic_write_json, run_header
 from mmcl_theory.runtime import error_exit
 
@@ -46,10 +46,7 @@ def _finish(report: dict, lines: list[str], skipped: list[tuple[str, str]], sour
 
 
 def _check_outputs(args) -> None:
-    """Refuse unusable output paths before any work is done."""
-    for flag, path in (("--out", args.out), ("--figure", args.figure), ("--points-out", getattr(args, "points_out", None))):
-        if path and Path(path).is_dir():
-            raise ValueError(f"{flag} = {path!r} is a folder; give a file path")
+    """Refuse unusable output paths before any work is done ('', folders and paths under a file: output_file_type)."""
     if args.figure and Path(args.figure).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ValueError(f"--figure = {args.figure!r}: the file name must end in .png, .pdf or .svg")
 
@@ -104,6 +101,10 @@ def _series_command(args, command: list[str]) -> None:
         per_shift = {d: series_from_results(args.results, args.id_dataset, [d], skipped=[])
                      for d in [*args.ood_datasets, *args.extra_datasets]}
     else:
+        given = [f for f, v in (("--id-dataset", args.id_dataset), ("--ood-datasets", args.ood_datasets),
+                                ("--extra-datasets", args.extra_datasets)) if v]
+        if given:  # a --points CSV holds id_acc and ood_acc already: these would be ignored without a word
+            raise ValueError(f"series --points: {', '.join(given)} apply to --results only")
         series, per_shift = read_series_csv(args.points, skipped), {}
     baseline = args.baseline or [s.name for s in series]
     report = {"run": run_header(vars(args), command),
@@ -138,19 +139,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--types", nargs="+", default=["STANDARD"], help="baseline model types (add LOW_ACCURACY_CNN)")
     p.add_argument("--results", help="CSV of `evaluate build` (with imagenet1k, imagenet1k@<shift> and the "
                    "shifts), or with columns model, shift, id_acc, ood_acc (fractions)")
-    p.add_argument("--out", help="JSON report path")
-    p.add_argument("--figure", help="PNG: baseline models and trend (x = ImageNet, y = mean over the 5 shifts) "
-                   "and the evaluated models as one series per caption variant, each with its own fit")
+    p.add_argument("--out", type=output_file_type("--out"), help="JSON report path")
+    p.add_argument("--figure", type=output_file_type("--figure"),
+                   help="PNG: baseline models and trend (x = ImageNet, y = mean over the 5 shifts) and the evaluated "
+                        "models as one series per caption variant, each with its own fit")
     q = sub.add_parser("series", help="ER across checkpoint series with a baseline fitted over series")
     q.add_argument("--points", help="CSV with columns series, step, id_acc, ood_acc")
     q.add_argument("--results", help="CSV of `evaluate build` (series = caption_variant)")
     q.add_argument("--id-dataset", help="with --results: the ID dataset name")
     q.add_argument("--ood-datasets", nargs="+", default=[], help="with --results: shifts averaged into OOD")
     q.add_argument("--extra-datasets", nargs="+", default=[], help="with --results: more shifts reported alone")
-    q.add_argument("--points-out", help="write the (series, step, id_acc, ood_acc) points as CSV")
+    q.add_argument("--points-out", type=output_file_type("--points-out"),
+                   help="write the (series, step, id_acc, ood_acc) points as CSV")
     q.add_argument("--baseline", nargs="+", help="series whose checkpoints define the trend (default: all)")
-    q.add_argument("--out", help="JSON report path")
-    q.add_argument("--figure", help="PNG path for the OOD-vs-ID figure")
+    q.add_argument("--out", type=output_file_type("--out"), help="JSON report path")
+    q.add_argument("--figure", type=output_file_type("--figure"), help="PNG path for the OOD-vs-ID figure")
     q.add_argument("--xlabel", default="ID accuracy (%)")
     q.add_argument("--ylabel", default="OOD accuracy (%)")
     q.add_argument("--title", default="")
