@@ -143,7 +143,10 @@ class Tree:
 
 def resolve_commit(commit: str, root: Path = ROOT) -> str:
     """The full hash of `commit` (any name git accepts); ProvenanceError when git does not know it."""
-    out = Tree(commit, root)._git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+    try:
+        out = Tree(commit, root)._git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+    except ProvenanceError:
+        raise ProvenanceError(f"commit {commit!r} is not known to git in {root} (a hash, a branch or a tag)") from None
     return out.decode().strip()
 
 
@@ -539,13 +542,13 @@ def status(artifact: str, root: Path = ROOT, files_now: Callable[[str], dict] | 
     tree = Tree(None, root)
     if not (root / artifact).is_file():
         raise ProvenanceError(f"{artifact} does not exist in {root}")
+    paths = files_now(artifact) if files_now else artifact_inputs(artifact, tree)[1]  # a file of no rule: an error
     try:
         record = read_record(artifact, root)
     except ProvenanceError as e:
         if "no provenance record" in str(e):
             return Status(artifact, False, str(e))
         raise
-    paths = files_now(artifact) if files_now else artifact_inputs(artifact, tree)[1]
     now, now_files = source_hash(paths, tree)
     if file_hash((root / artifact).read_bytes()) != record["artifact_sha256"]:
         return Status(artifact, False, f"{artifact} was rewritten after its record was made (its bytes differ from "

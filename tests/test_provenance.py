@@ -252,11 +252,24 @@ def test_cli_status_and_damaged_record_from_the_copy(copy):
     for args, words in [(("status", "figures/none.csv"), "does not exist"),
                         (("status", "/etc/hostname"), "not inside the repository"),
                         (("inputs", "figures/other.csv"), "no dependency rule"),
+                        (("status", "mmcl_theory/losses.py"), "no dependency rule"),  # was 'STALE', exit 1
                         (("stamp", "figures/caption_richness.csv", "--command", "x", "--at", "nolabel"), "LABEL=COMMIT"),
                         (("stamp", "figures/caption_richness.csv", "--command", " "), "--command is empty")]:
         r = run(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr and words in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_stamp_at_an_unknown_commit_is_one_line_naming_it_and_writes_nothing(capsys):
+    """--at LABEL=COMMIT with a commit git does not know: one line that says so (it was git's own 'git rev-parse
+    --verify --quiet ...: failed'), exit 2, and the committed record is left as it was."""
+    csv = REPO / "figures" / "caption_richness.csv"
+    record = P.record_path(csv)
+    before = record.read_bytes()
+    code = P.main(["stamp", str(csv), "--command", "x", "--at", "a=nosuchcommit"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "commit 'nosuchcommit' is not known to git" in err and "\n" not in err, err
+    assert record.read_bytes() == before
 
 
 def test_parts_at_named_commits(tmp_path):
