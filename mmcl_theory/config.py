@@ -206,6 +206,20 @@ def option_type(name: str, kind: Any, low: float | None = None, high: float | No
     return parse
 
 
+def path_type(name: str):
+    """An argparse ``type=`` for a path option (a folder or a file), whose error is one line: '' (or blanks) is
+    refused rather than silently taken for the working folder. Returns a pathlib.Path."""
+    import pathlib  # here, not at the top: an import there enters the source hash of every model's numbers
+
+    def parse(text: str) -> pathlib.Path:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{name} {text!r} is not allowed: a path ('.' for the working folder)")
+        return pathlib.Path(text)
+
+    parse.__name__ = "path"
+    return parse
+
+
 def output_file_type(name: str):
     """An argparse ``type=`` for the path of a file to write, whose error is one line: '' (which would mean the
     working folder), an existing folder, and a path under a file (the write would fail with a bare 'File exists'

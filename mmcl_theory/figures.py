@@ -11,7 +11,6 @@ exists, and skipped with a note otherwise. figures/README.md lists every figure 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime
 import glob
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .config import ArgumentParser
+from .config import ArgumentParser, path_type
 from .io import atomic_write_csv, atomic_write_text
 from .runtime import error_exit
 
@@ -373,28 +372,17 @@ def write_readme(out_dir: Path, entries: list[dict], command: str) -> None:
     atomic_write_text(out_dir / "README.md", "\n".join(lines))
 
 
-def _path(flag: str):
-    """argparse type of a path option: '' (or blanks) is refused, not silently taken for the working folder."""
-
-    def parse(text: str) -> Path:
-        if not text.strip():
-            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not allowed: a path ('.' for the working folder)")
-        return Path(text)
-
-    return parse
-
-
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # see sweep.main: jaxlib 0.9's false cache errors
     ap = ArgumentParser(prog="python -m mmcl_theory.figures", description=__doc__.split("\n")[0])
-    ap.add_argument("--from", dest="from_dir", type=_path("--from"),
+    ap.add_argument("--from", dest="from_dir", type=path_type("--from"),
                     help="read DIR/NAME/results.json instead of running the sweeps")
     ap.add_argument("--quick", action="store_true", help="run the sweeps' quick variants (fresh runs only)")
     ap.add_argument("--only", help="comma-separated figure names (default: all available)")
     ap.add_argument("--quick-for", default="", metavar="NAMES",
                     help="comma-separated figures to run in their quick variant (the others full); noted in README")
-    ap.add_argument("--out", type=_path("--out"), default=FIGURES_DIR, help="output folder (default figures/)")
-    ap.add_argument("--runs", type=_path("--runs"), help="where fresh sweeps run (default runs/figures[-quick])")
+    ap.add_argument("--out", type=path_type("--out"), default=FIGURES_DIR, help="output folder (default figures/)")
+    ap.add_argument("--runs", type=path_type("--runs"), help="where fresh sweeps run (default runs/figures[-quick])")
     args = ap.parse_args(argv)
     names = available() + [REAL_DATA_NAME, MECHANISMS_NAME]
     chosen = (list(dict.fromkeys(n.strip() for n in args.only.split(",") if n.strip())) if args.only is not None

@@ -8,24 +8,13 @@ import time
 from pathlib import Path
 
 from ..cluster import options_from_args
-from ..config import ConfigError, option_type
+from ..config import ConfigError, option_type, path_type
 from ..runtime import default_cache_dir, error_exit, quiet_jax_logs, setup_jax
 from .launch import launch_parts
 from .plan import SweepError, available_sweeps, load_definition, make_plan
 from .store import finish, merge_parts, parse_part, part_label, prepare_out, run_part, run_sweep
 
 # ------------------------------------------------------------------ CLI
-
-
-def _path(flag: str):
-    """argparse type of a path option: '' (or blanks) is refused, not silently taken for the working folder."""
-
-    def parse(text: str) -> Path:
-        if not text.strip():
-            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not allowed: a path ('.' for the working folder)")
-        return Path(text)
-
-    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true",
                     help="the sweep's [quick] variant: fewer values, seeds and test points (timings in BENCHMARKS.md)")
     ap.add_argument("--seeds", type=int, help="number of seeds (default: the sweep's)")
-    ap.add_argument("--out", type=_path("--out"), help="output directory (default: runs/NAME, or runs/NAME-quick)")
+    ap.add_argument("--out", type=path_type("--out"), help="output directory (default: runs/NAME, or runs/NAME-quick)")
     ap.add_argument("--learners", help="comma-separated learners to run (default: the sweep's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a model parameter or learner setting (repeatable; typed by the field)")
@@ -80,8 +69,8 @@ def _merge_parser() -> argparse.ArgumentParser:
     ap = ArgumentParser(prog="python -m mmcl_theory.sweep merge",
                         description="Combine the parts of a sweep (--part K/N) into results.csv, results.json and "
                                     "the figure.")
-    ap.add_argument("outs", nargs="+", type=_path("OUT"), metavar="OUT", help="folders holding the parts")
-    ap.add_argument("--out", type=_path("--out"), help="where to write the merged results (default: the first OUT)")
+    ap.add_argument("outs", nargs="+", type=path_type("OUT"), metavar="OUT", help="folders holding the parts")
+    ap.add_argument("--out", type=path_type("--out"), help="where to write the merged results (default: the first OUT)")
     return ap
 
 
