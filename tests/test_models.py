@@ -109,6 +109,59 @@ def test_a_learner_added_as_a_record_runs_through_the_synthetic_runner():
     assert {r["prompt"] for r in rows} == set(E.PROMPTS) and {r["accuracy"] for r in rows} == {0.5}
 
 
+def _fit_class_means(key, train, cfg, settings):
+    """A nearest-class-mean classifier (not in the package): score_k(x) = <x, m_k> - |m_k|^2 / 2, m_k the mean
+    training image of class k; W (d, K), b (K,)."""
+    onehot = jax.nn.one_hot(train.label, cfg.num_classes)
+    means = (onehot.T @ train.x_image) / onehot.sum(0)[:, None]  # (K, d)
+    return (means.T, -0.5 * jnp.sum(means**2, axis=1)), None
+
+
+def _score_affine(params, prompts):
+    w, b = params
+    return {"": E.Scorer(lambda x: x @ w + b, affine=(w, b))}
+
+
+def test_a_new_learner_is_one_record_through_the_grid_and_the_sweep(tmp_path, monkeypatch):
+    """Adding a learner is one record in its model's table: with a nearest-class-mean classifier added to M1's
+    table (here by patching the registry, in a package by one line in evaluate.LEARNERS), the grid runs it on both
+    routes, whose accuracies agree within the sampled test's error (two methods: the Gaussian closed form and
+    20,000 sampled test points), the other learners' rows are the same to the bit with it beside them (keys by
+    name), and a sweep definition naming it runs it into results.csv, with no other file edited."""
+    import dataclasses
+    import csv
+
+    from mmcl_theory import models
+    from mmcl_theory.sweep import main as sweep_main
+
+    means = Learner("sl_class_means", SUPERVISED, _fit_class_means, _score_affine, linear=True)
+    plain = models._synthetic("M1")
+    monkeypatch.setitem(models._BUILDERS, "M1", lambda: dataclasses.replace(plain, learners=plain.learners + (means,)))
+    models.get_model.cache_clear()
+    try:
+        cfg = make_config("M1", n=200, d=400, n_test=20000)
+        exact = evaluate_grid([cfg], [0, 1, 2], ("sl_class_means", "sl_min_norm"), FAST, "exact")[0]
+        sampled = evaluate_grid([cfg], [0, 1, 2], ("sl_class_means",), FAST, "sampled")[0]
+        acc = lambda rows, test: np.array([r["accuracy"] for r in rows
+                                           if r["learner"] == "sl_class_means" and r["test"] == test])
+        for test in TESTS:
+            a, b = acc(exact, test), acc(sampled, test)
+            assert len(a) == len(b) == 3 and np.all((a > 0.3) & (a < 1.0)), (test, a)
+            assert np.all(np.abs(a - b) <= 4 * np.sqrt(a * (1 - a) / cfg.n_test) + 1e-6), (test, a, b)
+        alone = evaluate_grid([cfg], [0, 1, 2], ("sl_min_norm",), FAST, "exact")[0]
+        assert [r for r in exact if r["learner"] == "sl_min_norm"] == alone
+        definition = tmp_path / "class_means.toml"
+        definition.write_text('name = "class_means"\nmodel = "M1"\ndescription = "a plug-in learner"\nparam = "r"\n'
+                              'values = [0.0, 1.0]\nseeds = 2\nlearners = ["theory_mmcl", "sl_class_means"]\n\n'
+                              '[base]\nn = 100\nd = 200\nn_test = 500\n')
+        assert sweep_main([str(definition), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+        with open(tmp_path / "out" / "results.csv", newline="") as f:
+            learners = {row["learner"] for row in csv.DictReader(f) if not row["sweep"].startswith("#")}
+        assert learners == {"theory_mmcl", "sl_class_means"}, learners
+    finally:
+        models.get_model.cache_clear()
+
+
 def _name_comparisons(path: Path, names: set[str]) -> list[str]:
     """`x == "name"`, `x != "name"` or `x in ("name", ...)` in a file, where x is a variable or attribute (not a
     row's field, r["learner"]) and "name" a registered learner name: a runner branching on a learner."""
