@@ -35,9 +35,6 @@ KNOWN_STALE = {
     "figures/paper_mnist_epochs.csv": (
         "the accuracy-against-epoch rows of the same run as figures/paper_mnist.csv",
         "as figures/paper_mnist.csv"),
-    "figures/paper_mnist_choices.csv": (
-        "3 epochs on 60,000 images per choice and seed (about 2 h on this CPU), run before the learners' PRNG keys "
-        "moved", "python -m mmcl_theory.figures --only paper_mnist_choices --runs runs/figures-fresh"),
     "figures/real_data_ood_vs_id.csv": (
         "trained CLIPs on Tiny ImageNet (H100, 2026-11-22, commit 1531edc); the CLIP track's code has changed since",
         P.REAL_DATA_COMMANDS["figures/real_data_ood_vs_id.csv"]),
