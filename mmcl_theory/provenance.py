@@ -25,12 +25,17 @@ an artifact assembled from parts), and the artifact's own bytes are the ones rec
   imported from it (the package's own __init__ is added only when it is imported by name, e.g.
   `from mmcl_theory import __version__`). For M1 this is evaluate, learners, losses, datamodel, theory,
   config, results.
+- *at the level of definitions*: a root file (the TOML, plan.py, models.py, the model's own modules) and a module
+  imported whole (`import m`, `from pkg import m`) are hashed by their bytes; a module imported for some names
+  (`from m import a, b`) counts only the statements those names need: their definitions, the module-level
+  definitions these use (transitively), and every top-level statement that is not a plain definition (imports,
+  registrations, calls), which always run (module_parts). So an edit elsewhere in results.py or config.py (the
+  printed table, an argument-parser type) leaves a sweep's CSV fresh, while a new top-level import there, or an
+  edit to a used definition, stales it.
 - *not covered, on purpose*: the sweep's runner and storage (sweep/store.py, memory.py, launch.py, cli.py),
-  figures.py and plotting.py (they order, store, print and draw rows, they do not compute them), and the
-  CSV formatting (an edit there changes the CSV's bytes, which the record's artifact hash catches).
-- *covered as whole modules*: a module that holds number code and presentation code (results.py: the row
-  contract and seed statistics beside the printed table; config.py: range checks beside the argument parser)
-  is hashed whole, so an edit to its presentation part also marks the artifact stale (the safe direction).
+  figures.py and plotting.py, where a sweep's numbers are concerned (they order, store, print and draw rows;
+  an edit to the CSV formatting changes the CSV's bytes, which the record's artifact hash catches). A paper
+  check whose module imports them (G1 reads the paper_mnist figure through figures.py) counts what it uses.
 - *not covered*: data files read from ../shared/data or $MMCL_SHARED_DATA (the package records no checksum of
   them; their SOURCE.md files do, by hand), the sklearn digits bundled with scikit-learn, and the versions of
   jax, jaxlib, numpy and scipy (recorded in the record for information, not compared).
