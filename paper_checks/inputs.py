@@ -85,13 +85,16 @@ def check_inputs(check_id: str, tree: provenance.Tree | None = None) -> dict:
     return {"source_hash": digest, "files": files}
 
 
-def committed_state(files: dict[str, str], head: provenance.Tree | None) -> str:
-    """Where the working tree's input files stand against HEAD: 'as committed in HEAD abc1234567' or
-    'on uncommitted changes to ... (HEAD abc1234567)' (or 'outside git')."""
+def committed_state(check_id: str, files: dict[str, str], head: provenance.Tree | None) -> str:
+    """Where the working tree's input files of a check stand against HEAD: 'as committed in HEAD abc1234567' or
+    'on uncommitted changes to ... (HEAD abc1234567)' (or 'outside git'). `files` are their hashes now
+    (check_inputs); HEAD's files are hashed the same way, each for the names the check needs from it (a whole-file
+    digest would call every module hashed by its parts changed)."""
     if head is None or head.commit is None:
         return "outside a git checkout"
+    needs = check_files(check_id)
     changed = [p for p, h in files.items()
-               if not head.exists(p) or provenance.file_hash(head.read(p)) != h]
+               if not head.exists(p) or provenance.source_hash({p: needs.get(p)}, head)[1][p] != h]
     at = f"HEAD {head.commit[:10]}"
     return f"its input files as committed in {at}" if not changed else \
         f"with uncommitted changes to {', '.join(changed)} (on {at})"

@@ -107,7 +107,7 @@ def inputs_now(check_id: str, head=None) -> dict:
 
     now = check_inputs(check_id)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return {**now, "state": committed_state(now["files"], head), "date": date}
+    return {**now, "state": committed_state(check_id, now["files"], head), "date": date}
 
 
 def save_record(folder, rec: Record, quick: bool, inputs: dict) -> None:

@@ -465,3 +465,25 @@ def test_source_segment_is_ast_get_source_segment_on_every_node_of_the_package()
         for node in (ast.walk(module) if every_node else module.body):
             if isinstance(node, (ast.stmt, ast.expr)):
                 assert P.source_segment(lines, node) == (ast.get_source_segment(text, node) or ""), ast.dump(node)[:80]
+
+
+def test_report_state_says_as_committed_when_a_checks_files_are_unchanged():
+    """REPORT.md's 'Inputs:' line says where a check's files stand against HEAD; a module hashed by the parts the
+    check needs must be compared with HEAD's same parts (a whole-file digest called every such module changed,
+    even in a clean checkout). Checks whose files have no uncommitted change here must read 'as committed'."""
+    from paper_checks import CHECKS
+    from paper_checks.inputs import check_inputs, committed_state
+
+    head = P.head_commit()
+    if head is None:
+        pytest.skip("not a git checkout")
+    dirty = set(subprocess.run(["git", "diff", "--name-only", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                               check=True).stdout.split())
+    tree, clean = P.Tree(head), 0
+    for cid in CHECKS:
+        files = check_inputs(cid)["files"]
+        if dirty & set(files):
+            continue
+        clean += 1
+        assert committed_state(cid, files, tree).startswith("its input files as committed in HEAD"), cid
+    assert clean or dirty, "no check to test"
