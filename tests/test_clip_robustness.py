@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mmcl_theory.clip import robustness as rb
+from conftest import run_main
 
 # Reference fits computed independently from the testbed CSV (STANDARD; logit): never edit.
 REFERENCE = {
@@ -137,11 +138,8 @@ def test_series_output_paths_and_ignored_flags_are_one_line(tmp_path, capsys, ar
     points = tmp_path / "points.csv"
     points.write_text("series,step,id_acc,ood_acc\na,1,0.5,0.3\na,2,0.6,0.35\nb,1,0.5,0.32\nb,2,0.6,0.4\n")
     argv = ["series", "--points", str(points), *[a.replace("{tmp}", str(tmp_path)) for a in args]]
-    try:
-        code = rb.main(argv)
-    except SystemExit as e:  # argparse's own refusal (the package's ArgumentParser: one line, exit 2)
-        code = e.code
+    code, _, err = run_main(rb.main, argv, capsys)
+    err = err.strip()
     assert code == 2
-    err = capsys.readouterr().err.strip()
     assert says in err and "\n" not in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["points.csv"]
