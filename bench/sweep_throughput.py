@@ -48,8 +48,8 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    from mmcl_theory import evaluate as E
-    from mmcl_theory.datamodel import dictionaries, sample_dataset
+    from mmcl_theory import grid as G
+    from mmcl_theory.learners import learner_key
     from mmcl_theory.models import evaluate_grid, get_model
     from mmcl_theory.runtime import setup_jax
     from mmcl_theory.sweep import make_plan
@@ -92,44 +92,40 @@ def main() -> None:
             print(f"| {route} | {n_seeds} | {len(values)} | {sec:.1f} | {len(values) * n_seeds / sec:.2f} |", flush=True)
 
     # stages of one value (5 seeds), each learner alone
-    cfg, seeds = configs[-1], list(plan.seeds)
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))  # as evaluate.run_point makes them
+    cfg, seeds = configs[-1], jnp.asarray(list(plan.seeds))  # the seeds as the grid maps them
+    model = get_model("M1")
 
     def timed(fn, *a):
         start = time.perf_counter()
         jax.block_until_ready(fn(*a))
         return time.perf_counter() - start
 
-    def sample(keys, cfg):
-        def one(k):
-            k_dict, k_train, _, _ = jax.random.split(k, 4)
-            return sample_dataset(k_train, cfg, dictionaries(k_dict, cfg), cfg.n)
-        return jax.lax.map(one, keys)
+    def sample(seeds, cfg):
+        return jax.lax.map(lambda s: model.sample(cfg, s).train, seeds)  # the tests are unused: XLA drops them
 
     sample_jit = jax.jit(sample)
-    timed(sample_jit, keys, cfg)
-    stages = [("imports (jax, package)", imports), ("training-set sampling", timed(sample_jit, keys, cfg))]
+    timed(sample_jit, seeds, cfg)
+    stages = [("imports (jax, package)", imports), ("training-set sampling", timed(sample_jit, seeds, cfg))]
     train_s = {}
     print("\n| learner | tracing s | compile s | training s | scoring s |\n| --- | --- | --- | --- | --- |")
     for learner in (l for l in records if l.fit is not None):
-        def train_only(keys, cfg, learner=learner):
-            def one(k):
-                k_dict, k_train, _, k_fit = jax.random.split(k, 4)
-                train = sample_dataset(k_train, cfg, dictionaries(k_dict, cfg), cfg.n)
-                return learner.fit(k_fit, train, cfg, settings)
-            return jax.lax.map(one, keys)  # seeds one after another, as the sweep's compiled_point runs them
+        def train_only(seeds, cfg, learner=learner):
+            def one(s):
+                smp = model.sample(cfg, s)
+                return learner.fit(learner_key(smp.fit_key, learner.name), smp.train, settings)
+            return jax.lax.map(one, seeds)  # seeds one after another, as the grid's compiled point runs them
 
-        full = E.compiled_point((learner,), settings, "exact")
+        full = G._mapped(model, (learner,), "exact")
         start = time.perf_counter()
-        lowered = full.lower(keys, cfg)
+        lowered = full.lower(seeds, cfg, settings)
         tracing = time.perf_counter() - start
         start = time.perf_counter()
         compiled = lowered.compile()
         compile_s = time.perf_counter() - start
-        train_c = jax.jit(train_only).lower(keys, cfg).compile()
-        timed(train_c, keys, cfg)
-        t_train = max(timed(train_c, keys, cfg) - stages[1][1], 0.0)
-        t_full = timed(compiled, keys, cfg)
+        train_c = jax.jit(train_only).lower(seeds, cfg).compile()
+        timed(train_c, seeds, cfg)
+        t_train = max(timed(train_c, seeds, cfg) - stages[1][1], 0.0)
+        t_full = timed(compiled, seeds, cfg, settings)
         t_score = max(t_full - t_train - stages[1][1], 0.0)
         train_s[learner.name] = t_train
         stages += [(f"{learner.name}: tracing", tracing), (f"{learner.name}: compile", compile_s),

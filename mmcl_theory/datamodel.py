@@ -24,20 +24,35 @@ relation and change the class-spurious agreement q: aligned (q = 1), independent
 flipped (q = 0), or any q in [0, 1]. In M2 the shifted test has no details (beta_test = 0).
 Sampling is a pure function of a PRNG key; configs are frozen dataclasses that validate themselves
 and are JAX pytrees (float fields are leaves, so configs can be stacked and vmapped).
+
+Each config class is its model's one definition, and the only way to it: sample_latents, prompt_latents,
+test_groups here and theory.py dispatch on what the class states, never on its type:
+- `model`: the preset name (the key of PRESETS and of theory.py's per-model formulas);
+- `latents(key, n, test)`: the sampler of the training distribution (test=None) and of every test distribution;
+- `prompts(kind)`: the zero-shot prompt latents;
+- `test_groups(test, xp)`: a test distribution as a Gaussian mixture of `num_test_groups` groups (DM2's test
+  latents are discrete: no groups, ValueError);
+- `test_scale`: the largest spread of a test-latent coordinate about its group mean (theory's tie tolerance).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .config import as_floats, check_range
 from .results import TESTS  # noqa: F401  (the test distributions, re-exported with the models)
 
+
+
+# Largest allowed scale (sigma_core, sigma_spu, sigma_xi, alpha), in units of the class separation 1: the learners
+# train in float32, whose squares overflow above ~1.8e19 (1e100 trained to inf and scored 0.5 everywhere; 1e200
+# overflowed in Python); at 1e6 the signal is a millionth of the noise, far past any regime of the paper.
+SCALE_MAX = 1e6
 
 
 def _pytree(meta: tuple[str, ...]):
@@ -73,19 +88,62 @@ class M1Config:
     d: int = 2000
     n_test: int = 2000
 
+    model = "M1"
     num_classes = 2
     latent_dim = 2
+    num_test_groups = 4
 
     def __post_init__(self):
         name = type(self).__name__
         as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "spurious_annotation", "spurious_detail"))
         for f in ("sigma_core", "sigma_spu", "sigma_xi"):
-            check_range(name, f, getattr(self, f), 0.0, math.inf)
+            check_range(name, f, getattr(self, f), 0.0, SCALE_MAX)
         for f in ("p", "r", "spurious_annotation", "spurious_detail"):
             check_range(name, f, getattr(self, f), 0.0, 1.0)
         check_range(name, "n", self.n, 2, 10**8, integer=True)
         check_range(name, "n_test", self.n_test, 1, 10**8, integer=True)
         check_range(name, "d", self.d, self.latent_dim, 10**6, integer=True)
+
+    @property
+    def test_scale(self) -> float:
+        """max(sigma_core, sigma_spu): the larger s.d. of a test latent's coordinate within its group."""
+        return max(self.sigma_core, self.sigma_spu)
+
+    def latents(self, key: jax.Array, n: int, test: str | float | None = None) -> Latents:
+        """n latent pairs (class docstring), z_image = [z_core, z_spu], z_text = [z_T,core, z_T,spu] (n, 2).
+
+        Agreement q = P(a = y): p in training (test=None), agreement(test, 2) at a test.
+        """
+        q = self.p if test is None else agreement(test, 2)
+        k_y, k_a, k_core, k_spu, k_r, k_s = jax.random.split(key, 6)
+        sign = 2.0 * jax.random.bernoulli(k_y, 0.5, (n,)) - 1.0
+        a = jnp.where(jax.random.bernoulli(k_a, q, (n,)), sign, -sign)
+        z_core = sign + self.sigma_core * jax.random.normal(k_core, (n,))
+        z_spu = a + self.sigma_spu * jax.random.normal(k_spu, (n,))
+        t_core = jnp.where(jax.random.bernoulli(k_r, self.r, (n,)), z_core, sign)
+        detail = jax.random.bernoulli(jax.random.fold_in(key, 6), self.spurious_detail, (n,))
+        t_spu = jnp.where(detail, z_spu, a) * jax.random.bernoulli(k_s, self.spurious_annotation, (n,))
+        to_index = lambda s: ((s + 1) / 2).astype(jnp.int32)
+        return Latents(jnp.stack([z_core, z_spu], 1), jnp.stack([t_core, t_spu], 1), to_index(sign), to_index(a))
+
+    def prompts(self, kind: str) -> jax.Array:
+        """(2, 2), row k for y = -1, +1: core [y, 0]; class_mean E[z_T | y] = [y, spurious_annotation (2p - 1) y]."""
+        sign = jnp.array([-1.0, 1.0])
+        spu = self.spurious_annotation * (2 * self.p - 1) * sign if kind == "class_mean" else 0 * sign
+        return jnp.stack([sign, spu], 1)
+
+    def test_groups(self, test: str | float, xp=jnp) -> tuple:
+        """The 4 groups (y, a) in {-1, +1}^2, in the order (-1, -1), (-1, +1), (+1, +1), (+1, -1); with
+        q = agreement(test, 2): weight q/2 where a = y, (1 - q)/2 where a = -y; label (y + 1)/2; mean [y, a];
+        variance [sigma_core^2, sigma_spu^2] in every group (module-level test_groups: shapes, xp)."""
+        q = agreement(test, 2)
+        y = np.array([-1.0, -1.0, 1.0, 1.0])
+        a = np.array([-1.0, 1.0, 1.0, -1.0])
+        weight = 0.5 * xp.array([q, 1 - q, q, 1 - q])
+        label = np.array([0, 0, 1, 1])
+        mean = xp.asarray(np.stack([y, a], 1))
+        var = xp.broadcast_to(xp.stack([self.sigma_core**2, self.sigma_spu**2]), (4, 2))
+        return weight, label, mean, var
 
 
 @_pytree(meta=("K", "n", "d", "n_test"))
@@ -112,6 +170,8 @@ class M2Config:
     d: int = 3000
     n_test: int = 2000
 
+    model = "M2"
+
     @property
     def num_classes(self) -> int:
         return self.K
@@ -120,17 +180,73 @@ class M2Config:
     def latent_dim(self) -> int:
         return 2 * self.K
 
+    @property
+    def num_test_groups(self) -> int:
+        return self.K**2
+
     def __post_init__(self):
         name = type(self).__name__
         check_range(name, "K", self.K, 2, 10**4, integer=True)
         as_floats(self, ("sigma_core", "sigma_spu", "sigma_xi", "p", "r", "beta", "annotate", "spurious_annotation"))
         for f in ("sigma_core", "sigma_spu", "sigma_xi"):
-            check_range(name, f, getattr(self, f), 0.0, math.inf)
+            check_range(name, f, getattr(self, f), 0.0, SCALE_MAX)
         for f in ("p", "r", "beta", "annotate", "spurious_annotation"):
             check_range(name, f, getattr(self, f), 0.0, 1.0)
         check_range(name, "n", self.n, 2, 10**8, integer=True)
         check_range(name, "n_test", self.n_test, 1, 10**8, integer=True)
         check_range(name, "d", self.d, 2 * self.K, 10**6, integer=True)
+
+    @property
+    def test_scale(self) -> float:
+        """max(sigma_core, sigma_spu): the larger s.d. of a test latent's coordinate within its group."""
+        return max(self.sigma_core, self.sigma_spu)
+
+    def latents(self, key: jax.Array, n: int, test: str | float | None = None) -> Latents:
+        """n latent pairs (class docstring), z_image = [c, s], z_text = [c_T, s_T] (n, 2K).
+
+        Training (test=None): agreement q = P(a = y) = p, details present with probability beta;
+        a test: q = agreement(test, K) and no details (beta = 0).
+        """
+        q, beta = (self.p, self.beta) if test is None else (agreement(test, self.K), 0.0)
+        K = self.K
+        k_y, k_a, k_other, k_c, k_present, k_s, k_r, k_ann, k_sa = jax.random.split(key, 9)
+        y = jax.random.randint(k_y, (n,), 0, K)
+        other = (y + jax.random.randint(k_other, (n,), 1, K)) % K  # uniform over the other classes
+        a = jnp.where(jax.random.bernoulli(k_a, q, (n,)), y, other)
+        own = jax.nn.one_hot(y, K, dtype=bool)
+        present = own | jax.random.bernoulli(k_present, beta, (n, K))
+        c = (1.0 + self.sigma_core * jax.random.normal(k_c, (n, K))) * present
+        s = (1.0 + self.sigma_spu * jax.random.normal(k_s, (n, 1))) * jax.nn.one_hot(a, K)
+        c_text_own = jnp.where(jax.random.bernoulli(k_r, self.r, (n, K)), c, 1.0)
+        c_text_detail = c * jax.random.bernoulli(k_ann, self.annotate, (n, K))
+        c_text = jnp.where(own, c_text_own, c_text_detail)
+        s_text = s * jax.random.bernoulli(k_sa, self.spurious_annotation, (n, 1))
+        return Latents(jnp.concatenate([c, s], 1), jnp.concatenate([c_text, s_text], 1), y, a)
+
+    def prompts(self, kind: str) -> jax.Array:
+        """(K, 2K), row k: core [e_k, 0]; class_mean E[z_T | y = k] = [e_k + beta annotate (1 - e_k),
+        spurious_annotation (p e_k + (1 - p)/(K - 1) (1 - e_k))] (1 the all-ones vector)."""
+        K = self.K
+        eye = jnp.eye(K)
+        if kind == "core":
+            return jnp.concatenate([eye, jnp.zeros((K, K))], 1)
+        q = (1 - self.p) / (K - 1)
+        cores = eye + (1 - eye) * self.beta * self.annotate
+        spurious = self.spurious_annotation * (eye * self.p + (1 - eye) * q)
+        return jnp.concatenate([cores, spurious], 1)
+
+    def test_groups(self, test: str | float, xp=jnp) -> tuple:
+        """The K^2 groups (y, a), y-major (group g = K y + a), with q = agreement(test, K): weight q/K where a = y,
+        (1 - q)/(K (K - 1)) where a != y; label y; mean e_y + e_{K+a} (no details at test); variance sigma_core^2 at
+        y, sigma_spu^2 at K + a, 0 elsewhere."""
+        K = self.K
+        q = agreement(test, K)
+        y, a = np.divmod(np.arange(K * K), K)
+        weight = xp.asarray(np.where(a == y, q, (1 - q) / (K - 1)) / K)
+        eye = np.eye(K)
+        mean = xp.asarray(np.concatenate([eye[y], eye[a]], 1))
+        var = xp.concatenate([eye[y] * self.sigma_core**2, eye[a] * self.sigma_spu**2], 1)
+        return weight, y, mean, var
 
 
 @_pytree(meta=("m", "n", "d", "n_test"))
@@ -154,6 +270,9 @@ class DM2Config:
     d: int = 64
     n_test: int = 20000
 
+    model = "DM2"
+    num_test_groups = 0  # discrete test latents: no Gaussian groups
+
     @property
     def num_classes(self) -> int:
         return 2 * self.m
@@ -166,16 +285,56 @@ class DM2Config:
         name = type(self).__name__
         check_range(name, "m", self.m, 2, 10**4, integer=True)
         as_floats(self, ("alpha", "beta", "pi", "sigma_xi"))
-        check_range(name, "alpha", self.alpha, 0.0, math.inf)
+        check_range(name, "alpha", self.alpha, 0.0, SCALE_MAX)
         check_range(name, "beta", self.beta, 0.0, 1.0, open_high=True)  # Def. 4.6: beta < 1
         check_range(name, "pi", self.pi, 0.0, 1.0)
-        check_range(name, "sigma_xi", self.sigma_xi, 0.0, math.inf)
+        check_range(name, "sigma_xi", self.sigma_xi, 0.0, SCALE_MAX)
         check_range(name, "n", self.n, 2, 10**8, integer=True)
         check_range(name, "n_test", self.n_test, 1, 10**8, integer=True)
         check_range(name, "d", self.d, 2 * self.m, 10**6, integer=True)
 
+    @property
+    def test_scale(self) -> float:
+        """max(1, alpha): the largest |z_j| of a test latent (|z_j| is 1, alpha, beta or beta alpha; beta < 1)."""
+        return max(1.0, self.alpha)
 
-PRESETS = {"M1": M1Config, "M2": M2Config, "DM2": DM2Config}
+    def latents(self, key: jax.Array, n: int, test: str | float | None = None) -> Latents:
+        """n latent pairs (class docstring), z_image = z, z_text = psi * z (n, 2m).
+
+        q = P(z_{k+m} = c alpha): 1 in training (test=None), agreement(test, 2) at a test (1/2 "independent" is the
+        paper's P*, 0 flipped). spurious = the class whose sign z_{k+m} shows: the label itself when z_{k+m} = c alpha.
+        """
+        q = 1.0 if test is None else agreement(test, 2)
+        m = self.m
+        k_y, k_other, k_spu, k_psi = jax.random.split(key, 4)
+        y = jax.random.randint(k_y, (n,), 0, 2 * m)
+        k, c = y // 2, 1.0 - 2.0 * (y % 2)
+        own = jax.nn.one_hot(k, m, dtype=bool)
+        others = 2.0 * jax.random.bernoulli(k_other, 0.5, (n, 2 * m)) - 1.0  # signs of the +-beta(alpha) coordinates
+        agree = jax.random.bernoulli(k_spu, q, (n,))
+        s = jnp.where(agree, c, -c)
+        core = jnp.where(own, c[:, None], self.beta * others[:, :m])
+        spu = jnp.where(own, (s * self.alpha)[:, None], self.beta * self.alpha * others[:, m:])
+        z = jnp.concatenate([core, spu], 1)
+        psi = jax.random.bernoulli(k_psi, self.pi, (n, 2 * m)) | jnp.concatenate([own, jnp.zeros_like(own)], 1)
+        return Latents(z, z * psi, y, jnp.where(agree, y, y ^ 1))
+
+    def prompts(self, kind: str) -> jax.Array:
+        """(2m, 2m), row y = (k, c): core [c e_k, 0] (the paper's prompt D_T E_{P*}[z | y] = D_T c e_k);
+        class_mean the training E[psi z | y] = [c e_k, pi alpha c e_k]."""
+        m = self.m
+        c = jnp.tile(jnp.array([1.0, -1.0]), m)
+        core = jnp.repeat(jnp.eye(m), 2, axis=0) * c[:, None]  # (2m, m): row y = c e_k
+        spu = core * (self.pi * self.alpha) if kind == "class_mean" else 0 * core  # training E[psi z_{k+m} | y]
+        return jnp.concatenate([core, spu], 1)
+
+    def test_groups(self, test: str | float, xp=jnp) -> tuple:
+        """ValueError: DM2's test latents are discrete (+-1, +-beta, +-alpha, +-beta alpha), not a Gaussian mixture."""
+        raise ValueError("DM2's test latents are discrete, not Gaussian test groups: its exact accuracy is "
+                         "theory.dm2_zero_shot_accuracy, its learners' the sampled route")
+
+
+PRESETS = {cls.model: cls for cls in (M1Config, M2Config, DM2Config)}
 # change captions only, never images or labels
 CAPTION_FIELDS = ("r", "annotate", "spurious_annotation", "spurious_detail", "pi")
 Config = M1Config | M2Config | DM2Config
@@ -260,68 +419,13 @@ class Dataset(NamedTuple):
     spurious: jax.Array
 
 
-def _m1_latents(key, cfg: M1Config, n: int, q) -> Latents:
-    k_y, k_a, k_core, k_spu, k_r, k_s = jax.random.split(key, 6)
-    sign = 2.0 * jax.random.bernoulli(k_y, 0.5, (n,)) - 1.0
-    a = jnp.where(jax.random.bernoulli(k_a, q, (n,)), sign, -sign)
-    z_core = sign + cfg.sigma_core * jax.random.normal(k_core, (n,))
-    z_spu = a + cfg.sigma_spu * jax.random.normal(k_spu, (n,))
-    t_core = jnp.where(jax.random.bernoulli(k_r, cfg.r, (n,)), z_core, sign)
-    detail = jax.random.bernoulli(jax.random.fold_in(key, 6), cfg.spurious_detail, (n,))
-    t_spu = jnp.where(detail, z_spu, a) * jax.random.bernoulli(k_s, cfg.spurious_annotation, (n,))
-    to_index = lambda s: ((s + 1) / 2).astype(jnp.int32)
-    return Latents(jnp.stack([z_core, z_spu], 1), jnp.stack([t_core, t_spu], 1), to_index(sign), to_index(a))
-
-
-def _m2_latents(key, cfg: M2Config, n: int, q, beta) -> Latents:
-    K = cfg.K
-    k_y, k_a, k_other, k_c, k_present, k_s, k_r, k_ann, k_sa = jax.random.split(key, 9)
-    y = jax.random.randint(k_y, (n,), 0, K)
-    other = (y + jax.random.randint(k_other, (n,), 1, K)) % K  # uniform over the other classes
-    a = jnp.where(jax.random.bernoulli(k_a, q, (n,)), y, other)
-    own = jax.nn.one_hot(y, K, dtype=bool)
-    present = own | jax.random.bernoulli(k_present, beta, (n, K))
-    c = (1.0 + cfg.sigma_core * jax.random.normal(k_c, (n, K))) * present
-    s = (1.0 + cfg.sigma_spu * jax.random.normal(k_s, (n, 1))) * jax.nn.one_hot(a, K)
-    c_text_own = jnp.where(jax.random.bernoulli(k_r, cfg.r, (n, K)), c, 1.0)
-    c_text_detail = c * jax.random.bernoulli(k_ann, cfg.annotate, (n, K))
-    c_text = jnp.where(own, c_text_own, c_text_detail)
-    s_text = s * jax.random.bernoulli(k_sa, cfg.spurious_annotation, (n, 1))
-    return Latents(jnp.concatenate([c, s], 1), jnp.concatenate([c_text, s_text], 1), y, a)
-
-
-def _dm2_latents(key, cfg: DM2Config, n: int, q) -> Latents:
-    """DM2 latents; q = P(z_{k+m} = c alpha): 1 in training, 1/2 in the paper's P*, 0 flipped.
-
-    spurious = the class whose sign z_{k+m} shows: the label itself when z_{k+m} = c alpha.
-    """
-    m = cfg.m
-    k_y, k_other, k_spu, k_psi = jax.random.split(key, 4)
-    y = jax.random.randint(k_y, (n,), 0, 2 * m)
-    k, c = y // 2, 1.0 - 2.0 * (y % 2)
-    own = jax.nn.one_hot(k, m, dtype=bool)
-    others = 2.0 * jax.random.bernoulli(k_other, 0.5, (n, 2 * m)) - 1.0  # the signs of the +-beta(alpha) coordinates
-    agree = jax.random.bernoulli(k_spu, q, (n,))
-    s = jnp.where(agree, c, -c)
-    core = jnp.where(own, c[:, None], cfg.beta * others[:, :m])
-    spu = jnp.where(own, (s * cfg.alpha)[:, None], cfg.beta * cfg.alpha * others[:, m:])
-    z = jnp.concatenate([core, spu], 1)
-    psi = jax.random.bernoulli(k_psi, cfg.pi, (n, 2 * m)) | jnp.concatenate([own, jnp.zeros_like(own)], 1)
-    return Latents(z, z * psi, y, jnp.where(agree, y, y ^ 1))
-
-
 def sample_latents(key: jax.Array, cfg: Config, n: int, test: str | float | None = None) -> Latents:
     """n latent pairs from the training distribution (test=None) or a shifted test distribution.
 
-    Training uses agreement cfg.p; a test uses agreement(test) and, in M2, no details (beta = 0).
-    DM2 trains at agreement 1; its "independent" test (agreement 1/2) is the paper's P*.
+    The model's own sampler, cfg.latents: training uses agreement cfg.p; a test uses agreement(test) and, in M2,
+    no details (beta = 0). DM2 trains at agreement 1; its "independent" test (agreement 1/2) is the paper's P*.
     """
-    if isinstance(cfg, M1Config):
-        return _m1_latents(key, cfg, n, cfg.p if test is None else agreement(test, 2))
-    if isinstance(cfg, DM2Config):
-        return _dm2_latents(key, cfg, n, 1.0 if test is None else agreement(test, 2))
-    q = cfg.p if test is None else agreement(test, cfg.K)
-    return _m2_latents(key, cfg, n, q, cfg.beta if test is None else 0.0)
+    return cfg.latents(key, n, test)
 
 
 def dictionaries(key: jax.Array, cfg: Config) -> tuple[jax.Array, jax.Array]:
@@ -343,25 +447,20 @@ def prompt_latents(cfg: Config, kind: str = "core") -> jax.Array:
     """Zero-shot prompts in latent text space, (K, l).
 
     kind="core": t_k = e_core(k), the caption naming class k only (M1: the class value -1 / +1).
-    kind="class_mean": t_k = E[z_T | y = k].
+    kind="class_mean": t_k = E[z_T | y = k]. The model's own prompts, cfg.prompts.
     """
     if kind not in ("core", "class_mean"):
         raise ValueError(f"unknown prompt kind {kind!r}: allowed ['core', 'class_mean']")
-    if isinstance(cfg, M1Config):
-        sign = jnp.array([-1.0, 1.0])
-        spu = cfg.spurious_annotation * (2 * cfg.p - 1) * sign if kind == "class_mean" else 0 * sign
-        return jnp.stack([sign, spu], 1)
-    if isinstance(cfg, DM2Config):  # the paper's prompt D_T E_{P*}[z | y] = D_T c e_k is the core prompt
-        m = cfg.m
-        c = jnp.tile(jnp.array([1.0, -1.0]), m)
-        core = jnp.repeat(jnp.eye(m), 2, axis=0) * c[:, None]  # (2m, m): row y = c e_k
-        spu = core * (cfg.pi * cfg.alpha) if kind == "class_mean" else 0 * core  # training E[psi z_{k+m} | y]
-        return jnp.concatenate([core, spu], 1)
-    K = cfg.K
-    eye = jnp.eye(K)
-    if kind == "core":
-        return jnp.concatenate([eye, jnp.zeros((K, K))], 1)
-    q = (1 - cfg.p) / (K - 1)
-    cores = eye + (1 - eye) * cfg.beta * cfg.annotate
-    spurious = cfg.spurious_annotation * (eye * cfg.p + (1 - eye) * q)
-    return jnp.concatenate([cores, spurious], 1)
+    return cfg.prompts(kind)
+
+
+def test_groups(cfg: Config, test: str | float, xp=jnp) -> tuple:
+    """A test distribution as a Gaussian mixture over latents: (weight (G,), label (G,) int, mean (G, l), var (G, l)).
+
+    Given its group g = (y, a) a test latent is z ~ N(mean_g, diag(var_g)), and P(g) = weight_g; labels are class
+    indices, G = cfg.num_test_groups (M1: 4, M2: K^2; groups of weight 0 are kept). cfg.test_groups gives the
+    model's groups (its docstring); DM2's test latents are discrete: ValueError.
+    xp=jnp: JAX arrays, where cfg's float fields may be traced (inside jax.jit); xp=np: NumPy float64 for Python-float
+    configs (theory.py). Both run the same float operations; label is a NumPy int array either way.
+    """
+    return cfg.test_groups(test, xp)

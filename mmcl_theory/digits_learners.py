@@ -18,16 +18,17 @@ t_k = mean of the class-k training captions.
                         softmax cross-entropy (the same backbone).
   sl_mlp:               the MLP image encoder of mmcl_infonce_mlp with a linear head, cross-entropy.
   sl_min_norm:          minimum-norm interpolator of one-vs-rest +-1 targets, W = X^+ Y.
-The trained learners train with the package's one loop, learners.fit, on minibatches (AdamW); all
-seeds of a learner run in one jit-compiled call (vmap over seeds). Their rows leave final_loss
-empty: the loop's full-data loss at the end is not computed here (an n_train x n_train InfoNCE).
+The trained learners train with the package's one loop, learners.fit, on minibatches (AdamW); the grid runs
+all seeds of a learner in one jit-compiled call (compile mode 'vmap', grid.py), and the closed forms in NumPy
+float64 per seed (`eager`). The trained learners' rows leave final_loss empty: the loop's full-data loss at the
+end is not computed here (an n_train x n_train InfoNCE).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +36,9 @@ import numpy as np
 import optax
 
 from mmcl_theory.config import ConfigError, as_floats, check_range
-from mmcl_theory.digits import NUM_CLASSES, PROMPTS, TESTS, DigitsConfig, build_split
-from mmcl_theory.learners import SUPERVISED, ZERO_SHOT, Learner, apply_mlp, fit, init_mlp, learner_key, sl_min_norm
+from mmcl_theory.digits import NUM_CLASSES, PROMPTS, DigitsConfig, build_split
+from mmcl_theory.grid import Sample, Tests
+from mmcl_theory.learners import SUPERVISED, ZERO_SHOT, Learner, apply_mlp, fit, init_mlp, sl_min_norm
 from mmcl_theory.losses import infonce_loss, l2_normalise
 from mmcl_theory.theory import truncate_rank
 
@@ -70,6 +72,11 @@ class DigitsLearnerSettings:
         check_range(name, "temperature", self.temperature, 0.0, 100.0, open_low=True)
 
 
+# every field static: the grid's compiled programs take the settings as an argument (grid.py)
+jax.tree_util.register_dataclass(DigitsLearnerSettings, data_fields=[],
+                                 meta_fields=[f.name for f in dataclasses.fields(DigitsLearnerSettings)])
+
+
 # --------------------------------------------------------------------------------------------
 # Closed forms (numpy, float64)
 # --------------------------------------------------------------------------------------------
@@ -91,28 +98,67 @@ def sample_cross_covariance(x_image: np.ndarray, x_text: np.ndarray) -> tuple[np
     return (x_image - mean).T @ np.asarray(x_text, np.float64) / (x_image.shape[0] - 1), mean
 
 
-def _fit_expected_closed_form(split, settings: DigitsLearnerSettings):
-    """theory_mmcl: the exact expectations E[S], E[xbar] and the expected caption-mean prompts."""
-    prompts = {"word": split.prompts["word"], "caption_mean": split.theory["caption_mean_prompts"]}
-    return split.theory["cross_covariance"], split.theory["image_mean"], prompts, settings.embed_dim
+class DigitsTrain(NamedTuple):
+    """One seed's training sample: x_image (n, D), x_text (n, V), label (n,), and `expected`: theory_mmcl's exact
+    expectations over the colour and caption draws given the images (digits.DigitsSplit.theory):
+    cross_covariance E[S] (D, V), image_mean E[xbar] (D,), prompts (2, 10, V) ('word', expected 'caption_mean')."""
+
+    x_image: np.ndarray
+    x_text: np.ndarray
+    label: np.ndarray
+    expected: dict
 
 
-def _fit_sampled_closed_form(split, settings: DigitsLearnerSettings):
-    """mmcl_closed_form: the sample S, xbar and the split's prompts."""
-    return (*sample_cross_covariance(split.train.x_image, split.train.x_text), split.prompts, settings.embed_dim)
+def sample(config: DigitsConfig, seed: int) -> Sample:
+    """One seed's train, tests and prompts (digits.build_split, NumPy): prompts (2, 10, V) in PROMPTS order."""
+    split = build_split(config, seed)
+    expected = {"cross_covariance": split.theory["cross_covariance"], "image_mean": split.theory["image_mean"],
+                "prompts": np.stack([split.prompts["word"], split.theory["caption_mean_prompts"]])}
+    train = DigitsTrain(split.train.x_image, split.train.x_text, split.train.label, expected)
+    return Sample(train, Tests(split.tests.x_image, split.tests.label), np.stack([split.prompts[p] for p in PROMPTS]),
+                  jax.random.key(seed))
 
 
-def _score_closed_form(params, x: np.ndarray) -> dict:
-    cross, mean, prompts, rank = params
-    return {p: closed_form_scores(cross, mean, rank, x, np.asarray(prompts[p], np.float64)) for p in PROMPTS}
+def check(config: DigitsConfig, learners, settings: DigitsLearnerSettings) -> None:
+    """A minibatch larger than the training set is a ConfigError (trained learners only)."""
+    if settings.batch_size > config.n_train and any(learner.trained for learner in learners):
+        raise ConfigError(f"DigitsLearnerSettings.batch_size = {settings.batch_size} is out of range: allowed "
+                          f"at most DigitsConfig.n_train = {config.n_train}")
 
 
-def _fit_sl_min_norm(split, settings: DigitsLearnerSettings) -> np.ndarray:
-    return np.asarray(sl_min_norm(jnp.asarray(split.train.x_image), jnp.asarray(split.train.label), NUM_CLASSES))
+def memory(config: DigitsConfig, settings: DigitsLearnerSettings, fitted, route: str) -> tuple[int, str]:
+    """(bytes, how) of one seed's arrays: the n_train training and 3 x n_test test images of D = 28 x 28 x 3 values
+    at most (MNIST; sklearn's digits are 8 x 8), float32, twice (the sample and its stacked copy)."""
+    pixels = 28 * 28 * 3
+    return 2 * 4 * pixels * (config.n_train + 3 * config.n_test), ("2 copies of n_train + 3 n_test images of at most "
+                                                                    f"{pixels} float32 (n_train = {config.n_train}, "
+                                                                    f"n_test = {config.n_test})")
 
 
-def _score_sl_min_norm(w: np.ndarray, x: np.ndarray) -> dict:
-    return {"": x @ w}
+def _fit_expected_closed_form(key, train: DigitsTrain, settings: DigitsLearnerSettings):
+    """theory_mmcl: the exact expectations E[S], E[xbar] and the expected prompts (its own, not the sampled ones)."""
+    e = train.expected
+    return (e["cross_covariance"], e["image_mean"], e["prompts"], settings.embed_dim), {}
+
+
+def _fit_sampled_closed_form(key, train: DigitsTrain, settings: DigitsLearnerSettings):
+    """mmcl_closed_form: the sample S and xbar; scored with the sample's prompts."""
+    return (*sample_cross_covariance(train.x_image, train.x_text), None, settings.embed_dim), {}
+
+
+def _score_closed_form(params, x: np.ndarray, prompts: np.ndarray) -> np.ndarray:
+    """(m, D), prompts (2, 10, V) -> (2, m, 10) float64 (theory_mmcl scores with its own expected prompts)."""
+    cross, mean, own, rank = params
+    prompts = prompts if own is None else own
+    return np.stack([closed_form_scores(cross, mean, rank, x, np.asarray(t, np.float64)) for t in prompts])
+
+
+def _fit_sl_min_norm(key, train: DigitsTrain, settings: DigitsLearnerSettings):
+    return np.asarray(sl_min_norm(jnp.asarray(train.x_image), jnp.asarray(train.label), NUM_CLASSES)), {}
+
+
+def _score_sl_min_norm(w: np.ndarray, x: np.ndarray, prompts) -> np.ndarray:
+    return (x @ w)[None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,91 +198,31 @@ def loss(params: dict, x: jax.Array, x_text: jax.Array, label: jax.Array, temper
     return optax.softmax_cross_entropy_with_integer_labels(scores(params, x, None)[0], label).mean()
 
 
-def _fit_trained(kind: str, hidden: bool, key: jax.Array, x: jax.Array, x_text: jax.Array, label: jax.Array,
-                 settings: DigitsLearnerSettings) -> dict:
-    """Init from key, then `steps` minibatch AdamW steps of learners.fit: x (n, D), x_text (n, V), label (n,)."""
+def _fit_trained(kind: str, hidden: bool, key: jax.Array, train: DigitsTrain, settings: DigitsLearnerSettings):
+    """Init from key, then `steps` minibatch AdamW steps of learners.fit on train's x_image (n, D), x_text (n, V) and
+    label (n,); stats {} (module doc)."""
     k_init, k_steps = jax.random.split(key)
-    params = init_params(k_init, kind, hidden, x.shape[1], x_text.shape[1], settings)
+    params = init_params(k_init, kind, hidden, train.x_image.shape[1], train.x_text.shape[1], settings)
     optimiser = optax.adamw(settings.lr, weight_decay=settings.weight_decay)
     params, _ = fit(lambda p, b: loss(p, *b, settings.temperature), params, optimiser, settings.steps,
-                    data=(x, x_text, label), batch_size=settings.batch_size, key=k_steps)
-    return params
-
-
-@functools.lru_cache(maxsize=16)
-def compiled_train_eval(learner: Learner, settings: DigitsLearnerSettings):
-    """jit(vmap over seeds) of: the learner's fit, then its test accuracy.
-
-    Arguments with a leading seed axis S: keys (S,), x (S, n, D), x_text (S, n, V), label (S, n),
-    test_x (S, 3, m, D), test_label (S, 3, m), prompts (S, P, 10, V). Returns accuracies (S, P, 3)
-    (P = 1 for SL).
-    """
-    def one_seed(key, x, x_text, label, test_x, test_label, prompts):
-        params = learner.fit(key, x, x_text, label, settings)
-        predicted = jnp.argmax(jax.vmap(lambda t: learner.scorers(params, t, prompts))(test_x), axis=-1)  # (3, P, m)
-        return jnp.mean(predicted == test_label[:, None, :], axis=-1).T  # (P, 3)
-
-    return jax.jit(jax.vmap(one_seed))
+                    data=(train.x_image, train.x_text, train.label), batch_size=settings.batch_size, key=k_steps)
+    return params, {}
 
 
 # --------------------------------------------------------------------------------------------
-# The learners, and one point
+# The learners
 # --------------------------------------------------------------------------------------------
 #
-# learners.Learner records. Closed forms (trained False, numpy float64, one seed at a time):
-#   fit(split: digits.DigitsSplit, settings) -> params;  scorers(params, x (3, m, D)) -> {prompt: (3, m, 10)}.
-# Trained (jax, fitted and scored inside one compiled call mapped over seeds, compiled_train_eval):
-#   fit(key, x (n, D), x_text (n, V), label (n,), settings) -> params;
-#   scorers(params, x (m, D), prompts (P, 10, V)) -> (P, m, 10) (P = 1 for SL).
+# learners.Learner records, fit(key, train: DigitsTrain, settings) -> (params, stats) and score(params, x (m, D),
+# prompts (2, 10, V)) -> (P, m, 10). The closed forms are NumPy float64 (`eager`); the trained learners are traced.
 
 LEARNERS = (
-    Learner("theory_mmcl", ZERO_SHOT, _fit_expected_closed_form, _score_closed_form, theory=True, linear=True),
-    Learner("mmcl_closed_form", ZERO_SHOT, _fit_sampled_closed_form, _score_closed_form, linear=True),
+    Learner("theory_mmcl", ZERO_SHOT, _fit_expected_closed_form, _score_closed_form, theory=True, linear=True,
+            eager=True),
+    Learner("mmcl_closed_form", ZERO_SHOT, _fit_sampled_closed_form, _score_closed_form, linear=True, eager=True),
     Learner("mmcl_infonce_linear", ZERO_SHOT, partial(_fit_trained, ZERO_SHOT, False), scores, trained=True),
     Learner("mmcl_infonce_mlp", ZERO_SHOT, partial(_fit_trained, ZERO_SHOT, True), scores, trained=True),
     Learner("sl_logistic", SUPERVISED, partial(_fit_trained, SUPERVISED, False), scores, trained=True),
     Learner("sl_mlp", SUPERVISED, partial(_fit_trained, SUPERVISED, True), scores, trained=True),
-    Learner("sl_min_norm", SUPERVISED, _fit_sl_min_norm, _score_sl_min_norm, linear=True),
+    Learner("sl_min_norm", SUPERVISED, _fit_sl_min_norm, _score_sl_min_norm, linear=True, eager=True),
 )
-
-
-def _accuracy(point_scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(3, m, 10), (3, m) -> (3,)"""
-    return (np.argmax(point_scores, axis=-1) == labels).mean(-1)
-
-
-def run_point(config: DigitsConfig, seeds: list[int], learners: tuple[Learner, ...],
-              settings: DigitsLearnerSettings, route: str = "sampled") -> list[dict]:
-    """Fits every learner on every seed of one config; the trained ones all seeds in one jit call. The model
-    registry's runner for digits (models.evaluate_grid).
-
-    Returns one row per (learner, prompt, test, seed) in the results contract: accuracy on n_test held-out
-    images coloured per TESTS, n = n_train, 'prompt' 'word' or 'caption_mean' for the zero-shot learners and
-    '' for SL, route 'theory' (theory_mmcl) or 'sampled'; the convergence columns are empty (module doc).
-    """
-    if settings.batch_size > config.n_train and any(learner.trained for learner in learners):
-        raise ConfigError(f"DigitsLearnerSettings.batch_size = {settings.batch_size} is out of range: allowed "
-                          f"at most DigitsConfig.n_train = {config.n_train}")
-    seeds = [int(s) for s in seeds]
-    splits = [build_split(config, s) for s in seeds]
-    accuracy = {}  # (learner, prompt) -> (S, 3)
-    for learner in learners:
-        if learner.trained:
-            stack = lambda get: jnp.asarray(np.stack([get(sp) for sp in splits]))
-            prompts = stack(lambda sp: np.stack([sp.prompts[p] for p in PROMPTS]))
-            acc = np.asarray(compiled_train_eval(learner, settings)(
-                jnp.stack([learner_key(jax.random.key(s), learner.name) for s in seeds]), stack(lambda sp: sp.train.x_image),
-                stack(lambda sp: sp.train.x_text), stack(lambda sp: sp.train.label),
-                stack(lambda sp: sp.tests.x_image), stack(lambda sp: sp.tests.label), prompts))
-            for j, prompt in enumerate(PROMPTS if learner.kind == ZERO_SHOT else ("",)):
-                accuracy[learner, prompt] = acc[:, j]
-            continue
-        per_seed: dict = {}
-        for sp in splits:
-            for prompt, s in learner.scorers(learner.fit(sp, settings), sp.tests.x_image).items():
-                per_seed.setdefault(prompt, []).append(_accuracy(s, sp.tests.label))
-        accuracy.update({(learner, prompt): np.stack(values) for prompt, values in per_seed.items()})
-    return [{"learner": learner.name, "test": test, "seed": seed, "n": config.n_train, "accuracy": float(acc[i, j]),
-             "prompt": prompt, "route": "theory" if learner.theory else "sampled",
-             "final_loss": "", "loss_floor": "", "converged": ""}
-            for (learner, prompt), acc in accuracy.items() for i, seed in enumerate(seeds) for j, test in enumerate(TESTS)]

@@ -2,12 +2,13 @@
 
 docs/learners.md. Every learner is a pure function of arrays (and a PRNG key for the trained ones),
 jit-able and vmap-able over seeds and sweep points. A learner returns its trained parameters; the
-encoders below turn parameters into embeddings or logits, and evaluate.py scores them.
+encoders below turn parameters into embeddings or logits, and the grid (grid.py) scores them.
 
 `Learner` is the record every model registers its learners with (models.py): its name, kind, fit and
-scorers. The synthetic models' records (evaluate.LEARNERS) are built from the functions below.
+score, with one signature for every model. The synthetic models' records (evaluate.LEARNERS) are built from
+the functions below; `LearnerSettings` is a pytree whose temperature is traced (a sweep over it compiles once).
 
-Every trained learner runs the one training loop `fit` and can return its loss trace
+Every trained learner of M1, M2, DM2 and digits runs the one training loop `fit` and can return its loss trace
 (`with_trace=True`); `loss_floor_*` give the floor each loss is compared with (docs/learners.md#convergence)
 and `fit_summary` turns a trace and a floor into (final loss, floor, converged).
 """
@@ -40,44 +41,48 @@ KINDS = (ZERO_SHOT, SUPERVISED)
 class Learner:
     """One learner of a model (models.py): what it is, how it is fitted and how it scores.
 
-    name:       the `learner` column of its result rows.
+    name:       the `learner` column of its result rows; its PRNG key is derived from it (learner_key).
     kind:       'zero_shot': an image and a text encoder trained on image-caption pairs, scored against
                 class prompts, one set of rows per prompt set of its model; 'supervised': images and
                 labels only, scored by its own head (prompt '').
-    fit:        the sample -> fitted parameters (None for a population prediction).
-    scorers:    fitted parameters -> class scores per prompt set.
+    fit:        (key, train, settings) -> (params, stats): train is its model's training sample (grid.Sample.train),
+                stats a dict of row columns (final_loss, loss_floor, converged; {} for a closed form) and
+                optionally 'curve' (grid.py). None for a population prediction.
+    score:      (params, x (m, ...), prompts (P, K, V)) -> class scores (P, m, K); a supervised learner ignores the
+                prompts and returns P = 1.
     population: (config, test, prompt, settings) -> accuracy, a float64 prediction of this package's
                 theory that draws no sample (theory.py), or None where it is undefined (no row); set
-                instead of fit and scorers.
+                instead of fit and score.
     theory:     its rows are this package's theory (route 'theory'): every population prediction, and a
                 fit of expected rather than sampled statistics (digits' theory_mmcl).
-    trained:    fitted by optimisation steps from a PRNG key (rows carry the final loss where the model
-                records one: M1, M2, DM2, paper_mnist); False for closed forms.
-    linear:     its class scores are affine in the input (x W + b), so a Gaussian test distribution's
-                accuracy has a closed form (evaluate.py, route 'exact').
+    trained:    fitted by optimisation steps from a PRNG key; False for closed forms.
+    linear:     its class scores are affine in the input, x W + b (the exact route's Gaussian closed form).
+    exact:      (params, prompts) -> the forms the route 'exact' needs (grid.py): a linear learner's [(W (d, K),
+                b (K,)) per prompt set], a nonlinear one's ((W1 (d, h), b1 (h,)), head: (m, h) -> (P, m, K)) with
+                scores head(x W1 + b1). None: the learner runs on the sampled route only.
+    eager:      fitted and scored outside any compiled program, one seed at a time (NumPy float64 closed forms).
     memory:     for a population prediction, (config, settings) -> (bytes, how they were counted) of the largest
                 arrays it holds at once, which the sweep checks before any work starts (sweep/memory.py);
                 None where they are negligible.
-
-    The signatures of fit and scorers belong to the model, which documents them: the synthetic
-    models in evaluate.py, digits in digits_learners.py, paper_mnist in paper_mnist.py.
     """
 
     name: str
     kind: str
     fit: Callable | None = None
-    scorers: Callable | None = None
+    score: Callable | None = None
     population: Callable | None = None
     theory: bool = False
     trained: bool = False
     linear: bool = False
+    exact: Callable | None = None
+    eager: bool = False
     memory: Callable | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"Learner {self.name}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
-        if (self.population is None) == (self.fit is None):
-            raise ValueError(f"Learner {self.name}: give either fit (with scorers) or population, not both or neither")
+        if (self.population is None) == (self.fit is None) or (self.fit is None) != (self.score is None):
+            raise ValueError(f"Learner {self.name}: give either fit and score, or population; not both or neither")
         if self.population is not None and not self.theory:
             raise ValueError(f"Learner {self.name}: a population prediction is theory (theory=True)")
 
@@ -131,6 +136,11 @@ class LearnerSettings:
         check_range(name, "temperature", self.temperature, MIN_TEMPERATURE, 1e6)  # the logit scale's clamp
         if not isinstance(self.learn_temperature, bool):
             raise ValueError(f"{name}.learn_temperature = {self.learn_temperature!r} is not allowed: true or false")
+
+
+# temperature is a traced leaf (a sweep over it compiles once, grid.py); every other field is static
+jax.tree_util.register_dataclass(LearnerSettings, data_fields=["temperature"],
+                                 meta_fields=[f.name for f in dataclasses.fields(LearnerSettings) if f.name != "temperature"])
 
 
 # ------------------------------------------------------------------ closed forms
@@ -302,7 +312,7 @@ def loss_floor_linear(x_image: jax.Array, x_text: jax.Array, rank: int, rho: flo
     return -jnp.sum(sigma[: rank or sigma.shape[0]] ** 2) / (2 * rho)
 
 
-def loss_floor_infonce(n: int, temperature: float) -> float:
+def loss_floor_infonce(n: int, temperature):
     """Perfect-matching floor of symmetric InfoNCE on unit vectors: log(1 + (n-1) exp(-n / ((n-1) tau))).
 
     A lower bound at every configuration of n paired unit embeddings (docs/learners.md#convergence):
@@ -310,7 +320,9 @@ def loss_floor_infonce(n: int, temperature: float) -> float:
     i != j is at least -n/(n-1); equality when u_i = v_i form a regular simplex (embedding dimension
     >= n-1): every positive similarity 1, every negative -1/(n-1).
     """
-    return math.log1p((n - 1) * math.exp(-n / ((n - 1) * temperature)))
+    if isinstance(temperature, (int, float)):  # float64
+        return math.log1p((n - 1) * math.exp(-n / ((n - 1) * temperature)))
+    return jnp.log1p((n - 1) * jnp.exp(-n / ((n - 1) * temperature)))  # float32, a traced temperature (grid.py)
 
 
 # ------------------------------------------------------------------ trained MMCL learners

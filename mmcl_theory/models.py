@@ -1,13 +1,11 @@
-"""The registry of models and the one evaluation grid every model runs through.
+"""The registry of models, and evaluate_grid: the entry through which every model's points reach the one grid.
 
-Models (docs/models.md): M1, M2 and DM2 (synthetic, datamodel.py, learners in evaluate.py), digits (M3,
-digits.py, learners in digits_learners.py) and paper_mnist (the paper's App. G.1 experiment,
-paper_mnist.py). Each registers a `Model`: the config class of one point, the settings class its
-learners take, its learners as learners.Learner records (name, kind, fit, scorers), its prompt sets,
-its evaluation routes, and its runner
-
-    run_point(config, seeds, learners: tuple of Learner, settings, route) -> rows
-    row: {learner, prompt, test, seed, n, accuracy, route, final_loss, loss_floor, converged}
+Models (docs/models.md): M1, M2 and DM2 (synthetic, datamodel.py, sample and learners in evaluate.py), digits
+(M3, digits.py, learners in digits_learners.py) and paper_mnist (the paper's App. G.1 experiment,
+paper_mnist.py). Each registers a `Model`: the config class of one point, the settings class its learners
+take, its learners as learners.Learner records (name, kind, fit, score), its sampler, its compile mode, its
+prompt sets, its evaluation routes and its memory estimate. grid.run_point runs a point of any of them; a row
+is results.make_row's {learner, prompt, test, seed, n, accuracy, route, final_loss, loss_floor, converged}.
 
 `evaluate_grid` runs any model's configs: it checks the route and the learner names against the
 model, runs each config, shares a supervised learner's rows between configs that differ only in their
@@ -28,7 +26,15 @@ class Model:
     """One registered model.
 
     learners: its learners.Learner records, in the order a sweep lists them by default.
+    sample: (config, seed) -> grid.Sample, one seed's train, tests and prompts (a JAX function of the seed in
+        mode 'map', NumPy otherwise).
+    mode: how the grid compiles its learners: 'map', 'vmap' or 'step' (grid.py).
     prompts: the prompt sets a zero-shot learner is scored with (rows in this order).
+    train_size: config -> n, the rows' training-set size.
+    memory: (config, settings, fitted learner records, route) -> (bytes, how they were counted) of the largest
+        arrays one seed of the fitted learners holds (sweep/memory.py checks it before any work starts).
+    check: (config, learner records, settings) -> None, raising ConfigError for a combination its fields
+        cannot refuse alone (None: none).
     caption_free: config -> the config with every caption-only field at one fixed value (None: no such
         fields); supervised learners see no captions, so their rows are computed once per caption-free config.
     """
@@ -37,9 +43,13 @@ class Model:
     config_cls: type
     settings_cls: type
     learners: tuple
-    run_point: Callable[..., list[dict]]
+    sample: Callable
+    mode: str
     prompts: tuple[str, ...]
+    train_size: Callable
+    memory: Callable
     routes: tuple[str, ...] = ("exact", "sampled")
+    check: Callable | None = None
     caption_free: Callable | None = None
 
     @property
@@ -78,23 +88,24 @@ def _synthetic(name: str) -> Model:
 
     learners = evaluate.LEARNERS + (evaluate.M1_LEARNERS if name == "M1" else ())
     # DM2's test latents are discrete: the exact route's Gaussian test groups do not describe them (docs/models.md)
-    routes = ("sampled",) if name == "DM2" else evaluate.ROUTES
-    return Model(name, PRESETS[name], LearnerSettings, learners, evaluate.run_point, evaluate.PROMPTS, routes,
-                 caption_free=caption_free)
+    exact = name != "DM2"
+    return Model(name, PRESETS[name], LearnerSettings, learners, functools.partial(evaluate.sample, exact=exact),
+                 "map", evaluate.PROMPTS, lambda cfg: cfg.n, evaluate.memory,
+                 routes=evaluate.ROUTES if exact else ("sampled",), caption_free=caption_free)
 
 
 def _digits() -> Model:
-    from . import digits, digits_learners
+    from . import digits, digits_learners as dl
 
-    return Model("digits", digits.DigitsConfig, digits_learners.DigitsLearnerSettings, digits_learners.LEARNERS,
-                 digits_learners.run_point, digits.PROMPTS, routes=("sampled",))
+    return Model("digits", digits.DigitsConfig, dl.DigitsLearnerSettings, dl.LEARNERS, dl.sample, "vmap",
+                 digits.PROMPTS, lambda cfg: cfg.n_train, dl.memory, routes=("sampled",), check=dl.check)
 
 
 def _paper_mnist() -> Model:
-    from . import paper_mnist
+    from . import paper_mnist as pm
 
-    return Model("paper_mnist", paper_mnist.PaperMnistConfig, paper_mnist.PaperMnistSettings, paper_mnist.LEARNERS,
-                 paper_mnist.run_point, (paper_mnist.PROMPT,), routes=("sampled",))
+    return Model("paper_mnist", pm.PaperMnistConfig, pm.PaperMnistSettings, pm.LEARNERS, pm.sample, "step",
+                 (pm.PROMPT,), lambda cfg: cfg.n_train, pm.memory, routes=("sampled",), check=pm.check)
 
 
 _BUILDERS: dict[str, Callable[[], Model]] = {"M1": lambda: _synthetic("M1"), "M2": lambda: _synthetic("M2"),
@@ -130,6 +141,8 @@ def evaluate_grid(configs: Sequence, seeds: Sequence[int], learners: Sequence[st
     on_point(i, rows) is called as each config finishes. A bad route, learner name, settings class or mixed
     configs is a ValueError.
     """
+    from .grid import run_point
+
     configs = list(configs)
     if not configs:
         return []
@@ -143,6 +156,11 @@ def evaluate_grid(configs: Sequence, seeds: Sequence[int], learners: Sequence[st
     if type(settings) is not model.settings_cls:
         raise ValueError(f"settings for model {model.name} must be {model.settings_cls.__name__}: got "
                          f"{type(settings).__name__}")
+    if route == "exact":
+        no_form = [l.name for l in records if l.fit is not None and l.exact is None]
+        if no_form:
+            raise ValueError(f"learner(s) {', '.join(no_form)} of model {model.name} have no exact form "
+                             "(Learner.exact): use the route sampled")
     seeds = [int(s) for s in seeds]
     shared = tuple(l for l in records if l.kind == "supervised") if model.caption_free else ()
     own = tuple(l for l in records if l not in shared)
@@ -151,11 +169,11 @@ def evaluate_grid(configs: Sequence, seeds: Sequence[int], learners: Sequence[st
     shared_rows: dict = {}
     out = []
     for i, cfg in enumerate(configs):
-        rows = model.run_point(cfg, seeds, own, settings, route) if own else []
+        rows = run_point(model, cfg, seeds, own, settings, route) if own else []
         if shared:
             image_cfg = model.caption_free(cfg)
             if image_cfg not in shared_rows:
-                shared_rows[image_cfg] = model.run_point(image_cfg, seeds, shared, settings, route)
+                shared_rows[image_cfg] = run_point(model, image_cfg, seeds, shared, settings, route)
             rows = rows + shared_rows[image_cfg]
         rows.sort(key=lambda r: (order[r["learner"]], prompt_order.get(r["prompt"], -1)))
         out.append(rows)

@@ -51,6 +51,7 @@ import optax
 from mmcl_theory.config import ConfigError, as_floats, check_range
 from mmcl_theory.datamodel import TESTS
 from mmcl_theory.digits import DigitsDataError, dataset_directory, load_mnist
+from mmcl_theory.grid import Sample, Tests
 from mmcl_theory.learners import SUPERVISED, ZERO_SHOT, Learner
 from mmcl_theory.losses import infonce_loss
 
@@ -294,6 +295,12 @@ class PaperMnistData:
     config: PaperMnistConfig
     seed: int
 
+    @functools.cached_property
+    def test_images(self) -> np.ndarray:
+        """The test images painted per test (composite()): (3, m, 28, 28, 3) float32, computed once."""
+        rgb = SHADE_RGBS[self.config.shade_rgb]
+        return np.stack([composite(self.test_grey, rgb[s], self.config.composite) for s in self.test_shades])
+
 
 def training_colours(digits: np.ndarray, config: PaperMnistConfig, seed: int, epoch: int | None = None):
     """Training shades (n,) and captions (n, caption_dim) of one seed, from their own streams of
@@ -499,39 +506,37 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int) -> jax.Array:
     return jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "composite_name"))
-def predict(kind: str, params: dict, grey: jax.Array, shades: jax.Array, rgb: jax.Array, prompts: jax.Array,
-            composite_name: str) -> jax.Array:
-    """Predicted classes of every test: grey (m, 28, 28), shades (t, m) -> (t, m) int32, the images painted
-    per test (composite()) and scored in chunks of 1,000 (lax.map).
+@functools.partial(jax.jit, static_argnames=("kind",))
+def scores(kind: str, params: dict, images: jax.Array, prompts: jax.Array) -> jax.Array:
+    """Class scores of painted images (m, 28, 28, 3), in chunks of 1,000 (lax.map): (1, m, 2).
 
-    Zero-shot: argmax_y <f_I(x), f_T(p_y)> over the prompts (2, caption_dim); supervised: argmax of the logits.
+    Zero-shot: <f_I(x), f_T(p_y)> for the prompts (1, 2, caption_dim); supervised: the logits.
     """
     chunk = 1000
-    m = grey.shape[0]
+    m = images.shape[0]
     pad = -m % chunk
 
-    def one(args):
-        g, s = args
-        scores = lenet(params["image"], composite(g, rgb[s], composite_name))
+    def one(x):
+        out = lenet(params["image"], x)
         if kind == ZERO_SHOT:
-            scores = scores @ text_encoder(params["text"], prompts).T
-        return jnp.argmax(scores, axis=-1)
+            out = out @ text_encoder(params["text"], prompts[0]).T
+        return out
 
-    g = jnp.pad(grey, ((0, pad), (0, 0), (0, 0))).reshape(-1, chunk, *grey.shape[1:])
-    out = []
-    for test_shades in shades:
-        s = jnp.pad(test_shades, (0, pad)).reshape(-1, chunk)
-        out.append(jax.lax.map(one, (g, s)).reshape(-1)[:m])
-    return jnp.stack(out).astype(jnp.int32)
+    x = jnp.pad(images, ((0, pad), (0, 0), (0, 0), (0, 0))).reshape(-1, chunk, *images.shape[1:])
+    return jax.lax.map(one, x).reshape(-1, NUM_CLASSES)[None, :m]
 
 
 def accuracies(kind: str, params: dict, data: PaperMnistData) -> np.ndarray:
     """Accuracy on each test of TESTS, an exact count over the m test images: (3,) float64."""
-    predicted = np.asarray(predict(kind, params, jnp.asarray(data.test_grey), jnp.asarray(data.test_shades),
-                                   jnp.asarray(SHADE_RGBS[data.config.shade_rgb]), jnp.asarray(data.prompts),
-                                   data.config.composite))
-    return (predicted == data.test_labels).sum(-1) / data.test_labels.shape[0]
+    prompts = jnp.asarray(data.prompts)[None]
+    return np.array([(np.argmax(np.asarray(scores(kind, params, jnp.asarray(x), prompts)[0]), -1) == data.test_labels).mean()
+                     for x in data.test_images])
+
+
+def _check_batch(settings: PaperMnistSettings, n_train: int) -> None:
+    if settings.batch_size > n_train:
+        raise ConfigError(f"PaperMnistSettings.batch_size = {settings.batch_size} is out of range: allowed at most "
+                          f"PaperMnistConfig.n_train = {n_train}")
 
 
 def train(kind: str, key: jax.Array, data: PaperMnistData, settings: PaperMnistSettings) -> tuple[dict, dict]:
@@ -547,9 +552,7 @@ def train(kind: str, key: jax.Array, data: PaperMnistData, settings: PaperMnistS
     from tqdm import tqdm
 
     n = data.grey.shape[0]
-    if settings.batch_size > n:
-        raise ConfigError(f"PaperMnistSettings.batch_size = {settings.batch_size} is out of range: allowed at most "
-                          f"PaperMnistConfig.n_train = {n}")
+    _check_batch(settings, n)
     config = data.config
     k_init, k_shuffle = jax.random.split(key)
     params = init_params(k_init, kind, data.captions.shape[1], settings)
@@ -580,12 +583,6 @@ def train(kind: str, key: jax.Array, data: PaperMnistData, settings: PaperMnistS
     return params, {"final_loss": final_loss, "curve": curve, "diverged_at": diverged_at}
 
 
-LEARNERS = (Learner("mmcl_lenet", ZERO_SHOT, functools.partial(train, ZERO_SHOT), functools.partial(accuracies, ZERO_SHOT),
-                    trained=True),
-            Learner("sl_lenet", SUPERVISED, functools.partial(train, SUPERVISED), functools.partial(accuracies, SUPERVISED),
-                    trained=True))
-
-
 def _loss_columns(stats: dict) -> dict:
     """final_loss and converged of a row: the last finite epoch's loss and '' normally; after a divergence
     final_loss is that of the last finite epoch ('' when none) and converged says where training stopped."""
@@ -596,27 +593,36 @@ def _loss_columns(stats: dict) -> dict:
                                              f"epoch {stats['diverged_at'] - 1}"}
 
 
-def run_point(config: PaperMnistConfig, seeds: list[int], learners: tuple[Learner, ...],
-              settings: PaperMnistSettings, route: str = "sampled") -> list[dict]:
-    """Train and score every learner on every seed of one config; the model registry's runner
-    (models.evaluate_grid, which orders the rows by learner).
+def _fit(kind: str, key: jax.Array, data: PaperMnistData, settings: PaperMnistSettings) -> tuple[dict, dict]:
+    """A Learner record's fit: train, with the stats as row columns (_loss_columns) and the learning curve."""
+    params, stats = train(kind, key, data, settings)
+    return params, {**_loss_columns(stats), "curve": stats["curve"]}
 
-    Returns one row per (learner, test, seed): {'learner', 'prompt' ('class_centre' or '' for SL), 'test',
-    'seed', 'n' (n_train), 'accuracy', 'route' ('sampled'), 'final_loss' (the last finite epoch's mean minibatch
-    loss), 'loss_floor' (''), 'converged' ('', or where training diverged: _loss_columns), 'curve' ([[epoch, accuracy], ...], kept in the sweep's
-    points.jsonl, not in results.csv)}.
-    """
-    rows = []
-    for seed in seeds:
-        data = build_data(config, int(seed))
-        for learner in learners:
-            params, stats = learner.fit(jax.random.key(int(seed)), data, settings)
-            for t, (test, acc) in enumerate(zip(TESTS, learner.scorers(params, data))):
-                rows.append({"learner": learner.name, "prompt": PROMPT if learner.kind == ZERO_SHOT else "",
-                             "test": test, "seed": int(seed), "n": config.n_train, "accuracy": float(acc),
-                             "route": "sampled", "loss_floor": "", **_loss_columns(stats),
-                             "curve": [[epoch, accs[t]] for epoch, accs in stats["curve"]]})
-    return rows
+
+# learners.Learner records: fit(key, data: PaperMnistData, settings) (the data carries the test images for the curves)
+# and score(params, painted images (m, 28, 28, 3), prompts (1, 2, caption_dim)) -> (1, m, 2); compile mode 'step'.
+LEARNERS = tuple(Learner(name, kind, functools.partial(_fit, kind), functools.partial(scores, kind), trained=True)
+                 for name, kind in (("mmcl_lenet", ZERO_SHOT), ("sl_lenet", SUPERVISED)))
+
+
+def sample(config: PaperMnistConfig, seed: int) -> Sample:
+    """One seed's data (build_data): train is the whole PaperMnistData, tests its painted test images."""
+    data = build_data(config, seed)
+    labels = np.broadcast_to(data.test_labels, (len(TESTS), data.test_labels.shape[0]))
+    return Sample(data, Tests(data.test_images, labels), data.prompts[None], jax.random.key(seed))
+
+
+def check(config: PaperMnistConfig, learners, settings: PaperMnistSettings) -> None:
+    """A minibatch larger than the training set is a ConfigError."""
+    _check_batch(settings, config.n_train)
+
+
+def memory(config: PaperMnistConfig, settings: PaperMnistSettings, fitted, route: str) -> tuple[int, str]:
+    """(bytes, how) of one seed's arrays: grey training images (n_train x 784), captions (n_train x caption_dim),
+    the test images painted per test (3 x n_test x 2352), float32."""
+    values = config.n_train * (784 + config.caption_dim) + 3 * config.n_test * 2352
+    return 4 * values, (f"n_train x (784 + caption_dim) + 3 n_test x 2352 float32 (n_train = {config.n_train}, "
+                        f"n_test = {config.n_test})")
 
 
 # --------------------------------------------------------------------------------------------

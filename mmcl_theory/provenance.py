@@ -16,9 +16,9 @@ an artifact assembled from parts), and the artifact's own bytes are the ones rec
 
 - *a sweep's figure CSV* (figures/NAME.csv and figures/NAME_epochs.csv of mmcl_theory/sweeps/NAME.toml): the
   definition NAME.toml; sweep/plan.py (the definition resolved into configs, seeds, settings, learners);
-  models.py (the registry and the grid, hashed as a file); and the static import closure of the model's own
-  modules (MODEL_MODULES: evaluate.py for M1/M2/DM2, digits.py and digits_learners.py for digits,
-  paper_mnist.py) within the repository's packages. The closure follows every `import` / `from ... import`
+  models.py (the registry and evaluate_grid, hashed as a file); and the static import closure of the model's own
+  modules and of the grid that runs its points (MODEL_MODULES: evaluate.py for M1/M2/DM2, digits.py and
+  digits_learners.py for digits, paper_mnist.py; grid.py for each) within the repository's packages. The closure follows every `import` / `from ... import`
   anywhere in a file (inside functions too), read with ast, and resolves relative imports; it does not follow
   models.py's own imports (the registry imports every model's module lazily: following it would tie each
   model's numbers to every other model's code), and it does not add a package's __init__.py for a submodule
@@ -76,11 +76,13 @@ RECORD_KEYS = ("artifact", "artifact_sha256", "inputs", "command", "sources", "d
 PART_KEYS = ("part", "source_hash", "commit", "files", "note")
 
 # A model's own modules (models.py's _BUILDERS import them; tests/test_provenance.py checks this table against
-# the registry: each model's run_point, config class and learner records live in these files).
+# the registry: each model's sampler, config class and learner records live in these files), and the grid that
+# runs every model's points (models.evaluate_grid imports it lazily).
+GRID = "mmcl_theory/grid.py"
 MODEL_MODULES = {
-    "M1": ("mmcl_theory/evaluate.py",), "M2": ("mmcl_theory/evaluate.py",), "DM2": ("mmcl_theory/evaluate.py",),
-    "digits": ("mmcl_theory/digits.py", "mmcl_theory/digits_learners.py"),
-    "paper_mnist": ("mmcl_theory/paper_mnist.py",),
+    "M1": ("mmcl_theory/evaluate.py", GRID), "M2": ("mmcl_theory/evaluate.py", GRID),
+    "DM2": ("mmcl_theory/evaluate.py", GRID), "digits": ("mmcl_theory/digits.py", "mmcl_theory/digits_learners.py", GRID),
+    "paper_mnist": ("mmcl_theory/paper_mnist.py", GRID),
 }
 NOT_FOLLOWED = ("mmcl_theory/models.py",)  # hashed as files; their imports are not followed (see the module doc)
 SWEEP_ROOTS = ("mmcl_theory/sweep/plan.py", "mmcl_theory/models.py")

@@ -23,6 +23,17 @@ NOISY_SE = 0.05  # a mean whose standard error over seeds exceeds this is marked
 ROW_KEYS = ("learner", "prompt", "test", "seed", "n", "accuracy", "route", "final_loss", "loss_floor", "converged")
 
 
+FIT_KEYS = ("final_loss", "loss_floor", "converged")  # a trained learner's convergence columns; "" where absent
+
+
+def make_row(learner: str, prompt: str, test: str, seed: int, n: int, accuracy, route: str, **columns) -> dict:
+    """The one row builder (every model's rows, through grid.run_point): the ROW_KEYS in order, accuracy as a
+    float, the FIT_KEYS given in `columns` or "", then any further column (paper_mnist's 'curve')."""
+    fit = {key: columns.pop(key, "") for key in FIT_KEYS}
+    return {"learner": learner, "prompt": prompt, "test": test, "seed": int(seed), "n": int(n),
+            "accuracy": float(accuracy), "route": route, **fit, **columns}
+
+
 def mean_se(values) -> tuple[float, float]:
     """Mean and standard error of the mean over the first axis (s.e. 0 for one value):
     s.e. = s / sqrt(m), s the sample standard deviation (ddof 1) of the m values."""

@@ -17,16 +17,21 @@ and the sampled route) return it. Exact symmetries of the model make some score 
 identically zero (zero variance and zero mean: e.g. two classes with equal weight columns); both
 routes here treat score differences within TIE_RTOL of the score scale (_score_weights) as ties and
 give them to the lower class index, so they agree with each other and with argmax on such cases.
+
+Models. The data model's facts (sampler, prompts, Gaussian test groups, test_scale) are the config's own
+(datamodel.py); this module's formulas for each model are one ModelTheory record in _THEORY, keyed by the
+config's `model` name.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 from scipy import stats
 
-from .datamodel import Config, DM2Config, M1Config, M2Config, agreement, prompt_latents
+from .datamodel import Config, DM2Config, M1Config, M2Config, agreement, prompt_latents, sample_latents, test_groups
 
 TIE_RTOL = 1e-9  # relative size below which a score difference or a singular-value gap counts as zero
 
@@ -119,10 +124,8 @@ def dm2_cross_covariance(cfg: DM2Config) -> np.ndarray:
 
 
 def population_cross_covariance(cfg: Config) -> np.ndarray:
-    """Cov(z_I, z_T), (l, l): the population limit of S is D_I Cov(z_I, z_T) D_T^T."""
-    if isinstance(cfg, DM2Config):
-        return dm2_cross_covariance(cfg)
-    return m1_cross_covariance(cfg) if isinstance(cfg, M1Config) else m2_cross_covariance(cfg)
+    """Cov(z_I, z_T), (l, l): the population limit of S is D_I Cov(z_I, z_T) D_T^T (the model's _THEORY entry)."""
+    return _THEORY[cfg.model].cross_covariance(cfg)
 
 
 def truncate_rank(C: np.ndarray, rank: int | None) -> np.ndarray:
@@ -149,46 +152,19 @@ def truncate_rank(C: np.ndarray, rank: int | None) -> np.ndarray:
 # ------------------------------------------------------------------ population accuracy
 
 
-def test_groups(cfg: Config, test: str | float):
-    """Test latents as a Gaussian mixture: list of (weight, label, mean (l,), variance (l,)).
-
-    M1: y, a in {-1,+1} with P(a = y) = q; mean [y, a], variance [sigma_core^2, sigma_spu^2].
-    M2: c = e_y (1 + sigma_core e), s = e_a (1 + sigma_spu e), no details (beta_test = 0).
-    """
-    K = cfg.num_classes
-    q = agreement(test, K)
-    groups = []
-    if isinstance(cfg, M1Config):
-        var = np.array([cfg.sigma_core**2, cfg.sigma_spu**2])
-        for label, y in ((0, -1.0), (1, 1.0)):
-            groups.append((0.5 * q, label, np.array([y, y]), var))
-            groups.append((0.5 * (1 - q), label, np.array([y, -y]), var))
-        return groups
-    for y in range(K):
-        for a in range(K):
-            weight = (q if a == y else (1 - q) / (K - 1)) / K
-            if weight == 0:
-                continue
-            mean, var = np.zeros(2 * K), np.zeros(2 * K)
-            mean[y], mean[K + a] = 1.0, 1.0
-            var[y], var[K + a] = cfg.sigma_core**2, cfg.sigma_spu**2
-            groups.append((weight, y, mean, var))
-    return groups
-
-
 def _score_weights(cfg: Config, rank: int | None, prompt: str) -> tuple[np.ndarray, float]:
     """Latent-space class-score weights W = C_p P^T, (l, K) float64 (class k scores u^T W[:, k]), and
     the tie tolerance: score differences up to it count as zero.
 
     C_p is the rank-p Cov(z_I, z_T) (truncate_rank), P (K, l) the prompt latents
     (docs/theory.md#zero-shot-score). The tolerance is TIE_RTOL times a bound on a typical score,
-    ||C||_2 max_k ||t_k|| sqrt(l) (1 + largest test-latent s.d.); float64 rounding is ~1e-16 of that
-    bound, so differences that are zero in exact arithmetic (model symmetries) stay below it.
+    ||C||_2 max_k ||t_k|| sqrt(l) (1 + sd), sd^2 = cfg.test_scale^2 + sigma_xi^2/d (test_scale: the largest
+    test-latent s.d., datamodel); float64 rounding is ~1e-16 of that bound, so differences that are zero in exact
+    arithmetic (model symmetries) stay below it.
     """
     C = population_cross_covariance(cfg)
     P = np.asarray(prompt_latents(cfg, prompt), np.float64)
-    spread = max(1.0, cfg.alpha) if isinstance(cfg, DM2Config) else max(cfg.sigma_core, cfg.sigma_spu)
-    sd = math.sqrt(spread**2 + cfg.sigma_xi**2 / cfg.d)
+    sd = math.sqrt(cfg.test_scale**2 + cfg.sigma_xi**2 / cfg.d)
     scale = np.linalg.norm(C, 2) * np.linalg.norm(P, axis=1).max() * math.sqrt(C.shape[0]) * (1 + sd)
     return truncate_rank(C, rank) @ P.T, TIE_RTOL * float(scale)
 
@@ -237,6 +213,20 @@ def _correct_probability(weights: np.ndarray, label: int, mean: np.ndarray, cov:
     return _orthant_probability(mu[~constant], Sigma[np.ix_(~constant, ~constant)], cache)
 
 
+def gaussian_test_accuracy(cfg: Config, W: np.ndarray, tie_tol: float, test: str | float, e: float = 0.0) -> float:
+    """Exact accuracy of the class scores u^T W (W (l, K)) on a test distribution of Gaussian groups:
+
+        Acc = sum_g weight_g P(first maximal score is label_g | u ~ N(mean_g, diag(var_g + e))),
+
+    the groups of datamodel.test_groups (NumPy float64; those of weight 0 are skipped), e the projected test
+    noise variance per coordinate, each term _correct_probability (ties within tie_tol to the lower index).
+    """
+    weight, label, mean, var = test_groups(cfg, test, xp=np)
+    cache: dict = {}
+    return sum(float(w) * _correct_probability(W, int(k), m, np.diag(v + e), tie_tol, cache)
+               for w, k, m, v in zip(weight, label, mean, var) if w != 0)
+
+
 def population_zero_shot_accuracy(cfg: Config, test: str | float, *, rank: int | None = None,
                                   prompt: str = "core", test_noise: bool = True) -> float:
     """Population zero-shot accuracy of the linear-loss minimiser, exact Gaussian computation (docs/theory.md#accuracy).
@@ -246,20 +236,16 @@ def population_zero_shot_accuracy(cfg: Config, test: str | float, *, rank: int |
     """
     W, tie_tol = _score_weights(cfg, rank, prompt)
     e = cfg.sigma_xi**2 / cfg.d if test_noise else 0.0
-    if isinstance(cfg, DM2Config):
-        return dm2_zero_shot_accuracy(cfg, W, tie_tol, agreement(test, 2), e)
-    cache: dict = {}
-    return sum(w * _correct_probability(W, label, mean, np.diag(var + e), tie_tol, cache)
-               for w, label, mean, var in test_groups(cfg, test))
+    return _THEORY[cfg.model].accuracy(cfg, W, tie_tol, test, e)
 
 
 def population_memory(cfg: Config) -> tuple[int, str]:
     """(bytes, how they were counted) of the float64 arrays population_zero_shot_accuracy holds at once for cfg:
     about 6 of l x l (Cov(z_I, z_T), its SVD, the prompts, the class weights, one test group's covariance and score
-    differences; l = cfg.latent_dim) and, for the Gaussian test groups of M1 and M2 (test_groups; DM2's discrete
-    test needs none), a mean and a variance of length l per group: 4 groups for M1, K^2 for M2."""
+    differences; l = cfg.latent_dim) and, for the Gaussian test groups of M1 and M2 (datamodel.test_groups; DM2's
+    discrete test needs none), a mean and a variance of length l per group: cfg.num_test_groups (M1 4, M2 K^2)."""
     l = cfg.latent_dim
-    groups = 0 if isinstance(cfg, DM2Config) else 4 if isinstance(cfg, M1Config) else cfg.num_classes ** 2
+    groups = cfg.num_test_groups
     how = f"6 float64 arrays of l x l (l = {l})" + (f" + {groups} test groups of 2 x l" if groups else "")
     return 8 * (6 * l * l + 2 * groups * l), how
 
@@ -273,8 +259,6 @@ def population_zero_shot_accuracy_mc(cfg: Config, test: str | float, key, n_samp
     score is within the tie tolerance of the maximum (np.argmax up to float rounding).
     """
     import jax
-
-    from .datamodel import sample_latents
 
     W, tie_tol = _score_weights(cfg, rank, prompt)
     k_z, k_xi = jax.random.split(key)
@@ -361,11 +345,41 @@ def bayes_core_accuracy(cfg: Config) -> float:
     """Accuracy of the Bayes classifier that sees only the noise-free class core: Phi(1/sigma_core).
 
     M1: sign(z_core); M2 (no details at test): argmax_k c_k, correct iff c_y > 0. DM2: the core
-    coordinates name the class exactly (|z_k| = 1 > beta = |z_j|), so 1.
+    coordinates name the class exactly (|z_k| = 1 > beta = |z_j|), so 1. The model's _THEORY entry.
     """
-    if isinstance(cfg, DM2Config):
-        return 1.0
+    return _THEORY[cfg.model].bayes_core(cfg)
+
+
+def _gaussian_core_bayes(cfg: M1Config | M2Config) -> float:
+    """Phi(1/sigma_core) (1 when sigma_core = 0) = P(1 + sigma_core e > 0): the class's own core coordinate is
+    positive (M1: sign(z_core) = y; M2 at test, other cores 0: argmax_k c_k = y iff c_y > 0)."""
     return 1.0 if cfg.sigma_core == 0 else float(stats.norm.cdf(1.0 / cfg.sigma_core))
+
+
+class ModelTheory(NamedTuple):
+    """This module's formulas for one model (an entry of _THEORY, keyed by the config's `model` name).
+
+    cross_covariance: cfg -> Cov(z_I, z_T), (l, l) float64.
+    accuracy: (cfg, W (l, K), tie_tol, test, e) -> exact zero-shot accuracy of the class scores u^T W on the test
+        distribution, e the projected test noise variance per coordinate (population_zero_shot_accuracy).
+    bayes_core: cfg -> accuracy of the Bayes classifier of the noise-free class core (bayes_core_accuracy).
+    """
+
+    cross_covariance: Callable[[Config], np.ndarray]
+    accuracy: Callable[[Config, np.ndarray, float, str | float, float], float]
+    bayes_core: Callable[[Config], float]
+
+
+def _dm2_test_accuracy(cfg: DM2Config, W: np.ndarray, tie_tol: float, test: str | float, e: float = 0.0) -> float:
+    """dm2_zero_shot_accuracy at q = P(z_{k+m} = c alpha) = agreement(test, 2)."""
+    return dm2_zero_shot_accuracy(cfg, W, tie_tol, agreement(test, 2), e)
+
+
+_THEORY = {
+    "M1": ModelTheory(m1_cross_covariance, gaussian_test_accuracy, _gaussian_core_bayes),
+    "M2": ModelTheory(m2_cross_covariance, gaussian_test_accuracy, _gaussian_core_bayes),
+    "DM2": ModelTheory(dm2_cross_covariance, _dm2_test_accuracy, lambda cfg: 1.0),  # the core names the class exactly
+}
 
 
 # ------------------------------------------------------------------ supervised learning conditions
@@ -413,24 +427,19 @@ INFONCE_COLLAPSED = 1e-4  # rank_ratio below which the optimum counts as collaps
 def m1_latent_pairs(cfg: M1Config, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """n training pairs of M1 as a linear encoder restricted to D's columns sees them, float64 numpy.
 
-    Returns (z_I + D_I^T xi_I, z_T + D_T^T xi_T), each (n, 2): the latents of docs/models.md#m1 (caption:
-    core copied with probability r, else y; spurious a + psi (z_spu - a) with psi ~ Bern(spurious_detail),
-    mentioned with probability spurious_annotation, else 0) plus the projected noise N(0, sigma_xi^2/d I_2).
+    Returns (z_I + D_I^T xi_I, z_T + D_T^T xi_T), each (n, 2): the training latents of datamodel.sample_latents
+    (docs/models.md#m1) plus the projected noise N(0, sigma_xi^2/d I_2), all drawn by JAX (float32) from
+    PRNGKey(seed) and widened to float64.
     """
-    if not isinstance(cfg, M1Config):
+    if cfg.model != "M1":
         raise ValueError(f"m1_latent_pairs needs an M1 config, got {type(cfg).__name__}")
-    rng = np.random.default_rng(seed)
-    y = rng.choice([-1.0, 1.0], n)
-    a = np.where(rng.random(n) < cfg.p, y, -y)
-    core = y + cfg.sigma_core * rng.standard_normal(n)
-    spu = a + cfg.sigma_spu * rng.standard_normal(n)
-    text_core = np.where(rng.random(n) < cfg.r, core, y)
-    psi = rng.random(n) < cfg.spurious_detail
-    text_spu = np.where(rng.random(n) < cfg.spurious_annotation, a + psi * (spu - a), 0.0)
+    import jax
+
+    k_z, k_image, k_text = jax.random.split(jax.random.PRNGKey(seed), 3)
+    lat = sample_latents(k_z, cfg, n)
     sd = cfg.sigma_xi / math.sqrt(cfg.d)
-    z_image = np.stack([core, spu], 1) + sd * rng.standard_normal((n, 2))
-    z_text = np.stack([text_core, text_spu], 1) + sd * rng.standard_normal((n, 2))
-    return z_image, z_text
+    noisy = lambda z, k: np.asarray(z, np.float64) + sd * np.asarray(jax.random.normal(k, z.shape), np.float64)
+    return noisy(lat.z_image, k_image), noisy(lat.z_text, k_text)
 
 
 def infonce_batch_loss(b_image: np.ndarray, b_text: np.ndarray, z_image: np.ndarray, z_text: np.ndarray,
@@ -507,7 +516,7 @@ _INFONCE_OPTIMA: dict = {}  # infonce_population_optimum's cache: (cfg, tau, bat
 def _infonce_population_optimum(cfg, tau, batch, samples, seed) -> dict:
     from scipy import optimize
 
-    if not isinstance(cfg, M1Config):
+    if cfg.model != "M1":
         raise ValueError(f"infonce_population_optimum is derived for M1 only, got {type(cfg).__name__}")
     if not tau > 0:
         raise ValueError(f"tau = {tau!r} is out of range: allowed (0, inf)")
@@ -577,6 +586,4 @@ def infonce_population_accuracy(cfg: M1Config, test: str | float, tau: float, *,
     sd = math.sqrt(max(cfg.sigma_core, cfg.sigma_spu) ** 2 + cfg.sigma_xi**2 / cfg.d)
     tie_tol = TIE_RTOL * float(np.abs(W).max() * math.sqrt(W.shape[0]) * (1 + sd) * np.linalg.norm(P, axis=1).max())
     e = cfg.sigma_xi**2 / cfg.d if test_noise else 0.0
-    cache: dict = {}
-    return float(sum(w * _correct_probability(W, label, mean, np.diag(var + e), tie_tol, cache)
-                     for w, label, mean, var in test_groups(cfg, test)))
+    return float(gaussian_test_accuracy(cfg, W, tie_tol, test, e))

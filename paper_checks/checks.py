@@ -58,7 +58,8 @@ def _sagawa_minority_accuracy(cfg, seeds: int) -> dict[str, np.ndarray]:
     import jax.numpy as jnp
 
     from mmcl_theory.datamodel import dictionaries, sample_dataset
-    from mmcl_theory.evaluate import linear_test_accuracy
+    from mmcl_theory.datamodel import test_groups
+    from mmcl_theory.grid import linear_test_accuracy
     from mmcl_theory.learners import sl_min_norm
 
     out = {"erm": [], "balanced": []}
@@ -71,7 +72,8 @@ def _sagawa_minority_accuracy(cfg, seeds: int) -> dict[str, np.ndarray]:
         balance = (cfg.n / 4) / counts[group]  # each (y, a) group weighs the same in the loss
         for name, w in (("erm", None), ("balanced", balance)):
             weights = sl_min_norm(train.x_image, train.label, 2, weights=w)
-            out[name].append(float(linear_test_accuracy(k_test, cfg, dicts[0], weights, jnp.zeros(2), "flipped")))
+            out[name].append(float(linear_test_accuracy(k_test, test_groups(cfg, "flipped"), dicts[0],
+                                                        cfg.sigma_xi**2 / cfg.d, weights, jnp.zeros(2))))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -116,7 +118,7 @@ def check_C1(quick: bool) -> Record:
          "stand-in for their upweighted logistic regression, and without weights (ERM). For d > n both interpolate, "
          "so they coincide: the minimum-norm interpolator is the max-margin direction when every point is a support "
          "vector. Accuracy on the flipped test = the mean of the two minority groups (y, a = -y), an upper bound on "
-         "the worst group; computed exactly from the weights (evaluate.linear_test_accuracy).",
+         "the worst group; computed exactly from the weights (grid.linear_test_accuracy).",
          "MMCL in the same setting: closed form on rich captions (r = 1); its theory column is the population "
          "closed form written out in this check.",
          *table,

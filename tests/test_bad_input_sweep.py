@@ -39,6 +39,10 @@ CASES = [
     (["caption_richness", "--set", "sigma_core=inf"], "sigma_core = 'inf' is not allowed: a finite number"),
     (["caption_richness", "--set", "sigma_core=nan"], "sigma_core = 'nan' is not allowed: a finite number"),
     (["caption_richness", "--set", "sigma_core=abc"], "sigma_core = 'abc' is not allowed: a finite number"),
+    # float32 training overflows: 1e200 raised OverflowError, 1e100 scored 0.5 everywhere (datamodel.SCALE_MAX)
+    (["caption_richness", "--set", "sigma_core=1e200"], "sigma_core = 1e+200 is out of range: allowed a finite number in [0.0, 1000000.0]"),
+    (["caption_richness", "--set", "sigma_xi=1e100"], "sigma_xi = 1e+100 is out of range"),
+    (["detail_types", "--set", "sigma_spu=2e6"], "sigma_spu = 2000000.0 is out of range"),
     (["caption_richness", "--set", "n=1.5"], "n = '1.5' is not allowed: an integer"),
     (["caption_richness", "--set", "n=1e8"], "n = '1e8' is not allowed: an integer"),
     (["caption_richness", "--set", "n=1"], "n = 1 is out of range"),

@@ -1,4 +1,5 @@
-"""Data model: validation, sampling statistics, and the population covariance against Monte Carlo."""
+"""Data model: validation, sampling statistics, the population covariance against Monte Carlo, and the Gaussian test
+groups against the sampler."""
 
 import math
 
@@ -11,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 from mmcl_theory.datamodel import (
     M1Config, M2Config, agreement, dictionaries, make_config, prompt_latents, sample_dataset, sample_latents,
 )
+from mmcl_theory.datamodel import test_groups as gaussian_test_groups  # renamed: pytest would collect test_groups
 from mmcl_theory.theory import population_cross_covariance
 
 
@@ -186,3 +188,48 @@ def test_class_mean_prompts_are_the_sampled_class_means_of_the_captions(preset, 
         rows = text[label == k]
         se = rows.std(0) / math.sqrt(len(rows))
         np.testing.assert_array_less(np.abs(rows.mean(0) - prompts[k]), 5 * se + 1e-6, err_msg=f"{preset} class {k}")
+
+
+@pytest.mark.parametrize("preset, overrides, test", [
+    ("M1", dict(sigma_core=0.7, sigma_spu=0.3), "independent"),
+    ("M1", dict(sigma_core=1.3, sigma_spu=0.05), 0.8),
+    ("M2", dict(K=3, sigma_core=0.6, sigma_spu=0.2, beta=0.4), "independent"),
+    ("M2", dict(K=4, sigma_core=1.0, sigma_spu=0.1), 0.3),
+], ids=["M1-independent", "M1-q0.8", "M2-K3-independent", "M2-K4-q0.3"])
+def test_gaussian_test_groups_describe_the_sampled_test_latents(preset, overrides, test):
+    """datamodel.test_groups (the one Gaussian form of a test distribution, for theory.py and the exact route) against
+    the sampler: 200,000 test latents; each group g = (label, spurious attribute) has frequency weight_g and, given g,
+    z_image has mean mean_g and variance var_g, each within 5 standard errors (plus float32 rounding)."""
+    cfg = make_config(preset, **overrides)
+    weight, label, mean, var = (np.asarray(a, np.float64) for a in gaussian_test_groups(cfg, test, xp=np))
+    assert weight.shape == label.shape == (cfg.num_test_groups,) and mean.shape == var.shape == (len(weight), cfg.latent_dim)
+    assert abs(weight.sum() - 1) < 1e-12
+    n = 200_000
+    lat = sample_latents(jax.random.key(9), cfg, n, test)
+    z, y, a = np.asarray(lat.z_image, np.float64), np.asarray(lat.label), np.asarray(lat.spurious)
+    spurious = ((mean[:, 1] + 1) / 2).astype(int) if preset == "M1" else mean[:, cfg.K:].argmax(1)
+    for g in range(len(weight)):
+        rows = z[(y == label[g]) & (a == spurious[g])]
+        assert abs(len(rows) / n - weight[g]) <= 5 * math.sqrt(weight[g] * (1 - weight[g]) / n) + 1e-12
+        if len(rows) < 100:
+            continue
+        sd = np.sqrt(var[g])
+        np.testing.assert_array_less(np.abs(rows.mean(0) - mean[g]), 5 * sd / math.sqrt(len(rows)) + 1e-6)
+        np.testing.assert_array_less(np.abs(rows.var(0) - var[g]), 5 * var[g] * math.sqrt(2 / len(rows)) + 1e-6)
+
+
+@pytest.mark.parametrize("preset", ["M1", "M2"])
+def test_gaussian_test_groups_are_the_same_in_numpy_jax_and_under_jit(preset):
+    """test_groups(xp=np) is float64 NumPy; the JAX default is the same numbers rounded to float32, and inside jax.jit
+    (the config's float fields traced, as in the exact route) the same to float32 rounding. DM2: ValueError."""
+    cfg = make_config(preset, sigma_core=0.7, sigma_spu=0.3, p=0.8)
+    for test in ("aligned", "independent", "flipped", 0.37):
+        ours = gaussian_test_groups(cfg, test, xp=np)
+        assert all(x.dtype == np.float64 for x in (ours[0], ours[2], ours[3]))
+        jax_eager = gaussian_test_groups(cfg, test)
+        jax_jit = jax.jit(lambda c: gaussian_test_groups(c, test))(cfg)
+        for x, e, j in zip(ours, jax_eager, jax_jit):
+            assert np.array_equal(np.asarray(e), x.astype(np.asarray(e).dtype))
+            np.testing.assert_allclose(np.asarray(j), x, rtol=2e-7, atol=0)
+    with pytest.raises(ValueError, match="discrete"):
+        gaussian_test_groups(make_config("DM2"), "independent")

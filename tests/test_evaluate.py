@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from mmcl_theory import evaluate as E
+from mmcl_theory import grid as G
 from mmcl_theory import learners as L
 from mmcl_theory.models import evaluate_grid
 from mmcl_theory.results import seed_accuracies
-from mmcl_theory.datamodel import TESTS, dictionaries, make_config, sample_dataset
+from mmcl_theory.datamodel import TESTS, dictionaries, make_config, sample_dataset, sample_latents
+from mmcl_theory.datamodel import test_groups as gaussian_test_groups
 
 FAST = L.LearnerSettings(steps=40, gd_steps=40, sl_gd_steps=200)
 
@@ -29,7 +31,7 @@ def test_exact_route_equals_sampled_route_within_sampling_error(model, extra):
     for learner in learners:
         a, b = seed_accuracies(exact, learner), seed_accuracies(sampled, learner)
         # binomial s.e. of the sampled value, plus the score Monte Carlo's own s.e. for K > 2
-        se = np.sqrt(a * (1 - a) / n_test + (0 if model == "M1" else a * (1 - a) / E.MC_DRAWS))
+        se = np.sqrt(a * (1 - a) / n_test + (0 if model == "M1" else a * (1 - a) / G.MC_DRAWS))
         assert np.all(np.abs(a - b) <= 4 * se + 1e-6), (learner, a, b)
     routes = {r["route"] for r in exact if r["learner"] in learners}
     assert routes == ({"exact"} if model == "M1" else {"score_mc"})
@@ -42,7 +44,9 @@ def test_hidden_width_draws_match_d_dimensional_draws():
     dicts = dictionaries(key, cfg)
     w1 = jax.random.normal(jax.random.key(4), (cfg.d, 6)) / 20
     b1 = jnp.arange(6.0) / 10
-    h, y = E.hidden_test_draws(jax.random.key(5), cfg, dicts[0], w1, b1, "flipped")
+    k_z, k_xi = jax.random.split(jax.random.key(5))
+    lat = sample_latents(k_z, cfg, cfg.n_test, "flipped")
+    h, y = G.hidden_test_draws(k_xi, (lat.z_image, lat.label), dicts[0], cfg.sigma_xi**2 / cfg.d, w1, b1)
     x = sample_dataset(jax.random.key(6), cfg, dicts, cfg.n_test, "flipped").x_image
     h_ref = x @ w1 + b1
     se = np.sqrt(np.var(np.asarray(h_ref), 0) / cfg.n_test)
@@ -165,32 +169,33 @@ def test_exact_route_scores_are_the_sampled_route_scores(model):
     key = jax.random.key(0)
     k_dict, k_train, k_test, k_fit = jax.random.split(key, 4)
     dicts = dictionaries(k_dict, cfg)
-    train = sample_dataset(k_train, cfg, dicts, cfg.n)
+    data = sample_dataset(k_train, cfg, dicts, cfg.n)
+    train = E.Train(data.x_image, data.x_text, data.label, cfg.num_classes)
     x = sample_dataset(k_test, cfg, dicts, 50, "flipped").x_image
-    prompts = {k: jnp.asarray(np.random.default_rng(1).normal(size=(cfg.num_classes, cfg.d)), jnp.float32)
-               for k in E.PROMPTS}
+    prompts = jnp.asarray(np.random.default_rng(1).normal(size=(len(E.PROMPTS), cfg.num_classes, cfg.d)), jnp.float32)
     for learner in (l for l in E.LEARNERS if l.fit is not None):
-        params, _ = learner.fit(k_fit, train, cfg, FAST)
-        for prompt, scorer in learner.scorers(params, prompts if learner.kind == L.ZERO_SHOT else {}).items():
-            logits = np.asarray(scorer.logits(x), np.float64)
-            if learner.linear:
-                w, b = scorer.affine
+        params, _ = learner.fit(k_fit, train, FAST)
+        logits = np.asarray(learner.score(params, x, prompts), np.float64)  # (P, m, K)
+        forms = learner.exact(params, prompts)
+        if learner.linear:
+            assert len(forms) == logits.shape[0], learner.name
+            for p, (w, b) in enumerate(forms):
                 affine = np.asarray(x @ w + b, np.float64)
-                ratio = logits[:, :1] / affine[:, :1]  # one positive factor per point
+                ratio = logits[p, :, :1] / affine[:, :1]  # one positive factor per point
                 assert np.all(ratio > 0), learner.name
-                np.testing.assert_allclose(affine * ratio, logits, rtol=2e-4, atol=2e-5 * np.abs(logits).max(),
-                                           err_msg=f"{learner.name} {prompt}")
-            else:
-                (w1, b1), head = scorer.hidden
-                np.testing.assert_allclose(np.asarray(head(x @ w1 + b1)), logits, rtol=1e-4, atol=1e-6,
-                                           err_msg=f"{learner.name} {prompt}")
+                np.testing.assert_allclose(affine * ratio, logits[p], rtol=2e-4, atol=2e-5 * np.abs(logits).max(),
+                                           err_msg=f"{learner.name} {p}")
+        else:
+            (w1, b1), head = forms
+            np.testing.assert_allclose(np.asarray(head(x @ w1 + b1)), logits, rtol=1e-4, atol=1e-6,
+                                       err_msg=learner.name)
 
 
 def _numpy_test_accuracy(model, cfg, d_image, w, b, q, n, rng):
     """(accuracy, s.e.) of argmax_k (x W + b)_k on n test images drawn here in numpy from docs/models.md (M1: y, a = y
     with probability q, z = [y + sigma_core e1, a + sigma_spu e2]; M2: z = [e_y (1 + sigma_core e1), e_a (1 + sigma_spu
     e2)], a = y with probability q else uniform over the other classes, no details at test), x = D_I z + xi with
-    xi ~ N(0, sigma_xi^2/d I_d) in all d coordinates. Shares no code with the package's samplers or evaluate.py."""
+    xi ~ N(0, sigma_xi^2/d I_d) in all d coordinates. Shares no code with the package's samplers or grid.py."""
     K = w.shape[1]
     y = rng.integers(0, K, n)
     agree = rng.random(n) < q
@@ -210,7 +215,7 @@ def _numpy_test_accuracy(model, cfg, d_image, w, b, q, n, rng):
 
 @pytest.mark.parametrize("model", ["M1", "M2"])
 def test_exact_route_accuracy_at_sigma_xi_2_and_sigma_core_2_is_a_numpy_monte_carlo(model):
-    """evaluate.py's module doc (route exact): per test group the scores x W + b are Gaussian with covariance
+    """grid.py's module doc (route exact): per test group the scores x W + b are Gaussian with covariance
     V^T diag(var_g) V + (sigma_xi^2/d) W^T W, var_g = [sigma_core^2, sigma_spu^2] (M1; M2 on the class's and the
     attribute's coordinates), with x = D_I z + xi, xi ~ N(0, sigma_xi^2/d I_d) (docs/models.md#observation-model).
     At the defaults sigma_xi = sigma_core = 1 a power of either is invisible; here sigma_xi = 2, sigma_core = 2 and a
@@ -231,8 +236,9 @@ def test_exact_route_accuracy_at_sigma_xi_2_and_sigma_core_2_is_a_numpy_monte_ca
     b = 0.1 * rng.normal(size=K)
     args = [jnp.asarray(v, jnp.float32) for v in (d_image, w, b)]
     for test in TESTS:
-        exact = float(E.linear_test_accuracy(jax.random.key(0), cfg, *args, test))
+        exact = float(G.linear_test_accuracy(jax.random.key(0), gaussian_test_groups(cfg, test), args[0],
+                                             cfg.sigma_xi**2 / cfg.d, *args[1:]))
         sampled, se = _numpy_test_accuracy(model, cfg, d_image, w, b, {"aligned": 1.0, "independent": 1 / K,
                                                                        "flipped": 0.0}[test], 400_000, rng)
-        se_mc = 0.0 if K == 2 else math.sqrt(exact * (1 - exact) / E.MC_DRAWS)
+        se_mc = 0.0 if K == 2 else math.sqrt(exact * (1 - exact) / G.MC_DRAWS)
         assert abs(exact - sampled) <= 5 * math.hypot(se, se_mc), (model, test, exact, sampled, se, se_mc)

@@ -12,6 +12,7 @@ import pytest
 
 from mmcl_theory import evaluate as E
 from mmcl_theory.datamodel import TESTS, make_config
+from mmcl_theory.grid import run_point
 from mmcl_theory.learners import KINDS, SUPERVISED, ZERO_SHOT, Learner, LearnerSettings
 from mmcl_theory.models import MODEL_NAMES, evaluate_grid, get_model, model_of
 from mmcl_theory.results import ROW_KEYS
@@ -34,10 +35,12 @@ def test_every_model_registers_learner_records_with_unique_names():
 def test_learner_record_refuses_a_bad_kind_and_a_fit_beside_a_population():
     with pytest.raises(ValueError, match="kind 'contrastive' is not one of zero_shot, supervised"):
         Learner("x", "contrastive", fit=lambda *a: None)
-    with pytest.raises(ValueError, match="either fit .with scorers. or population"):
-        Learner("x", ZERO_SHOT, fit=lambda *a: None, population=lambda *a: 0.5, theory=True)
-    with pytest.raises(ValueError, match="either fit"):
+    with pytest.raises(ValueError, match="either fit and score, or population"):
+        Learner("x", ZERO_SHOT, fit=lambda *a: None, score=lambda *a: None, population=lambda *a: 0.5, theory=True)
+    with pytest.raises(ValueError, match="either fit and score"):
         Learner("x", ZERO_SHOT)
+    with pytest.raises(ValueError, match="either fit and score"):
+        Learner("x", ZERO_SHOT, fit=lambda *a: None)
     with pytest.raises(ValueError, match="population prediction is theory"):
         Learner("x", ZERO_SHOT, population=lambda *a: 0.5)
 
@@ -85,41 +88,48 @@ def test_a_learners_rows_do_not_depend_on_the_learners_beside_it():
     bytes alone and beside sl_logistic (whose draw it would share or shift under slot tables)."""
     cfg = make_config("M1", n=40, d=80, n_test=200)
     settings = LearnerSettings(steps=20)
-    alone = E.run_point(cfg, [0, 1], E.LEARNERS[4:5], settings, "exact")
-    beside = E.run_point(cfg, [0, 1], (E.LEARNERS[7], E.LEARNERS[4]), settings, "exact")
+    alone = run_point(get_model("M1"), cfg, [0, 1], E.LEARNERS[4:5], settings, "exact")
+    beside = run_point(get_model("M1"), cfg, [0, 1], (E.LEARNERS[7], E.LEARNERS[4]), settings, "exact")
     assert E.LEARNERS[4].name == "mmcl_infonce_linear" and E.LEARNERS[7].name == "sl_logistic"
     assert alone == [r for r in beside if r["learner"] == "mmcl_infonce_linear"]
 
 
-def test_a_learner_added_as_a_record_runs_through_the_synthetic_runner():
+def test_a_learner_added_as_a_record_runs_through_the_grid():
     """A plug-in learner whose scores are all zero: every score ties, argmax takes class 0 (y = -1), which is
-    half of every M1 test distribution, so the exact route gives exactly 0.5 on all three tests; the rows have
-    the contract's keys and the learner's kind decides its prompt sets."""
-    def fit(key, train, cfg, settings):
-        return jnp.zeros((cfg.d, cfg.num_classes)), None
+    half of every M1 test distribution, so the exact route gives exactly 0.5 on all three tests and the sampled one
+    the share of class 0 among n_test points (0.5 within 4 s.e.); the rows have the contract's keys and the
+    learner's kind decides its prompt sets."""
+    def fit(key, train, settings):
+        return jnp.zeros((train.x_image.shape[1], train.num_classes)), {}
 
-    constant = Learner("sl_constant", SUPERVISED, fit, E._score_sl_min_norm, linear=True)
+    score = lambda w, x, prompts: jnp.stack([x @ w] * (prompts.shape[0] if kind == ZERO_SHOT else 1))
+    exact = lambda w, prompts: [(w, jnp.zeros(w.shape[1]))] * (prompts.shape[0] if kind == ZERO_SHOT else 1)
     cfg = make_config("M1", n=40, d=80, n_test=200)
-    rows = E.run_point(cfg, [0, 1], (constant,), FAST, "exact")
-    assert len(rows) == 2 * len(TESTS) and all(set(r) == set(ROW_KEYS) for r in rows)
-    assert {(r["prompt"], r["accuracy"], r["route"]) for r in rows} == {("", 0.5, "exact")}
-    zero_shot = Learner("mmcl_constant", ZERO_SHOT, fit, lambda p, prompts: {k: E.Scorer(lambda x: x @ p, affine=(
-        p, jnp.zeros(p.shape[1]))) for k in prompts}, linear=True)
-    rows = E.run_point(cfg, [0], (zero_shot,), FAST, "exact")
-    assert {r["prompt"] for r in rows} == set(E.PROMPTS) and {r["accuracy"] for r in rows} == {0.5}
+    for kind, name in ((SUPERVISED, "sl_constant"), (ZERO_SHOT, "mmcl_constant")):
+        constant = Learner(name, kind, fit, score, linear=True, exact=exact)
+        for route in ("exact", "sampled"):
+            rows = run_point(get_model("M1"), cfg, [0, 1], (constant,), FAST, route)
+            prompts = E.PROMPTS if kind == ZERO_SHOT else ("",)
+            assert len(rows) == 2 * len(prompts) * len(TESTS) and all(set(r) == set(ROW_KEYS) for r in rows)
+            assert {(r["prompt"], r["route"]) for r in rows} == {(p, route) for p in prompts}
+            accuracy = np.array([r["accuracy"] for r in rows])
+            if route == "exact":
+                assert set(accuracy) == {0.5}
+            else:
+                assert np.all(np.abs(accuracy - 0.5) <= 4 * np.sqrt(0.25 / cfg.n_test)), accuracy
 
 
-def _fit_class_means(key, train, cfg, settings):
+def _fit_class_means(key, train, settings):
     """A nearest-class-mean classifier (not in the package): score_k(x) = <x, m_k> - |m_k|^2 / 2, m_k the mean
     training image of class k; W (d, K), b (K,)."""
-    onehot = jax.nn.one_hot(train.label, cfg.num_classes)
+    onehot = jax.nn.one_hot(train.label, train.num_classes)
     means = (onehot.T @ train.x_image) / onehot.sum(0)[:, None]  # (K, d)
-    return (means.T, -0.5 * jnp.sum(means**2, axis=1)), None
+    return (means.T, -0.5 * jnp.sum(means**2, axis=1)), {}
 
 
-def _score_affine(params, prompts):
+def _score_affine(params, x, prompts):
     w, b = params
-    return {"": E.Scorer(lambda x: x @ w + b, affine=(w, b))}
+    return (x @ w + b)[None]
 
 
 def test_a_new_learner_is_one_record_through_the_grid_and_the_sweep(tmp_path, monkeypatch):
@@ -134,7 +144,8 @@ def test_a_new_learner_is_one_record_through_the_grid_and_the_sweep(tmp_path, mo
     from mmcl_theory import models
     from mmcl_theory.sweep import main as sweep_main
 
-    means = Learner("sl_class_means", SUPERVISED, _fit_class_means, _score_affine, linear=True)
+    means = Learner("sl_class_means", SUPERVISED, _fit_class_means, _score_affine, linear=True,
+                    exact=lambda params, prompts: [params])
     plain = models._synthetic("M1")
     monkeypatch.setitem(models._BUILDERS, "M1", lambda: dataclasses.replace(plain, learners=plain.learners + (means,)))
     models.get_model.cache_clear()
@@ -183,8 +194,8 @@ def test_no_runner_branches_on_a_learner_name(tmp_path):
     planted.write_text('def f(learner, r):\n    return learner == "sl_mlp" or learner.name in ("mmcl_lenet",) or '
                        'r["learner"] == "sl_mlp"\n')
     assert len(_name_comparisons(planted, names)) == 2  # the scan finds planted branches, not a row filter
-    runners = [ROOT / "mmcl_theory" / f for f in ("evaluate.py", "digits_learners.py", "paper_mnist.py", "models.py",
-                                                  "learners.py")]
+    runners = [ROOT / "mmcl_theory" / f for f in ("grid.py", "evaluate.py", "digits_learners.py", "paper_mnist.py",
+                                                  "models.py", "learners.py")]
     runners += sorted((ROOT / "mmcl_theory" / "sweep").glob("*.py"))
     found = [hit for path in runners for hit in _name_comparisons(path, names)]
     assert not found, f"branches on learner names: {found}"
@@ -216,3 +227,19 @@ def test_theory_infonce_reports_a_bad_setting_rather_than_dropping_its_rows():
         evaluate_grid([make_config("M1", n=30000, d=100)], [0], ("theory_infonce",))
     collapsed = LearnerSettings(temperature=1000.0)  # rank_ratio 1.4e-9 at n 200, d 10 (docs/temperature.md)
     assert evaluate_grid([make_config("M1", n=200, d=10)], [0], ("theory_infonce",), collapsed) == [[]]
+
+
+def test_a_temperature_sweep_compiles_one_program():
+    """LearnerSettings.temperature is a traced leaf (grid.py): the grid's program for M1's InfoNCE learner is
+    compiled once for three temperatures (a static temperature compiled it per value), and the rows still move with
+    the temperature (the value reaches the loss)."""
+    from mmcl_theory import grid
+
+    cfg = make_config("M1", n=40, d=80, n_test=200)
+    program = grid._mapped(get_model("M1"), get_model("M1").records(["mmcl_infonce_linear"]), "exact")
+    before = program._cache_size()
+    losses = set()
+    for tau in (0.1, 0.5, 2.0):
+        rows = evaluate_grid([cfg], [0], ["mmcl_infonce_linear"], LearnerSettings(steps=20, temperature=tau))[0]
+        losses.add(rows[0]["final_loss"])
+    assert program._cache_size() - before <= 1 and len(losses) == 3

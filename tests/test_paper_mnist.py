@@ -299,7 +299,7 @@ def test_short_runs_learn_the_training_distribution(shared_data):
     with pure channels: 0.836 against 0.994 measured at this budget), and both stay below chance on the flipped
     test (the shade, not yet the digit, is what they use)."""
     config = _config(shared_data, n_train=N_SMALL, n_test=N_TEST_SMALL)
-    rows = pm.run_point(config, [0], pm.LEARNERS, SETTINGS)
+    rows = evaluate_grid([config], [0], [l.name for l in pm.LEARNERS], SETTINGS)[0]
     acc = {(r["learner"], r["test"]): r["accuracy"] for r in rows}
     assert len(rows) == 6 and {r["n"] for r in rows} == {N_SMALL}
     assert acc["mmcl_lenet", "aligned"] > 0.75 and acc["sl_lenet", "aligned"] > 0.9, acc

@@ -203,7 +203,7 @@ def _binomial_se(exact: float, sample_se: float, n: int) -> float:
        prompt=st.sampled_from(["core", "class_mean"]))
 def test_exact_accuracy_matches_sampled_data(data, model, K, sigma_core, sigma_spu, sigma_xi, p, beta, annotate, r,
                                              s, q, prompt):
-    """theory.population_zero_shot_accuracy (Gaussian orthant probabilities over theory.test_groups) against
+    """theory.population_zero_shot_accuracy (Gaussian orthant probabilities over datamodel.test_groups) against
     _sampled_data_accuracy, within 4 standard errors (_binomial_se). d is small (2l + 4), so the projected test noise
     sigma_xi^2 / d (up to 4/8) is large and a wrong noise term shows."""
     extra = dict(K=K, beta=beta, annotate=annotate) if model == "M2" else {}

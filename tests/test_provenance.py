@@ -42,6 +42,28 @@ KNOWN_STALE = {
         "trained CLIPs on real images (CPU setting, 2026-12-02, commit b2fc5bb); the CLIP track's code has "
         "changed since", P.REAL_DATA_COMMANDS["figures/real_data_mechanisms.csv"]),
 }
+# The one-grid refactor (issue 29) changed every model's code hash (grid.py is in each model's closure). Its quick
+# sweeps, run before (34e258f) and after on this VM, give the same results.csv bytes except the columns named here
+# (BENCHMARKS.md, "One runner"); the full figures were not rerun in that session.
+_REFACTOR = "code hash changed by the one-grid refactor (issue 29); its quick sweep is the same before and after"
+for _name, _moved in {
+        "caption_richness": "loss_floor of the InfoNCE rows (float32 at the traced temperature, <= 6 ulps)",
+        "core_variance": "loss_floor of the InfoNCE rows (<= 6 float32 ulps)",
+        "detail_types": "loss_floor of the InfoNCE rows (<= 6 float32 ulps)",
+        "feature_sharing": "loss_floor of the InfoNCE rows (<= 6 float32 ulps)",
+        "sample_size": "loss_floor of the InfoNCE rows (<= 6 float32 ulps)",
+        "spurious_strength": "loss_floor of the InfoNCE rows (<= 6 float32 ulps)",
+        "temperature": "loss_floor (<= 6 float32 ulps) and theory_infonce, whose population sample now comes from "
+                       "datamodel's sampler (docs/temperature.md#population-numbers)",
+        "digits": "", "digits_calibration": "", "digits_mnist": "",
+        "paper_mnist_choices": "the trained LeNets' rows: their keys are now derived from the learner's name",
+}.items():
+    KNOWN_STALE[f"figures/{_name}.csv"] = (_REFACTOR + (f" except {_moved}" if _moved else " to the byte"),
+                                          f"python -m mmcl_theory.figures --only {_name}")
+KNOWN_STALE["paper_checks/REPORT.md"] = (
+    "the checks' inputs changed with the one-grid refactor (issue 29); not rerun in that session",
+    "python -m paper_checks --resume paper_checks/records; python -m paper_checks --seed-offset 100 --resume "
+    "paper_checks/records-offset-100 --out /tmp/o100.md; python -m paper_checks --resume paper_checks/records")
 
 
 # ------------------------------------------------------------------ the committed artifacts
@@ -357,24 +379,27 @@ def h():
 
 def test_m1_sweep_dependency_set():
     files = P.sweep_inputs("caption_richness")
-    assert files["mmcl_theory/results.py"] == {"TESTS"} and files["mmcl_theory/evaluate.py"] is None
+    assert files["mmcl_theory/results.py"] == {"TESTS", "make_row"} and files["mmcl_theory/evaluate.py"] is None
+    assert files["mmcl_theory/grid.py"] is None  # the one runner, needed whole for every model (MODEL_MODULES)
     assert list(files) == sorted(["mmcl_theory/sweeps/caption_richness.toml", "mmcl_theory/sweep/plan.py",
-                            "mmcl_theory/models.py", "mmcl_theory/evaluate.py", "mmcl_theory/learners.py",
+                            "mmcl_theory/models.py", "mmcl_theory/evaluate.py", "mmcl_theory/grid.py",
+                            "mmcl_theory/learners.py",
                             "mmcl_theory/losses.py", "mmcl_theory/datamodel.py", "mmcl_theory/theory.py",
                             "mmcl_theory/config.py", "mmcl_theory/results.py"])
 
 
 def test_model_modules_hold_each_registered_model():
-    """provenance.MODEL_MODULES names, per registered model, files whose closure holds the model's run_point, its
-    config class and every learner's fit and scorers (models.py's lazy imports are not followed, so this table is
-    what ties a model's numbers to its code)."""
+    """provenance.MODEL_MODULES names, per registered model, files whose closure holds the model's sampler, its
+    memory estimate, its config class and every learner's fit and score (models.py's lazy imports are not
+    followed, so this table is what ties a model's numbers to its code)."""
     from mmcl_theory import models
 
     assert set(P.MODEL_MODULES) == set(models.MODEL_NAMES)
     for name in models.MODEL_NAMES:
         m = models.get_model(name)
         closure = set(P.closure(P.MODEL_MODULES[name]))
-        objects = [m.run_point, m.config_cls, m.settings_cls] + [
+        sample = getattr(m.sample, "func", m.sample)  # a functools.partial's function
+        objects = [sample, m.memory, m.config_cls, m.settings_cls] + [
             f for learner in m.learners for f in vars(learner).values() if callable(f) and hasattr(f, "__module__")]
         for obj in objects:
             module = getattr(obj, "__module__", "") or ""

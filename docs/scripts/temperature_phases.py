@@ -2,14 +2,14 @@
 
 For M1 (r = 1) with overrides, a temperature and a number of full-batch Adam steps, trains
 learners.mmcl_infonce (linear, embedding dimension 8, lr 0.01) on seeds 0..S-1 with the sweeps' data
-(dictionaries, training set and test keys of evaluate.fit_and_score; the initialisation key is the
+(dictionaries, training set and test keys of evaluate.sample; the initialisation key is the
 fourth split itself, not the sweep's per-learner key) and reports, mean +- s.e. over seeds:
   - the final training loss and how many runs learners.fit_summary calls converged;
   - fracD: the fraction of ||W_I||_F^2 in the column space of D_I (a random W has l/d; memorising W has less);
   - for the core-prompt score difference g = W_I (e_+1 - e_-1) (e the normalised prompt embeddings):
     the spurious ratio (D_I^T g)_spu / (D_I^T g)_core and the test-noise weight
     sqrt(sigma_xi^2/d ||g||^2) / ||D_I^T g||;
-  - exact accuracies (evaluate.linear_test_accuracy) with the core and the class-mean prompt.
+  - exact accuracies (grid.linear_test_accuracy) with the core and the class-mean prompt.
 One JSON line per (tau, steps) is appended to --log.
 
     python docs/scripts/temperature_phases.py --taus 0.01 0.1 1 --steps 300 3000 10000 --seeds 5
@@ -29,7 +29,8 @@ import numpy as np
 
 from mmcl_theory import learners as L
 from mmcl_theory.datamodel import dictionaries, make_config, prompt_latents, sample_dataset
-from mmcl_theory.evaluate import linear_test_accuracy
+from mmcl_theory.datamodel import test_groups
+from mmcl_theory.grid import linear_test_accuracy
 from mmcl_theory.losses import l2_normalise
 
 
@@ -53,7 +54,8 @@ def run(cfg, tau: float, steps: int, seeds, lr: float = 0.01) -> dict[str, np.nd
             latent = d_image.T @ g
             out[kind + "_ratio"] = latent[1] / latent[0]
             out[kind + "_noise"] = jnp.sqrt(cfg.sigma_xi**2 / cfg.d * (g @ g)) / jnp.linalg.norm(latent)
-            out[kind + "_acc"] = jnp.stack([linear_test_accuracy(k_test, cfg, d_image, weights, bias, t)
+            out[kind + "_acc"] = jnp.stack([linear_test_accuracy(k_test, test_groups(cfg, t), d_image,
+                                                                 cfg.sigma_xi**2 / cfg.d, weights, bias)
                                             for t in ("aligned", "independent", "flipped")])
         return out
 

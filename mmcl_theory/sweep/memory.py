@@ -8,53 +8,29 @@ from .plan import SweepError
 
 # ------------------------------------------------------------------ memory, before any work starts
 #
-# A point of a synthetic model (M1, M2) allocates, per seed (seeds run one after another, lax.map), the training
-# images and captions and their noise draws in n x d, working copies of the images (the centred images of the
-# closed form, the transposes and QR factors of min-norm SL), an n x n or d x d Gram or R factor, the d-dimensional
-# test sets of the sampled route, and for K > 2 classes on the exact route the score-space Monte Carlo of every
-# test group (K^2 groups x MC_DRAWS draws x K scores). Its theory rows come first, one population record after
-# another, each holding the float64 arrays its record's `memory` counts (theory.py: Cov(z_I, z_T) and the test
-# groups, the population InfoNCE batches); a point needs the larger of the two. A point whose estimate exceeds the
-# memory available is refused before anything is written, with the estimate and the limit, instead of failing out
-# of memory (or running for hours) mid-run.
-
-ND_ARRAYS = 6  # n x d float32 arrays alive at once: images, captions, their two noise draws, two working copies
-BYTES = 4  # float32
+# A point holds, per seed (seeds run one after another, or one learner's seeds at once for digits), the arrays its
+# model's `memory` counts for the fitted learners (models.Model.memory: M1/M2's n x d training and test arrays, the
+# digits images, paper_mnist's LeNet batches and coloured test images). Its theory rows come first, one population
+# record after another, each holding the float64 arrays its record's `memory` counts (theory.py: Cov(z_I, z_T) and
+# the test groups, the population InfoNCE batches); a point needs the larger of the two. A point whose estimate
+# exceeds the memory available is refused before anything is written, with the estimate and the limit, instead of
+# failing out of memory (or running for hours) mid-run.
 
 
 def point_memory(cfg, settings, learners, route: str) -> tuple[int, str]:
     """(bytes, how it was counted) of the largest arrays one point holds at once: the larger of its theory rows'
-    (the largest `memory` of its population records) and its fitted learners' per seed (0 when none is fitted, or
-    its config has no n and d: the digits models, whose data are fixed images)."""
+    (the largest `memory` of its population records) and its fitted learners' (its model's estimate)."""
     from ..models import model_of
 
-    records = model_of(cfg).records(learners)
-    counts = [_fitted_memory(cfg, settings, [l for l in records if l.population is None], route)]
+    model = model_of(cfg)
+    records = model.records(learners)
+    fitted = [l for l in records if l.population is None]
+    counts = [model.memory(cfg, settings, fitted, route) if fitted else (0, "no fitted learner")]
     for learner in records:
         if learner.memory is not None:
             need, how = learner.memory(cfg, settings)
             counts.append((need, f"{how}, theory rows of {learner.name}"))
     return max(counts, key=lambda c: c[0])
-
-
-def _fitted_memory(cfg, settings, fitted, route: str) -> tuple[int, str]:
-    """(bytes, how) of the arrays of the fitted learners `fitted` per seed (module comment)."""
-    from ..evaluate import MC_DRAWS
-
-    n, d, n_test = getattr(cfg, "n", None), getattr(cfg, "d", None), getattr(cfg, "n_test", 0)
-    if not all(isinstance(x, int) for x in (n, d)) or not fitted:
-        return 0, "no sampled data"
-    terms = [(ND_ARRAYS * n * d, f"{ND_ARRAYS} arrays of n x d (n = {n}, d = {d})"),
-             (2 * min(n, d) ** 2, "2 of min(n, d)^2")]
-    if route == "sampled":
-        terms.append((6 * n_test * d, f"6 test arrays of n_test x d (n_test = {n_test})"))
-    K = getattr(cfg, "num_classes", 2)
-    if route == "exact" and K > 2 and any(l.linear for l in fitted):
-        terms.append((K * K * (2 * MC_DRAWS * K + K * K), f"the score Monte Carlo of K^2 groups (K = {K})"))
-    width = getattr(settings, "width", 0)
-    if route == "exact" and not all(l.linear for l in fitted):
-        terms.append((4 * n_test * max(width, cfg.latent_dim), "4 test draws of n_test x width (MLP learners)"))
-    return BYTES * sum(t for t, _ in terms), " + ".join(h for _, h in terms) + " float32"
 
 
 def available_memory(device: str = "cpu") -> tuple[int | None, str]:
