@@ -45,6 +45,11 @@ def main() -> None:
     ap.add_argument("--commits", nargs="+", default=["e1ec95b", "HEAD"])
     ap.add_argument("--rounds", type=option_type("--rounds", int, 1, 100), default=2)
     args = ap.parse_args()
+    for commit in args.commits:
+        found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if found.returncode:
+            ap.error(f"--commits: {commit!r} is not a commit of this repository")
     seconds: dict = {(c, r): [] for c in args.commits for r in RUNS}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -18,7 +18,10 @@ REPO = Path(__file__).resolve().parent.parent
     ("objective_step", ["--model", "nosuch"], "error: --model: model.name = 'nosuch' is not allowed"),
     ("paper_mnist_divergence", ["--pi-core", "2"], "--pi-core = 2.0 is out of range: allowed a finite number in [0, 1]"),
     ("paper_mnist_divergence", ["--epochs", "-1"], "--epochs = -1 is out of range"),
-], ids=["clip-model", "clip-batch", "lenet-parallel", "objective-model", "divergence-pi", "divergence-epochs"])
+    ("sweep_versions", ["--rounds", "0"], "--rounds = 0 is out of range"),
+    ("sweep_versions", ["--commits", "nosuchcommit"], "--commits: 'nosuchcommit' is not a commit of this repository"),
+], ids=["clip-model", "clip-batch", "lenet-parallel", "objective-model", "divergence-pi", "divergence-epochs",
+        "versions-rounds", "versions-commit"])
 def test_bench_bad_option_is_one_line(capsys, monkeypatch, script, argv, needle):
     """Each was a traceback (ConfigError from the model registry or the config, ZeroDivisionError after the timing),
     or, for --epochs -1, a run that trained nothing and exited 0."""
