@@ -225,7 +225,7 @@ def test_theory_infonce_reports_a_bad_setting_rather_than_dropping_its_rows():
     error, such as a batch larger than the optimum's latent sample, reaches the caller."""
     with pytest.raises(ValueError, match="batch = 30000 is out of range: allowed 2 <= batch <= samples = 20000"):
         evaluate_grid([make_config("M1", n=30000, d=100)], [0], ("theory_infonce",))
-    collapsed = LearnerSettings(temperature=1000.0)  # rank_ratio 1.4e-9 at n 200, d 10 (docs/temperature.md)
+    collapsed = LearnerSettings(temperature=1000.0)  # collapsed at n 200, d 10, sigma_xi 1 (e = 0.1), sample seed 0
     assert evaluate_grid([make_config("M1", n=200, d=10)], [0], ("theory_infonce",), collapsed) == [[]]
 
 
