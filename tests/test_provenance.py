@@ -49,8 +49,7 @@ KNOWN_STALE = {
 _REFACTOR = ("code hash changed by the one-grid refactor (issue 29); its quick sweep is the same before and after "
              "except")
 for _name, _moved in {
-        "caption_richness": "loss_floor of the InfoNCE rows (float32 at the traced temperature, <= 6 ulps)",
-        "detail_types": "loss_floor of the InfoNCE rows (<= 6 float32 ulps)",
+        "detail_types": "loss_floor of the InfoNCE rows (float32 at the traced temperature, <= 6 ulps)",
         "feature_sharing": "loss_floor of the InfoNCE rows (<= 6 float32 ulps)",
         "sample_size": "loss_floor of the InfoNCE rows (<= 6 float32 ulps)",
         "paper_mnist_choices": "the trained LeNets' rows: their keys are now derived from the learner's name",
