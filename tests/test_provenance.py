@@ -44,7 +44,8 @@ KNOWN_STALE = {
 }
 # The one-grid refactor (issue 29) changed every model's code hash (grid.py is in each model's closure). Its quick
 # sweeps, run before (34e258f) and after on this VM, give the same results.csv bytes except the columns named here;
-# the full figures regenerated after it (digits*, spurious_strength, temperature) moved by float rounding only
+# the full figures regenerated after it (caption_richness, core_variance, digits*, spurious_strength, temperature)
+# moved by float rounding only
 # (BENCHMARKS.md, "One runner"); these were not rerun in that session.
 _REFACTOR = ("code hash changed by the one-grid refactor (issue 29); its quick sweep is the same before and after "
              "except")
@@ -55,10 +56,6 @@ for _name, _moved in {
         "paper_mnist_choices": "the trained LeNets' rows: their keys are now derived from the learner's name",
 }.items():
     KNOWN_STALE[f"figures/{_name}.csv"] = (f"{_REFACTOR} {_moved}", f"python -m mmcl_theory.figures --only {_name}")
-KNOWN_STALE["paper_checks/REPORT.md"] = (
-    "the checks' inputs changed with the one-grid refactor (issue 29); not rerun in that session",
-    "python -m paper_checks --resume paper_checks/records; python -m paper_checks --seed-offset 100 --resume "
-    "paper_checks/records-offset-100 --out /tmp/o100.md; python -m paper_checks --resume paper_checks/records")
 
 
 # ------------------------------------------------------------------ the committed artifacts
