@@ -44,15 +44,11 @@ KNOWN_STALE = {
 }
 # The one-grid refactor (issue 29) changed every model's code hash (grid.py is in each model's closure). Its quick
 # sweeps, run before (34e258f) and after on this VM, give the same results.csv bytes except the columns named here;
-# the full figures regenerated after it (caption_richness, core_variance, digits*, spurious_strength, temperature)
-# moved by float rounding only
+# the full figures regenerated after it (every synthetic one; BENCHMARKS.md) moved by float rounding only
 # (BENCHMARKS.md, "One runner"); these were not rerun in that session.
 _REFACTOR = ("code hash changed by the one-grid refactor (issue 29); its quick sweep is the same before and after "
              "except")
 for _name, _moved in {
-        "detail_types": "loss_floor of the InfoNCE rows (float32 at the traced temperature, <= 6 ulps)",
-        "feature_sharing": "loss_floor of the InfoNCE rows (<= 6 float32 ulps)",
-        "sample_size": "loss_floor of the InfoNCE rows (<= 6 float32 ulps)",
         "paper_mnist_choices": "the trained LeNets' rows: their keys are now derived from the learner's name",
 }.items():
     KNOWN_STALE[f"figures/{_name}.csv"] = (f"{_REFACTOR} {_moved}", f"python -m mmcl_theory.figures --only {_name}")
