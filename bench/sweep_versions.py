@@ -62,8 +62,8 @@ def main() -> None:
             for k in range(args.rounds):
                 for commit, tree in trees.items():
                     cache = tmp / f"cache-{commit}-{k}"
-                    for run, sweep_args in RUNS.items():
-                        seconds[commit, run].append(timed(tree, sweep_args, cache, tmp / f"out-{commit}-{k}-{run[:7]}"))
+                    for j, (run, sweep_args) in enumerate(RUNS.items()):  # a fresh output folder each (no resume)
+                        seconds[commit, run].append(timed(tree, sweep_args, cache, tmp / f"out-{commit}-{k}-{j}"))
                         print(f"{commit} round {k}: {run} {seconds[commit, run][-1]:.1f} s", file=sys.stderr,
                               flush=True)
         finally:

@@ -28,7 +28,8 @@ from mmcl_theory import provenance as P  # noqa: E402
 KNOWN_STALE = {
     "figures/paper_mnist.csv": (
         "the paper's MNIST experiment at full scale, all 8 points from parts run at f2e58ec and 6762353 (16,939 s "
-        "of part time, about 3 h on both cores of this CPU); learners.py and paper_mnist.py changed since",
+        "of part time, about 3 h on both cores of this CPU); learners.py and paper_mnist.py changed since, and since "
+        "the one grid (issue 29) its learners' keys are derived from their names (new draws)",
         "python -m mmcl_theory.sweep paper_mnist --part K/8 --out figures/paper_mnist_run (K = 1..8); "
         "python -m mmcl_theory.sweep merge figures/paper_mnist_run; python -m mmcl_theory.figures --only "
         "paper_mnist --from <merged>"),
