@@ -43,16 +43,6 @@ KNOWN_STALE = {
         "trained CLIPs on real images (CPU setting, 2026-12-02, commit b2fc5bb); the CLIP track's code has "
         "changed since", P.REAL_DATA_COMMANDS["figures/real_data_mechanisms.csv"]),
 }
-# The one-grid refactor (issue 29) changed every model's code hash (grid.py is in each model's closure). Its quick
-# sweeps, run before (34e258f) and after on this VM, give the same results.csv bytes except the columns named here;
-# the full figures regenerated after it (every synthetic one; BENCHMARKS.md) moved by float rounding only
-# (BENCHMARKS.md, "One runner"); these were not rerun in that session.
-_REFACTOR = ("code hash changed by the one-grid refactor (issue 29); its quick sweep is the same before and after "
-             "except")
-for _name, _moved in {
-        "paper_mnist_choices": "the trained LeNets' rows: their keys are now derived from the learner's name",
-}.items():
-    KNOWN_STALE[f"figures/{_name}.csv"] = (f"{_REFACTOR} {_moved}", f"python -m mmcl_theory.figures --only {_name}")
 
 
 # ------------------------------------------------------------------ the committed artifacts
